@@ -1,0 +1,65 @@
+#pragma once
+
+#include "Sync/Configuration.h"
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+typedef void CURL;
+
+namespace AzureDicom
+{
+struct HttpRequest
+{
+  std::string method = "GET";
+  std::string url;
+  std::vector<std::pair<std::string, std::string>> headers;
+  const std::string* body = nullptr;  // not owned; large STOW-RS bodies are not copied
+  unsigned int timeoutSeconds = 60;
+};
+
+
+struct HttpResponse
+{
+  long status = 0;
+  std::map<std::string, std::string> headers;  // names in lower case
+  std::string body;
+  double elapsedMs = 0;
+  bool truncated = false;  // the body was longer than the client's limit and was cut
+
+  // Returns the header's value, or "" when it is absent. The name is matched in lower case.
+  std::string GetHeader(const std::string& lowerCaseName) const;
+};
+
+
+// A libcurl easy handle that keeps its connection open between requests. Not thread-safe: each
+// worker owns one.
+class HttpClient
+{
+public:
+  // Bodies of answers longer than maxResponseBytes are cut (HttpResponse::truncated), so that a
+  // broken server cannot exhaust memory.
+  explicit HttpClient(const TlsSettings& tls, size_t maxResponseBytes = 16 * 1024 * 1024);
+  ~HttpClient();
+
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // Sends the request and returns the answer, whatever its status. Throws
+  // Exception(NetworkError) naming the method, the URL and libcurl's message when no answer
+  // came (DNS, connection, TLS, timeout, reset).
+  HttpResponse Execute(const HttpRequest& request);
+
+private:
+  CURL* curl_;
+  TlsSettings tls_;
+  size_t maxResponseBytes_;
+};
+
+
+// Percent-encodes a value for application/x-www-form-urlencoded bodies and query strings.
+std::string UrlEncode(const std::string& value);
+}  // namespace AzureDicom

@@ -1,0 +1,119 @@
+#pragma once
+
+#include <json/value.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace AzureDicom
+{
+enum class CredentialType
+{
+  None,
+  ClientSecret,
+  ClientCertificate,
+  ManagedIdentity,
+  WorkloadIdentity
+};
+
+const char* ToString(CredentialType type);
+
+
+enum class ConflictPolicy
+{
+  Keep,
+  Replace
+};
+
+
+struct RetrySettings
+{
+  double initialDelaySeconds = 2;
+  double maxDelaySeconds = 600;
+  unsigned int maxAttempts = 10;
+};
+
+
+struct TlsSettings
+{
+  bool verifyPeer = true;
+  std::string caCertificates;  // a PEM bundle; empty means the system's store
+};
+
+
+struct CredentialSettings;
+
+
+// Where the client secret, or the certificate, is read from instead of the configuration file.
+struct KeyVaultSettings
+{
+  std::string vaultUrl;
+  std::string secretName;
+  std::string secretVersion;  // empty means the newest version, re-read on every refresh
+  unsigned int refreshSeconds = 3600;
+  std::shared_ptr<CredentialSettings> credentials;  // the vault's own credential
+};
+
+
+struct CredentialSettings
+{
+  CredentialType type = CredentialType::None;
+  std::string tenantId;
+  std::string clientId;
+  std::string clientSecret;
+  std::string certificatePath;
+  std::string certificatePassword;
+  std::string authorityHost = "https://login.microsoftonline.com";
+  std::string scope = "https://dicom.healthcareapis.azure.com/.default";
+  std::shared_ptr<KeyVaultSettings> keyVault;  // null when the secret is in the file
+};
+
+
+// The "AzureDicom" section of Orthanc's configuration, checked and with its defaults filled in.
+struct Configuration
+{
+  bool enable = true;
+  std::string serviceUrl;  // no trailing slash
+  std::string apiVersion = "v2";  // "v1", "v2", or "" for a plain DICOMweb server
+  std::string partition;
+  std::string database;  // empty means a file in Orthanc's storage directory
+  unsigned int workers = 4;
+  unsigned int maxInstancesPerRequest = 20;
+  unsigned int maxRequestSizeMB = 64;
+  unsigned int requestTimeoutSeconds = 300;
+  unsigned int leaseSeconds = 0;  // 0 until parsed: then at least RequestTimeoutSeconds + 60
+  RetrySettings retry;
+  TlsSettings tls;
+  bool mirrorDeletes = false;
+  ConflictPolicy onConflict = ConflictPolicy::Keep;
+  CredentialSettings credentials;
+
+  uint64_t GetMaxRequestBytes() const
+  {
+    return static_cast<uint64_t>(maxRequestSizeMB) * 1024 * 1024;
+  }
+
+  // The STOW-RS URL: {ServiceUrl}[/{ApiVersion}][/partitions/{Partition}]/studies
+  std::string GetStowUrl() const;
+
+  // The base of the DICOMweb routes, without "/studies".
+  std::string GetDicomWebBase() const;
+};
+
+
+// Parses the "AzureDicom" section. A null or absent section gives a disabled configuration.
+// Throws Exception(BadConfiguration) naming the key ("AzureDicom.Retry.MaxAttempts") and the
+// value that was expected, for an unknown key, a wrong type or an impossible value.
+Configuration ParseConfiguration(const Json::Value& section);
+
+// Returns the effective settings as JSON with the keys of the configuration file, and every
+// secret replaced by "<redacted>" (an empty secret stays empty).
+Json::Value ToRedactedJson(const Configuration& configuration);
+
+// True for "localhost", 127.0.0.0/8 and ::1: the hosts where plain http:// is allowed.
+bool IsLoopbackHost(const std::string& host);
+
+// Returns the host part of an http:// or https:// URL, or throws BadConfiguration naming key.
+std::string GetUrlHost(const std::string& url, const std::string& key);
+}  // namespace AzureDicom
