@@ -1,0 +1,40 @@
+#include "Azure/StowClient.h"
+
+#include "Common/Clock.h"
+
+namespace AzureDicom
+{
+StowClient::StowClient(const std::string& stowUrl, const TlsSettings& tls,
+                       unsigned int timeoutSeconds, std::shared_ptr<TokenCache> tokens) :
+    stowUrl_(stowUrl), timeoutSeconds_(timeoutSeconds), tokens_(std::move(tokens)), http_(tls)
+{
+}
+
+
+HttpResponse StowClient::Post(const std::string& body, const std::string& contentType)
+{
+  HttpRequest request;
+  request.method = "POST";
+  request.url = stowUrl_;
+  request.body = &body;
+  request.timeoutSeconds = timeoutSeconds_;
+  request.headers.emplace_back("Content-Type", contentType);
+  request.headers.emplace_back("Accept", "application/dicom+json");
+
+  if (tokens_)
+  {
+    request.headers.emplace_back("Authorization", "Bearer " + tokens_->GetToken(NowMs()));
+  }
+
+  return http_.Execute(request);
+}
+
+
+void StowClient::InvalidateToken()
+{
+  if (tokens_)
+  {
+    tokens_->Invalidate();
+  }
+}
+}  // namespace AzureDicom

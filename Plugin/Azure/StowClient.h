@@ -1,0 +1,30 @@
+#pragma once
+
+#include "Azure/Credential.h"
+#include "Azure/HttpClient.h"
+#include "Sync/Dispatcher.h"
+
+#include <memory>
+#include <string>
+
+namespace AzureDicom
+{
+// Posts STOW-RS bodies to the service over one reused connection, with a bearer token from the
+// shared token cache (none when the credential type is None).
+class StowClient : public IStowSender
+{
+public:
+  StowClient(const std::string& stowUrl, const TlsSettings& tls, unsigned int timeoutSeconds,
+             std::shared_ptr<TokenCache> tokens);
+
+  HttpResponse Post(const std::string& body, const std::string& contentType) override;
+
+  void InvalidateToken() override;
+
+private:
+  std::string stowUrl_;
+  unsigned int timeoutSeconds_;
+  std::shared_ptr<TokenCache> tokens_;
+  HttpClient http_;
+};
+}  // namespace AzureDicom

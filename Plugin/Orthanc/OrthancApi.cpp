@@ -1,0 +1,234 @@
+#include "Orthanc/OrthancApi.h"
+
+#include "Common/Exception.h"
+
+#include <json/json.h>
+
+#include <memory>
+
+namespace AzureDicom
+{
+namespace
+{
+const char* const LOG_PREFIX = "AzureDicom: ";
+
+// Frees a buffer that Orthanc allocated, whatever happens.
+class MemoryBuffer
+{
+public:
+  explicit MemoryBuffer(OrthancPluginContext* context) : context_(context)
+  {
+    buffer_.data = nullptr;
+    buffer_.size = 0;
+  }
+
+  ~MemoryBuffer()
+  {
+    if (buffer_.data != nullptr)
+    {
+      OrthancPluginFreeMemoryBuffer(context_, &buffer_);
+    }
+  }
+
+  OrthancPluginMemoryBuffer* Get()
+  {
+    return &buffer_;
+  }
+
+  const char* GetData() const
+  {
+    return static_cast<const char*>(buffer_.data);
+  }
+
+  size_t GetSize() const
+  {
+    return buffer_.size;
+  }
+
+private:
+  OrthancPluginContext* context_;
+  OrthancPluginMemoryBuffer buffer_;
+};
+
+
+bool CheckRestCall(OrthancPluginContext* context, OrthancPluginErrorCode code,
+                   const std::string& method, const std::string& uri)
+{
+  if (code == OrthancPluginErrorCode_Success)
+  {
+    return true;
+  }
+
+  if (code == OrthancPluginErrorCode_UnknownResource || code == OrthancPluginErrorCode_InexistentItem)
+  {
+    return false;
+  }
+
+  throw Exception(ErrorCode::InternalError, "Orthanc's REST API failed on " + method + " " + uri +
+                                                ": " + OrthancPluginGetErrorDescription(context, code));
+}
+}  // namespace
+
+
+void OrthancLogger::Info(const std::string& message)
+{
+  OrthancPluginLogInfo(context_, (LOG_PREFIX + message).c_str());
+}
+
+
+void OrthancLogger::Warning(const std::string& message)
+{
+  OrthancPluginLogWarning(context_, (LOG_PREFIX + message).c_str());
+}
+
+
+void OrthancLogger::Error(const std::string& message)
+{
+  OrthancPluginLogError(context_, (LOG_PREFIX + message).c_str());
+}
+
+
+bool OrthancGateway::GetJson(Json::Value& answer, const std::string& uri)
+{
+  MemoryBuffer buffer(context_);
+  if (!CheckRestCall(context_, OrthancPluginRestApiGet(context_, buffer.Get(), uri.c_str()), "GET",
+                     uri))
+  {
+    return false;
+  }
+
+  std::string error;
+  if (!ParseJson(answer, error, buffer.GetData(), buffer.GetSize()))
+  {
+    throw Exception(ErrorCode::ProtocolError, "Orthanc's answer to GET " + uri +
+                                                  " is not valid JSON: " + error);
+  }
+  return true;
+}
+
+
+bool OrthancGateway::GetBinary(std::string& answer, const std::string& uri)
+{
+  MemoryBuffer buffer(context_);
+  if (!CheckRestCall(context_, OrthancPluginRestApiGet(context_, buffer.Get(), uri.c_str()), "GET",
+                     uri))
+  {
+    return false;
+  }
+
+  answer.assign(buffer.GetData(), buffer.GetSize());
+  return true;
+}
+
+
+bool OrthancGateway::PostJson(Json::Value& answer, const std::string& uri, const std::string& body)
+{
+  MemoryBuffer buffer(context_);
+  if (!CheckRestCall(context_,
+                     OrthancPluginRestApiPost(context_, buffer.Get(), uri.c_str(), body.c_str(),
+                                              body.size()),
+                     "POST", uri))
+  {
+    return false;
+  }
+
+  std::string error;
+  if (!ParseJson(answer, error, buffer.GetData(), buffer.GetSize()))
+  {
+    throw Exception(ErrorCode::ProtocolError, "Orthanc's answer to POST " + uri +
+                                                  " is not valid JSON: " + error);
+  }
+  return true;
+}
+
+
+Json::Value ReadOrthancConfiguration(OrthancPluginContext* context)
+{
+  char* raw = OrthancPluginGetConfiguration(context);
+  if (raw == nullptr)
+  {
+    throw Exception(ErrorCode::InternalError, "Orthanc returned no configuration");
+  }
+
+  const std::string copy(raw);
+  OrthancPluginFreeString(context, raw);
+
+  Json::Value configuration;
+  std::string error;
+  if (!ParseJson(configuration, error, copy.data(), copy.size()))
+  {
+    throw Exception(ErrorCode::BadConfiguration, "Orthanc's configuration is not valid JSON: " +
+                                                     error);
+  }
+  return configuration;
+}
+
+
+std::string GetConfigurationDirectory(OrthancPluginContext* context)
+{
+  char* raw = OrthancPluginGetConfigurationPath(context);
+  std::string path = (raw == nullptr ? "" : raw);
+  if (raw != nullptr)
+  {
+    OrthancPluginFreeString(context, raw);
+  }
+
+  if (path.empty())
+  {
+    return ".";
+  }
+
+  // Orthanc takes either a file or a folder of files.
+  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".json") == 0)
+  {
+    const size_t slash = path.find_last_of('/');
+    return slash == std::string::npos ? "." : path.substr(0, slash);
+  }
+  return path;
+}
+
+
+std::string WriteJson(const Json::Value& value)
+{
+  Json::StreamWriterBuilder builder;
+  builder["indentation"] = "  ";
+  return Json::writeString(builder, value);
+}
+
+
+bool ParseJson(Json::Value& value, std::string& error, const char* data, size_t size)
+{
+  Json::CharReaderBuilder builder;
+  builder["collectComments"] = false;
+  builder["failIfExtra"] = true;
+  builder["rejectDupKeys"] = true;
+  std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
+  return reader->parse(data, data + size, &value, &error);
+}
+
+
+void AnswerJson(OrthancPluginContext* context, OrthancPluginRestOutput* output,
+                const Json::Value& value, uint16_t status)
+{
+  const std::string body = WriteJson(value);
+  if (status == 200)
+  {
+    OrthancPluginAnswerBuffer(context, output, body.c_str(), body.size(), "application/json");
+  }
+  else
+  {
+    OrthancPluginSetHttpHeader(context, output, "Content-Type", "application/json");
+    OrthancPluginSendHttpStatus(context, output, status, body.c_str(), body.size());
+  }
+}
+
+
+void AnswerError(OrthancPluginContext* context, OrthancPluginRestOutput* output, uint16_t status,
+                 const std::string& message)
+{
+  Json::Value body;
+  body["Message"] = message;
+  body["HttpStatus"] = status;
+  AnswerJson(context, output, body, status);
+}
+}  // namespace AzureDicom

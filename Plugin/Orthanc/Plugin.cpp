@@ -1,0 +1,169 @@
+// The entry points that Orthanc calls: it loads the plugin, reads its configuration, registers
+// the callbacks and REST routes, and starts the threads once Orthanc has started.
+
+#include "Common/Exception.h"
+#include "Orthanc/OrthancApi.h"
+#include "Orthanc/PluginContext.h"
+#include "Orthanc/RestRoutes.h"
+
+#include <orthanc/OrthancCPlugin.h>
+
+#include <sys/stat.h>
+
+#include <memory>
+
+namespace
+{
+const char* const PLUGIN_NAME = "azure-dicom";
+const char* const DATABASE_FILE = "azure-dicom-outbox.db";
+
+// The plugin's one piece of global state: Orthanc's C API calls plain functions.
+std::unique_ptr<AzureDicom::PluginContext> pluginContext;
+
+
+AzureDicom::PluginContext* GetPluginContext()
+{
+  return pluginContext.get();
+}
+
+
+// Resolves the outbox's path: "Database", or a file in Orthanc's storage directory.
+std::string GetDatabasePath(OrthancPluginContext* orthanc, const Json::Value& orthancConfiguration,
+                            const AzureDicom::Configuration& configuration)
+{
+  std::string path = configuration.database;
+  if (path.empty())
+  {
+    const Json::Value& storage = orthancConfiguration["StorageDirectory"];
+    const std::string directory = storage.isString() ? storage.asString() : "OrthancStorage";
+    path = directory + "/" + DATABASE_FILE;
+  }
+
+  if (path.rfind("postgresql://", 0) == 0 || path.rfind("postgres://", 0) == 0)
+  {
+    throw AzureDicom::Exception(AzureDicom::ErrorCode::BadConfiguration,
+                                "AzureDicom.Database: a PostgreSQL outbox is not available in "
+                                "this version; expected the path of an SQLite file, or \"\"");
+  }
+
+  // Orthanc resolves relative paths of its configuration against the configuration's folder.
+  if (path[0] != '/')
+  {
+    path = AzureDicom::GetConfigurationDirectory(orthanc) + "/" + path;
+  }
+
+  const std::string directory = path.substr(0, path.find_last_of('/'));
+  if (!directory.empty())
+  {
+    mkdir(directory.c_str(), 0700);  // Orthanc may not have made its storage folder yet
+  }
+  return path;
+}
+
+
+OrthancPluginErrorCode OnStoredInstance(const OrthancPluginDicomInstance* /* instance */,
+                                        const char* /* instanceId */)
+{
+  // Runs inside Orthanc's store, so it does no I/O: the follower reads the change log.
+  if (pluginContext)
+  {
+    pluginContext->GetFollower().Wake();
+  }
+  return OrthancPluginErrorCode_Success;
+}
+
+
+OrthancPluginErrorCode OnChange(OrthancPluginChangeType changeType,
+                                OrthancPluginResourceType /* resourceType */,
+                                const char* /* resourceId */)
+{
+  if (!pluginContext)
+  {
+    return OrthancPluginErrorCode_Success;
+  }
+
+  try
+  {
+    if (changeType == OrthancPluginChangeType_OrthancStarted)
+    {
+      pluginContext->Start();
+    }
+    else if (changeType == OrthancPluginChangeType_OrthancStopped)
+    {
+      pluginContext->Stop();
+    }
+  }
+  catch (const std::exception& e)
+  {
+    pluginContext->GetLogger().Error(std::string("cannot start mirroring: ") + e.what());
+  }
+  return OrthancPluginErrorCode_Success;
+}
+}  // namespace
+
+
+extern "C"
+{
+ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* orthanc)
+{
+  if (OrthancPluginCheckVersion(orthanc) == 0)
+  {
+    OrthancPluginLogError(orthanc, "AzureDicom: this Orthanc is older than the plugin's SDK "
+                                   "(1.10.1): upgrade Orthanc");
+    return -1;
+  }
+
+  OrthancPluginSetDescription(orthanc, "Mirrors every stored instance to the Azure Health Data "
+                                       "Services DICOM service with STOW-RS.");
+
+  try
+  {
+    const Json::Value configuration = AzureDicom::ReadOrthancConfiguration(orthanc);
+    const AzureDicom::Configuration settings =
+        AzureDicom::ParseConfiguration(configuration["AzureDicom"]);
+    if (!settings.enable)
+    {
+      OrthancPluginLogWarning(orthanc, "AzureDicom: disabled (AzureDicom.Enable is false or the "
+                                       "AzureDicom section is missing)");
+      return 0;
+    }
+
+    const std::string databasePath = GetDatabasePath(orthanc, configuration, settings);
+    pluginContext = std::make_unique<AzureDicom::PluginContext>(orthanc, settings, databasePath);
+    pluginContext->GetLogger().Warning("mirroring to " + settings.GetStowUrl() + " (outbox " +
+                                       databasePath + ")");
+  }
+  catch (const std::exception& e)
+  {
+    OrthancPluginLogError(orthanc, (std::string("AzureDicom: ") + e.what()).c_str());
+    return -1;
+  }
+
+  AzureDicom::RegisterRestRoutes(orthanc, GetPluginContext);
+  OrthancPluginRegisterOnStoredInstanceCallback(orthanc, OnStoredInstance);
+  OrthancPluginRegisterOnChangeCallback(orthanc, OnChange);
+  return 0;
+}
+
+
+ORTHANC_PLUGINS_API void OrthancPluginFinalize()
+{
+  if (pluginContext)
+  {
+    pluginContext->Stop();
+    pluginContext.reset();
+  }
+}
+
+
+ORTHANC_PLUGINS_API const char* OrthancPluginGetName()
+{
+  return PLUGIN_NAME;
+}
+
+
+ORTHANC_PLUGINS_API const char* OrthancPluginGetVersion()
+{
+  return AZURE_DICOM_VERSION;
+}
+}

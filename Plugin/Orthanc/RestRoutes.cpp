@@ -1,0 +1,423 @@
+#include "Orthanc/RestRoutes.h"
+
+#include "Common/Clock.h"
+#include "Common/Exception.h"
+#include "Orthanc/SyncJob.h"
+#include "Sync/OutboxJson.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <set>
+
+namespace AzureDicom
+{
+namespace
+{
+PluginContext* (*contextGetter)() = nullptr;
+
+const size_t DEFAULT_PAGE_SIZE = 100;
+const size_t MAX_PAGE_SIZE = 1000;
+const int DEFAULT_JOB_PRIORITY = 0;
+
+
+// What a route receives: the parsed request, and where to answer.
+struct RouteRequest
+{
+  PluginContext& context;
+  OrthancPluginRestOutput* output;
+  const OrthancPluginHttpRequest* http;
+
+  std::string GetGroup(uint32_t index) const
+  {
+    return index < http->groupsCount ? http->groups[index] : "";
+  }
+
+  // Returns the value of a query parameter, or false when it is absent.
+  bool GetQuery(std::string& value, const char* name) const
+  {
+    for (uint32_t i = 0; i < http->getCount; i++)
+    {
+      if (std::strcmp(http->getKeys[i], name) == 0)
+      {
+        value = http->getValues[i];
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // Parses the body as a JSON object; an empty body is an empty object.
+  Json::Value GetJsonBody() const
+  {
+    Json::Value body(Json::objectValue);
+    if (http->bodySize == 0)
+    {
+      return body;
+    }
+
+    std::string error;
+    if (!ParseJson(body, error, static_cast<const char*>(http->body), http->bodySize))
+    {
+      throw Exception(ErrorCode::BadRequest, "the request body is not valid JSON: " + error);
+    }
+    if (!body.isObject())
+    {
+      throw Exception(ErrorCode::BadRequest, "the request body must be a JSON object");
+    }
+    return body;
+  }
+
+  void Answer(const Json::Value& value) const
+  {
+    AnswerJson(context.GetOrthanc(), output, value);
+  }
+};
+
+
+using RouteHandler = void (*)(const RouteRequest& request);
+
+
+void CheckKeys(const Json::Value& body, const std::set<std::string>& allowed)
+{
+  for (const std::string& key : body.getMemberNames())
+  {
+    if (allowed.count(key) == 0)
+    {
+      std::string list;
+      for (const std::string& name : allowed)
+      {
+        list += (list.empty() ? "\"" : ", \"") + name + "\"";
+      }
+      throw Exception(ErrorCode::BadRequest,
+                      "unknown key \"" + key + "\" in the request body; expected " + list);
+    }
+  }
+}
+
+
+// Reads "Resources": a non-empty array of Orthanc IDs or DICOM UIDs, each of which must exist.
+std::vector<ResourceReference> ReadResources(PluginContext& context, const Json::Value& body)
+{
+  const Json::Value& resources = body["Resources"];
+  if (!resources.isArray() || resources.empty())
+  {
+    throw Exception(ErrorCode::BadRequest,
+                    "\"Resources\" must be a non-empty array of Orthanc IDs or DICOM UIDs");
+  }
+
+  std::vector<ResourceReference> references;
+  for (Json::ArrayIndex i = 0; i < resources.size(); i++)
+  {
+    const std::string where = "\"Resources\"[" + std::to_string(i) + "]";
+    if (!resources[i].isString() || resources[i].asString().empty())
+    {
+      throw Exception(ErrorCode::BadRequest, where + " must be a non-empty string");
+    }
+
+    ResourceReference reference;
+    if (!LookUpResource(reference, context.GetGateway(), resources[i].asString()))
+    {
+      throw Exception(ErrorCode::NotFound, where + ": no patient, study, series or instance has "
+                                                   "the ID or UID \"" + resources[i].asString() +
+                                                   "\"");
+    }
+    references.push_back(reference);
+  }
+  return references;
+}
+
+
+void GetStatus(const RouteRequest& request)
+{
+  request.Answer(request.context.GetStatus());
+}
+
+
+size_t ReadPageSize(const RouteRequest& request)
+{
+  std::string text;
+  if (!request.GetQuery(text, "limit"))
+  {
+    return DEFAULT_PAGE_SIZE;
+  }
+
+  char* end = nullptr;
+  const unsigned long value = std::strtoul(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || value < 1 || value > MAX_PAGE_SIZE)
+  {
+    throw Exception(ErrorCode::BadRequest, "invalid \"limit\" \"" + text + "\": expected an "
+                                           "integer from 1 to " + std::to_string(MAX_PAGE_SIZE));
+  }
+  return value;
+}
+
+
+int64_t ReadSince(const RouteRequest& request)
+{
+  std::string text;
+  if (!request.GetQuery(text, "since"))
+  {
+    return 0;
+  }
+
+  char* end = nullptr;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || value < 0)
+  {
+    throw Exception(ErrorCode::BadRequest, "invalid \"since\" \"" + text +
+                                               "\": expected the Sequence of the last item seen, "
+                                               "an integer of 0 or more");
+  }
+  return value;
+}
+
+
+void ListInstances(const RouteRequest& request)
+{
+  ItemState state;
+  bool filtered = false;
+  std::string stateName;
+  if (request.GetQuery(stateName, "state"))
+  {
+    if (!ParseItemState(state, stateName))
+    {
+      throw Exception(ErrorCode::BadRequest,
+                      "invalid \"state\" \"" + stateName + "\": expected Pending, Sending, "
+                      "Mirrored, AlreadyPresent, Failed, Skipped or RolledBack");
+    }
+    filtered = true;
+  }
+
+  const size_t limit = ReadPageSize(request);
+  const std::vector<OutboxItem> items = request.context.GetOutbox().ListItems(
+      filtered ? &state : nullptr, ReadSince(request), limit);
+
+  Json::Value answer;
+  answer["Items"] = Json::arrayValue;
+  for (const OutboxItem& item : items)
+  {
+    answer["Items"].append(ToJson(item));
+  }
+  answer["Next"] = items.size() == limit ? Json::Value(Json::Int64(items.back().id))
+                                         : Json::Value(Json::nullValue);
+  request.Answer(answer);
+}
+
+
+void GetInstance(const RouteRequest& request)
+{
+  OutboxItem item;
+  if (!request.context.GetOutbox().FindItem(item, request.GetGroup(0)))
+  {
+    throw Exception(ErrorCode::NotFound, "no instance with the Orthanc ID or SOP Instance UID \"" +
+                                             request.GetGroup(0) + "\" is in the outbox");
+  }
+  request.Answer(ToJson(item));
+}
+
+
+void GetStudy(const RouteRequest& request)
+{
+  StudySummary summary;
+  if (!request.context.GetOutbox().GetStudySummary(summary, request.GetGroup(0)))
+  {
+    throw Exception(ErrorCode::NotFound, "no study with the Orthanc ID or Study Instance UID \"" +
+                                             request.GetGroup(0) + "\" is in the outbox");
+  }
+  request.Answer(ToJson(summary));
+}
+
+
+void PostSync(const RouteRequest& request)
+{
+  const Json::Value body = request.GetJsonBody();
+  CheckKeys(body, {"Resources", "All", "Priority"});
+
+  const bool all = body.isMember("All");
+  if (all == body.isMember("Resources"))
+  {
+    throw Exception(ErrorCode::BadRequest,
+                    "the body needs either \"Resources\" (an array of IDs) or \"All\": true");
+  }
+  if (all && !(body["All"].isBool() && body["All"].asBool()))
+  {
+    throw Exception(ErrorCode::BadRequest, "\"All\" must be true to back-fill the whole archive");
+  }
+  if (body.isMember("Priority") && !body["Priority"].isInt())
+  {
+    throw Exception(ErrorCode::BadRequest, "\"Priority\" must be an integer");
+  }
+
+  std::vector<ResourceReference> resources;
+  if (!all)
+  {
+    resources = ReadResources(request.context, body);
+  }
+
+  const int priority = body.get("Priority", DEFAULT_JOB_PRIORITY).asInt();
+  const std::string id =
+      SyncJob::Submit(std::make_unique<SyncJob>(request.context, resources), priority);
+
+  Json::Value answer;
+  answer["ID"] = id;
+  answer["Path"] = "/jobs/" + id;
+  request.Answer(answer);
+}
+
+
+// Collects the Orthanc IDs of the instances of each resource.
+std::vector<std::string> GetInstanceIds(OrthancGateway& orthanc,
+                                        const std::vector<ResourceReference>& resources)
+{
+  static const char* const routes[] = {"/patients/", "/studies/", "/series/"};
+
+  std::vector<std::string> ids;
+  for (const ResourceReference& resource : resources)
+  {
+    if (resource.level == ResourceLevel::Instance)
+    {
+      ids.push_back(resource.orthancId);
+      continue;
+    }
+
+    Json::Value instances;
+    const std::string uri =
+        routes[static_cast<int>(resource.level)] + resource.orthancId + "/instances";
+    if (orthanc.GetJson(instances, uri))
+    {
+      for (const Json::Value& instance : instances)
+      {
+        ids.push_back(GetStringMember(instance, "ID"));
+      }
+    }
+  }
+  return ids;
+}
+
+
+void PostRetry(const RouteRequest& request)
+{
+  const Json::Value body = request.GetJsonBody();
+  CheckKeys(body, {"Resources", "State"});
+
+  if (body.isMember("State") == body.isMember("Resources"))
+  {
+    throw Exception(ErrorCode::BadRequest,
+                    "the body needs either \"State\" (\"Failed\", \"Skipped\" or \"RolledBack\") "
+                    "or \"Resources\" (an array of IDs)");
+  }
+
+  uint64_t requeued = 0;
+  Outbox& outbox = request.context.GetOutbox();
+  if (body.isMember("State"))
+  {
+    ItemState state;
+    if (!body["State"].isString() || !ParseItemState(state, body["State"].asString()) ||
+        (state != ItemState::Failed && state != ItemState::Skipped &&
+         state != ItemState::RolledBack))
+    {
+      throw Exception(ErrorCode::BadRequest,
+                      "invalid \"State\": expected \"Failed\", \"Skipped\" or \"RolledBack\"");
+    }
+    requeued = outbox.RetryState(state, NowMs());
+  }
+  else
+  {
+    const std::vector<ResourceReference> resources = ReadResources(request.context, body);
+    requeued = outbox.RetryInstances(GetInstanceIds(request.context.GetGateway(), resources),
+                                     NowMs());
+  }
+
+  if (requeued > 0)
+  {
+    request.context.GetLogger().Info("an administrator queued " + std::to_string(requeued) +
+                                     " instances again");
+    request.context.GetDispatcher().Wake();
+  }
+
+  Json::Value answer;
+  answer["Requeued"] = Json::UInt64(requeued);
+  request.Answer(answer);
+}
+
+
+void PostPause(const RouteRequest& request)
+{
+  request.context.GetDispatcher().Pause();
+  request.Answer(request.context.GetStatus());
+}
+
+
+void PostResume(const RouteRequest& request)
+{
+  request.context.GetDispatcher().Resume();
+  request.Answer(request.context.GetStatus());
+}
+
+
+// Runs a handler behind the checks every route shares: the method, a running plugin, and
+// errors turned into JSON answers.
+template <RouteHandler handler, OrthancPluginHttpMethod method>
+OrthancPluginErrorCode Serve(OrthancPluginRestOutput* output, const char* /* url */,
+                             const OrthancPluginHttpRequest* http)
+{
+  PluginContext* context = contextGetter();
+  if (context == nullptr)
+  {
+    return OrthancPluginErrorCode_UnknownResource;
+  }
+
+  OrthancPluginContext* orthanc = context->GetOrthanc();
+  if (http->method != method)
+  {
+    OrthancPluginSendMethodNotAllowed(orthanc, output,
+                                      method == OrthancPluginHttpMethod_Get ? "GET" : "POST");
+    return OrthancPluginErrorCode_Success;
+  }
+
+  try
+  {
+    handler(RouteRequest{*context, output, http});
+  }
+  catch (const Exception& e)
+  {
+    AnswerError(orthanc, output, static_cast<uint16_t>(e.GetHttpStatus()), e.what());
+  }
+  catch (const std::exception& e)
+  {
+    context->GetLogger().Error(std::string("a REST route failed: ") + e.what());
+    AnswerError(orthanc, output, 500, e.what());
+  }
+  return OrthancPluginErrorCode_Success;
+}
+}  // namespace
+
+
+void RegisterRestRoutes(OrthancPluginContext* orthanc, PluginContext* (*getContext)())
+{
+  contextGetter = getContext;
+
+  // The NoLock variant: the routes are thread-safe, and with the locking one every call would
+  // wait for every other plugin route.
+  struct Route
+  {
+    const char* pattern;
+    OrthancPluginRestCallback callback;
+  };
+  const Route routes[] = {
+      {"/azure-dicom/status", Serve<GetStatus, OrthancPluginHttpMethod_Get>},
+      {"/azure-dicom/instances", Serve<ListInstances, OrthancPluginHttpMethod_Get>},
+      {"/azure-dicom/instances/([^/]+)", Serve<GetInstance, OrthancPluginHttpMethod_Get>},
+      {"/azure-dicom/studies/([^/]+)", Serve<GetStudy, OrthancPluginHttpMethod_Get>},
+      {"/azure-dicom/sync", Serve<PostSync, OrthancPluginHttpMethod_Post>},
+      {"/azure-dicom/retry", Serve<PostRetry, OrthancPluginHttpMethod_Post>},
+      {"/azure-dicom/pause", Serve<PostPause, OrthancPluginHttpMethod_Post>},
+      {"/azure-dicom/resume", Serve<PostResume, OrthancPluginHttpMethod_Post>},
+  };
+
+  for (const Route& route : routes)
+  {
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, route.pattern, route.callback);
+  }
+}
+}  // namespace AzureDicom

@@ -1,0 +1,605 @@
+#include "Sync/Dispatcher.h"
+
+#include "Azure/MultipartWriter.h"
+#include "Common/Clock.h"
+#include "Common/Exception.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+
+namespace AzureDicom
+{
+namespace
+{
+const int64_t THROUGHPUT_WINDOW_MS = 60 * 1000;
+const unsigned int IDLE_WAIT_MS = 1000;
+const unsigned int ERROR_WAIT_MS = 5000;
+
+std::string FormatMegabytes(uint64_t bytes)
+{
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f MB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return text;
+}
+
+
+std::vector<int64_t> GetIds(const std::vector<OutboxItem>& items)
+{
+  std::vector<int64_t> ids;
+  ids.reserve(items.size());
+  for (const OutboxItem& item : items)
+  {
+    ids.push_back(item.id);
+  }
+  return ids;
+}
+}  // namespace
+
+
+// The items of one request, with the body built from their files.
+struct Dispatcher::Batch
+{
+  std::vector<OutboxItem> items;
+  std::vector<std::string> sopInstanceUids;
+  std::string body;
+  std::string contentType;
+  bool tokenRefreshed = false;
+};
+
+
+Dispatcher::Dispatcher(Outbox& outbox, IOrthancGateway& orthanc, ILogger& logger,
+                       const DispatcherSettings& settings, SenderFactory senderFactory) :
+    outbox_(outbox),
+    orthanc_(orthanc),
+    logger_(logger),
+    settings_(settings),
+    policy_(settings.retry),
+    senderFactory_(std::move(senderFactory)),
+    random_(std::random_device()())
+{
+}
+
+
+Dispatcher::~Dispatcher()
+{
+  Stop();
+}
+
+
+void Dispatcher::Start()
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!workers_.empty())
+  {
+    return;
+  }
+
+  stopping_ = false;
+  for (unsigned int i = 0; i < settings_.workers; i++)
+  {
+    workers_.emplace_back(&Dispatcher::Run, this);
+  }
+  logger_.Info("sending to " + settings_.destination + " with " +
+               std::to_string(settings_.workers) + " workers");
+}
+
+
+void Dispatcher::Stop()
+{
+  std::vector<std::thread> workers;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+    workers.swap(workers_);
+  }
+  changed_.notify_all();
+  for (std::thread& worker : workers)
+  {
+    worker.join();
+  }
+}
+
+
+void Dispatcher::Wake()
+{
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    woken_ = true;
+  }
+  changed_.notify_all();
+}
+
+
+void Dispatcher::Pause()
+{
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (paused_)
+    {
+      return;
+    }
+    paused_ = true;
+  }
+  logger_.Info("sending paused by an administrator");
+}
+
+
+void Dispatcher::Resume()
+{
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    paused_ = false;
+    waitUntil_ = 0;
+  }
+  changed_.notify_all();
+  logger_.Info("sending resumed");
+}
+
+
+DispatcherStatus Dispatcher::GetStatus()
+{
+  const int64_t now = NowMs();
+  std::lock_guard<std::mutex> lock(mutex_);
+
+  while (!recent_.empty() && recent_.front().time < now - THROUGHPUT_WINDOW_MS)
+  {
+    recent_.pop_front();
+  }
+
+  DispatcherStatus status;
+  uint64_t recentInstances = 0;
+  uint64_t recentBytes = 0;
+  for (const Sample& sample : recent_)
+  {
+    recentInstances += sample.instances;
+    recentBytes += sample.bytes;
+  }
+  const double windowSeconds = THROUGHPUT_WINDOW_MS / 1000.0;
+  status.instancesPerSecond = recentInstances / windowSeconds;
+  status.megabytesPerSecond = recentBytes / (1024.0 * 1024.0) / windowSeconds;
+
+  status.paused = paused_;
+  if (paused_)
+  {
+    status.state = "Paused";
+    status.pauseReason = "paused by an administrator (POST /azure-dicom/resume to resume)";
+  }
+  else if (now < waitUntil_)
+  {
+    status.state = "Waiting";
+    status.pauseReason = waitReason_;
+    status.waitUntil = waitUntil_;
+  }
+  else
+  {
+    status.state = "Running";
+  }
+
+  status.lastErrorTime = lastErrorTime_;
+  status.lastError = lastError_;
+  status.lastErrorStatus = lastErrorStatus_;
+  status.requests = requests_;
+  status.instances = instances_;
+  status.bytes = bytes_;
+  status.lastLatencyMs = lastLatencyMs_;
+  return status;
+}
+
+
+double Dispatcher::GetJitter()
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  return std::uniform_real_distribution<double>(0.0, 1.0)(random_);
+}
+
+
+bool Dispatcher::WaitUntilSendingAllowed()
+{
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;)
+  {
+    if (stopping_)
+    {
+      return false;
+    }
+
+    const int64_t now = NowMs();
+    if (paused_)
+    {
+      changed_.wait(lock);
+    }
+    else if (now < waitUntil_)
+    {
+      changed_.wait_for(lock, std::chrono::milliseconds(waitUntil_ - now));
+    }
+    else
+    {
+      return true;
+    }
+  }
+}
+
+
+void Dispatcher::Run()
+{
+  std::unique_ptr<IStowSender> sender = senderFactory_();
+
+  while (WaitUntilSendingAllowed())
+  {
+    bool sent = false;
+    unsigned int idleMs = IDLE_WAIT_MS;
+    try
+    {
+      sent = ProcessOneBatch(*sender);
+    }
+    catch (const std::exception& e)
+    {
+      // Typically the outbox database (locked, disk full): its items stay as they were, and a
+      // Sending item whose result could not be recorded returns to Pending when its lease ends.
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (lastError_ != e.what())
+      {
+        logger_.Error(std::string("a worker failed, retrying in 5 s: ") + e.what());
+      }
+      lastErrorTime_ = NowMs();
+      lastError_ = e.what();
+      lastErrorStatus_ = 0;
+      idleMs = ERROR_WAIT_MS;
+    }
+
+    if (!sent)
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      changed_.wait_for(lock, std::chrono::milliseconds(idleMs),
+                        [this] { return woken_ || stopping_; });
+      woken_ = false;
+    }
+  }
+}
+
+
+bool Dispatcher::ProcessOneBatch(IStowSender& sender)
+{
+  const int64_t now = NowMs();
+  const std::vector<OutboxItem> items =
+      outbox_.ClaimBatch(settings_.maxInstancesPerRequest, settings_.maxRequestBytes, now,
+                         now + static_cast<int64_t>(settings_.leaseSeconds) * 1000);
+  if (items.empty())
+  {
+    return false;
+  }
+
+  SendItems(sender, items);
+  return true;
+}
+
+
+void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& items)
+{
+  Batch batch;
+  std::vector<ItemOutcome> refused;
+  MultipartWriter writer;
+
+  uint64_t expectedBytes = 0;
+  for (const OutboxItem& item : items)
+  {
+    expectedBytes += item.instance.size;
+  }
+  writer.Reserve(std::min<uint64_t>(expectedBytes, settings_.maxRequestBytes) + 4096);
+
+  for (const OutboxItem& item : items)
+  {
+    ItemOutcome outcome;
+    outcome.id = item.id;
+    outcome.destination = settings_.destination;
+
+    if (item.instance.size > SERVICE_MAX_REQUEST_BYTES)
+    {
+      outcome.state = ItemState::Failed;
+      outcome.message = "the instance (" + FormatMegabytes(item.instance.size) +
+                        ") is larger than the service's 2 GB limit on a request";
+      refused.push_back(outcome);
+      continue;
+    }
+
+    std::string file;
+    if (!orthanc_.GetBinary(file, "/instances/" + item.instance.orthancId + "/file"))
+    {
+      outbox_.MarkSkipped(item.id, "deleted from Orthanc before it was sent", NowMs());
+      continue;
+    }
+
+    writer.AddPart(file);
+    batch.items.push_back(item);
+    batch.sopInstanceUids.push_back(item.instance.sopInstanceUid);
+  }
+
+  if (!refused.empty())
+  {
+    outbox_.RecordOutcomes(refused, NowMs());
+    logger_.Warning(std::to_string(refused.size()) +
+                    " instances are larger than the service accepts and are Failed");
+  }
+
+  if (batch.items.empty())
+  {
+    return;
+  }
+
+  batch.contentType = writer.GetContentType();
+  batch.body = writer.Finish();
+  PostBatch(sender, batch);
+}
+
+
+void Dispatcher::PostBatch(IStowSender& sender, Batch& batch)
+{
+  const std::vector<int64_t> ids = GetIds(batch.items);
+  HttpResponse response;
+  try
+  {
+    response = sender.Post(batch.body, batch.contentType);
+  }
+  catch (const Exception& e)
+  {
+    WaitForDestination(ids, 0, e.what(), -1);
+    return;
+  }
+
+  const StowResponse parsed =
+      ParseStowResponse(response.status, response.GetHeader("content-type"), response.body,
+                        response.GetHeader("retry-after"), batch.sopInstanceUids);
+
+  const std::string summary = "HTTP " + std::to_string(response.status) + " from " +
+                              settings_.destination + ": " + parsed.message;
+
+  switch (parsed.disposition)
+  {
+    case BatchDisposition::PerInstance:
+      RecordDestinationWorks();
+      ApplyPerInstance(batch, parsed, response);
+      break;
+
+    case BatchDisposition::TokenRejected:
+      if (!batch.tokenRefreshed)
+      {
+        // A token can be revoked or expire early: one refresh, then the same request again.
+        batch.tokenRefreshed = true;
+        sender.InvalidateToken();
+        PostBatch(sender, batch);
+      }
+      else
+      {
+        WaitForDestination(ids, 401, "the service rejected a fresh token. " + summary,
+                           parsed.retryAfterSeconds);
+      }
+      break;
+
+    case BatchDisposition::Forbidden:
+      WaitForDestination(ids, 403,
+                         "the principal " +
+                             (settings_.principal.empty() ? "in use" : settings_.principal) +
+                             " lacks the DICOM Data Owner role on the service (role "
+                             "assignments can take minutes to apply). " +
+                             summary,
+                         parsed.retryAfterSeconds);
+      break;
+
+    case BatchDisposition::WrongEndpoint:
+      WaitForDestination(ids, static_cast<int>(response.status),
+                         "the service does not know this URL: check ServiceUrl, ApiVersion and "
+                         "Partition. " +
+                             summary,
+                         parsed.retryAfterSeconds);
+      break;
+
+    case BatchDisposition::TooLarge:
+      HandleTooLarge(sender, batch, parsed);
+      break;
+
+    case BatchDisposition::Transient:
+    default:
+      WaitForDestination(ids, static_cast<int>(response.status), summary,
+                         parsed.retryAfterSeconds);
+      break;
+  }
+}
+
+
+void Dispatcher::ApplyPerInstance(const Batch& batch, const StowResponse& parsed,
+                                  const HttpResponse& response)
+{
+  const int64_t now = NowMs();
+  std::vector<ItemOutcome> outcomes;
+  std::map<InstanceDisposition, unsigned int> tally;
+  uint64_t confirmed = 0;
+
+  for (const OutboxItem& item : batch.items)
+  {
+    ItemOutcome outcome;
+    outcome.id = item.id;
+    outcome.statusCode = static_cast<int>(response.status);
+    outcome.destination = settings_.destination;
+
+    InstanceResult result;
+    auto found = parsed.instances.find(item.instance.sopInstanceUid);
+    if (found != parsed.instances.end())
+    {
+      result = found->second;
+    }
+    else
+    {
+      result.disposition = InstanceDisposition::RetryLater;
+      result.message = "not confirmed by the service";
+    }
+
+    outcome.failureReason = result.failureReason;
+    outcome.warningReason = result.warningReason;
+    outcome.message = result.message;
+    tally[result.disposition]++;
+
+    switch (result.disposition)
+    {
+      case InstanceDisposition::Mirrored:
+        outcome.state = ItemState::Mirrored;
+        confirmed++;
+        break;
+
+      case InstanceDisposition::AlreadyPresent:
+        outcome.state = ItemState::AlreadyPresent;
+        confirmed++;
+        break;
+
+      case InstanceDisposition::Failed:
+        outcome.state = ItemState::Failed;
+        break;
+
+      case InstanceDisposition::RetryLater:
+      case InstanceDisposition::RetryBackoff:
+      default:
+      {
+        const unsigned int attempts = item.attempts + 1;
+        if (policy_.IsExhausted(attempts))
+        {
+          outcome.state = ItemState::Failed;
+          outcome.message = "gave up after " + std::to_string(attempts) + " attempts: " +
+                            result.message;
+        }
+        else
+        {
+          outcome.state = ItemState::Pending;
+          const double delay = policy_.GetItemDelaySeconds(attempts, GetJitter());
+          outcome.nextAttemptAt = now + static_cast<int64_t>(delay * 1000);
+        }
+        break;
+      }
+    }
+
+    outcomes.push_back(outcome);
+  }
+
+  outbox_.RecordOutcomes(outcomes, now);
+  RecordRequest(batch.body.size(), confirmed, response.elapsedMs);
+
+  logger_.Info(
+      "sent " + std::to_string(batch.items.size()) + " instances (" +
+      FormatMegabytes(batch.body.size()) + ") to " + settings_.destination + ": HTTP " +
+      std::to_string(response.status) + " in " + std::to_string(static_cast<long>(response.elapsedMs)) +
+      " ms; " + std::to_string(tally[InstanceDisposition::Mirrored]) + " mirrored, " +
+      std::to_string(tally[InstanceDisposition::AlreadyPresent]) + " already present, " +
+      std::to_string(tally[InstanceDisposition::RetryLater] +
+                     tally[InstanceDisposition::RetryBackoff]) +
+      " to retry, " + std::to_string(tally[InstanceDisposition::Failed]) + " failed");
+}
+
+
+void Dispatcher::HandleTooLarge(IStowSender& sender, Batch& batch, const StowResponse& parsed)
+{
+  const std::vector<OutboxItem> items = batch.items;
+  if (items.size() == 1)
+  {
+    ItemOutcome outcome;
+    outcome.id = items.front().id;
+    outcome.state = ItemState::Failed;
+    outcome.statusCode = 413;
+    outcome.destination = settings_.destination;
+    outcome.message = "the service rejected the instance alone as too large (413): " +
+                      parsed.message;
+    outbox_.RecordOutcomes({outcome}, NowMs());
+    logger_.Warning("instance " + items.front().instance.sopInstanceUid +
+                    " is Failed: the service rejected it alone as too large (413)");
+    return;
+  }
+
+  // The service's limit is lower than MaxRequestSizeMB: halve the batch until it fits. The
+  // items stay claimed, and their files are read again for each half.
+  logger_.Warning("the service rejected a request of " + FormatMegabytes(batch.body.size()) +
+                  " as too large (413): splitting the batch of " +
+                  std::to_string(items.size()) + " instances; lower MaxRequestSizeMB");
+  batch.body.clear();
+  batch.body.shrink_to_fit();
+
+  const size_t half = items.size() / 2;
+  SendItems(sender, std::vector<OutboxItem>(items.begin(), items.begin() + half));
+  SendItems(sender, std::vector<OutboxItem>(items.begin() + half, items.end()));
+}
+
+
+void Dispatcher::WaitForDestination(const std::vector<int64_t>& ids, int statusCode,
+                                    const std::string& message, double retryAfterSeconds)
+{
+  const int64_t now = NowMs();
+  const double jitter = GetJitter();
+  int64_t waitUntil;
+  unsigned int failures;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+
+    // Workers that fail while the others already wait add nothing: the backoff grows with
+    // the attempts made after a wait, not with the number of workers.
+    if (now >= waitUntil_)
+    {
+      destinationFailures_++;
+      const double delay =
+          policy_.GetDestinationDelaySeconds(destinationFailures_, retryAfterSeconds, jitter);
+      waitUntil_ = now + static_cast<int64_t>(delay * 1000);
+    }
+    failures = destinationFailures_;
+    waitUntil = waitUntil_;
+    waitReason_ = message;
+    lastErrorTime_ = now;
+    lastError_ = message;
+    lastErrorStatus_ = statusCode;
+  }
+
+  outbox_.Release(ids, waitUntil, now);
+
+  const std::string line = "sending waits " + std::to_string((waitUntil - now) / 1000) +
+                           " s (destination-wide error " + std::to_string(failures) +
+                           " in a row): " + message;
+  if (failures == 1)
+  {
+    logger_.Warning(line);
+  }
+  else
+  {
+    logger_.Info(line);
+  }
+}
+
+
+void Dispatcher::RecordDestinationWorks()
+{
+  bool recovered = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    recovered = destinationFailures_ > 0;
+    destinationFailures_ = 0;
+    waitReason_.clear();
+  }
+
+  if (recovered)
+  {
+    logger_.Info("the destination " + settings_.destination + " accepts requests again");
+  }
+}
+
+
+void Dispatcher::RecordRequest(uint64_t bytes, uint64_t confirmed, double latencyMs)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  requests_++;
+  instances_ += confirmed;
+  bytes_ += bytes;
+  lastLatencyMs_ = latencyMs;
+
+  const int64_t now = NowMs();
+  recent_.push_back({now, confirmed, bytes});
+  while (recent_.front().time < now - THROUGHPUT_WINDOW_MS)
+  {
+    recent_.pop_front();
+  }
+}
+}  // namespace AzureDicom

@@ -1,0 +1,152 @@
+#pragma once
+
+#include "Azure/HttpClient.h"
+#include "Azure/StowResponse.h"
+#include "Common/Logger.h"
+#include "Sync/OrthancGateway.h"
+#include "Sync/Outbox.h"
+#include "Sync/RetryPolicy.h"
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace AzureDicom
+{
+// The service's own limit on a STOW-RS request (2 GB in its open-source code): an instance
+// larger than this can never be stored, so it is Failed before a byte is sent.
+const uint64_t SERVICE_MAX_REQUEST_BYTES = 2ull * 1024 * 1024 * 1024;
+
+
+// Posts one STOW-RS body to the destination. Each worker owns one, with its own connection.
+class IStowSender
+{
+public:
+  virtual ~IStowSender() = default;
+
+  // Returns the answer, whatever its status. Throws Exception(NetworkError) when no answer
+  // came, Exception(Unauthorized) when no token could be obtained.
+  virtual HttpResponse Post(const std::string& body, const std::string& contentType) = 0;
+
+  // Forgets the cached token after the service rejected it.
+  virtual void InvalidateToken() = 0;
+};
+
+
+struct DispatcherSettings
+{
+  unsigned int workers = 4;
+  unsigned int maxInstancesPerRequest = 20;
+  uint64_t maxRequestBytes = 64ull * 1024 * 1024;
+  unsigned int leaseSeconds = 360;
+  RetrySettings retry;
+  std::string destination;  // the STOW-RS URL, recorded with each item and in the logs
+  std::string principal;    // the client ID the tokens are for, named in a 403 status
+};
+
+
+struct DispatcherStatus
+{
+  std::string state;  // "Running", "Paused" (by an administrator) or "Waiting" (backoff)
+  bool paused = false;
+  std::string pauseReason;
+  int64_t waitUntil = 0;
+  int64_t lastErrorTime = 0;
+  std::string lastError;
+  int lastErrorStatus = 0;
+  uint64_t requests = 0;
+  uint64_t instances = 0;  // confirmed by the service: Mirrored or AlreadyPresent
+  uint64_t bytes = 0;      // request bytes of the answered requests
+  double instancesPerSecond = 0;  // over the last minute
+  double megabytesPerSecond = 0;
+  double lastLatencyMs = 0;
+};
+
+
+// Sends the outbox to the destination: Workers threads, each claiming batches within the count
+// and byte limits, building one multipart/related body per batch and recording each instance's
+// outcome. Destination-wide errors (network, 401 after a refresh, 403, 404, 413 alone, 429, 5xx)
+// make every worker wait with backoff and never count against an item's attempts.
+class Dispatcher
+{
+public:
+  using SenderFactory = std::function<std::unique_ptr<IStowSender>()>;
+
+  Dispatcher(Outbox& outbox, IOrthancGateway& orthanc, ILogger& logger,
+             const DispatcherSettings& settings, SenderFactory senderFactory);
+  ~Dispatcher();
+
+  void Start();
+  void Stop();
+
+  // Tells idle workers that new items were queued.
+  void Wake();
+
+  void Pause();
+
+  // Also ends a backoff: the workers try the destination again at once.
+  void Resume();
+
+  DispatcherStatus GetStatus();
+
+  // Claims and sends one batch with the given sender, in the calling thread; returns false
+  // when no item was due. The worker threads call it in a loop.
+  bool ProcessOneBatch(IStowSender& sender);
+
+private:
+  struct Batch;
+
+  void Run();
+  bool WaitUntilSendingAllowed();
+  void SendItems(IStowSender& sender, const std::vector<OutboxItem>& items);
+  void PostBatch(IStowSender& sender, Batch& batch);
+  void ApplyPerInstance(const Batch& batch, const StowResponse& parsed,
+                        const HttpResponse& response);
+  void HandleTooLarge(IStowSender& sender, Batch& batch, const StowResponse& response);
+  void WaitForDestination(const std::vector<int64_t>& ids, int statusCode,
+                          const std::string& message, double retryAfterSeconds);
+  void RecordDestinationWorks();
+  void RecordRequest(uint64_t bytes, uint64_t confirmed, double latencyMs);
+  double GetJitter();
+
+  Outbox& outbox_;
+  IOrthancGateway& orthanc_;
+  ILogger& logger_;
+  DispatcherSettings settings_;
+  RetryPolicy policy_;
+  SenderFactory senderFactory_;
+
+  std::mutex mutex_;  // protects everything below
+  std::condition_variable changed_;
+  std::vector<std::thread> workers_;
+  bool stopping_ = false;
+  bool paused_ = false;
+  bool woken_ = false;
+  unsigned int destinationFailures_ = 0;
+  int64_t waitUntil_ = 0;
+  std::string waitReason_;
+  int64_t lastErrorTime_ = 0;
+  std::string lastError_;
+  int lastErrorStatus_ = 0;
+  uint64_t requests_ = 0;
+  uint64_t instances_ = 0;
+  uint64_t bytes_ = 0;
+  double lastLatencyMs_ = 0;
+
+  struct Sample
+  {
+    int64_t time;
+    uint64_t instances;
+    uint64_t bytes;
+  };
+  std::deque<Sample> recent_;  // answered requests of the last minute, for the throughput
+  std::mt19937 random_;
+};
+}  // namespace AzureDicom

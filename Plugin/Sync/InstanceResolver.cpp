@@ -1,0 +1,93 @@
+#include "Sync/InstanceResolver.h"
+
+#include "Common/Exception.h"
+
+namespace AzureDicom
+{
+std::string GetStringMember(const Json::Value& object, const std::string& name)
+{
+  if (object.isObject() && object.isMember(name) && object[name].isString())
+  {
+    return object[name].asString();
+  }
+
+  return "";
+}
+
+
+static std::string GetMainDicomTag(const Json::Value& resource, const std::string& tag)
+{
+  return resource.isObject() ? GetStringMember(resource["MainDicomTags"], tag) : "";
+}
+
+
+bool InstanceResolver::ResolveSeries(SeriesInfo& info, const std::string& orthancSeriesId)
+{
+  auto cached = series_.find(orthancSeriesId);
+  if (cached != series_.end())
+  {
+    info = cached->second;
+    return true;
+  }
+
+  Json::Value series;
+  if (!orthanc_.GetJson(series, "/series/" + orthancSeriesId))
+  {
+    return false;
+  }
+
+  Json::Value study;
+  const std::string studyId = GetStringMember(series, "ParentStudy");
+  if (studyId.empty() || !orthanc_.GetJson(study, "/studies/" + studyId))
+  {
+    return false;
+  }
+
+  info.seriesInstanceUid = GetMainDicomTag(series, "SeriesInstanceUID");
+  info.orthancStudyId = studyId;
+  info.studyInstanceUid = GetMainDicomTag(study, "StudyInstanceUID");
+
+  if (series_.size() >= MAX_CACHED_SERIES)
+  {
+    series_.erase(seriesOrder_.front());
+    seriesOrder_.pop_front();
+  }
+  series_[orthancSeriesId] = info;
+  seriesOrder_.push_back(orthancSeriesId);
+  return true;
+}
+
+
+bool InstanceResolver::Resolve(NewInstance& instance, const std::string& orthancId)
+{
+  Json::Value answer;
+  if (!orthanc_.GetJson(answer, "/instances/" + orthancId))
+  {
+    return false;
+  }
+
+  instance.orthancId = orthancId;
+  instance.sopInstanceUid = GetMainDicomTag(answer, "SOPInstanceUID");
+  if (instance.sopInstanceUid.empty())
+  {
+    throw Exception(ErrorCode::ProtocolError,
+                    "Orthanc returned no SOPInstanceUID for instance " + orthancId);
+  }
+
+  if (answer["FileSize"].isUInt64())
+  {
+    instance.size = answer["FileSize"].asUInt64();
+  }
+
+  SeriesInfo series;
+  if (!ResolveSeries(series, GetStringMember(answer, "ParentSeries")))
+  {
+    return false;
+  }
+
+  instance.seriesInstanceUid = series.seriesInstanceUid;
+  instance.studyInstanceUid = series.studyInstanceUid;
+  instance.orthancStudyId = series.orthancStudyId;
+  return true;
+}
+}  // namespace AzureDicom
