@@ -999,12 +999,12 @@ def main():
     fake = FakeAzure(port=options.port, host=options.host, tenant=options.tenant,
                      client_id=options.client_id, client_secret=options.client_secret,
                      require_auth=not options.no_auth, token_lifetime=options.token_lifetime)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    # The server threads inherit the blocked mask, so only sigwait() receives the signals.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     fake.start()
     print(f"fake Azure endpoints listening on {fake.url} (tenant {fake.tenant})", flush=True)
-    stopped.wait()
+    signal.sigwait(stop_signals)
     fake.stop()
     return 0
 
