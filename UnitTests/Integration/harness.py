@@ -498,6 +498,15 @@ def list_outbox(orthanc, state=None, limit=PAGE_SIZE):
             return items
 
 
+def metric_value(orthanc, name):
+    """Return the value of a metric in /tools/metrics-prometheus, or None if it is absent."""
+    for line in orthanc.get("/tools/metrics-prometheus").text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == name:
+            return float(fields[1])
+    return None
+
+
 class OrthancTestCase(unittest.TestCase):
     """A test case with a temporary folder and Orthanc processes that end with the test.
 

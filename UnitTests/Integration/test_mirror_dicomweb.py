@@ -1,0 +1,224 @@
+"""Mirror from an Orthanc with the plugin to a real Orthanc with the DICOMweb plugin.
+
+The target's STOW-RS route is {target}/dicom-web/studies, so the plugin runs with ApiVersion ""
+and no credentials. The data are the pydicom sample files that Orthanc stores plus generated
+multi-series studies.
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+
+MIRROR_TIMEOUT_SECONDS = 180
+JOB_TIMEOUT_SECONDS = 120
+METRICS_TIMEOUT_SECONDS = 30
+PAUSED_OBSERVATION_SECONDS = 3
+SMALL_INSTANCE_BYTES = 2 * 1024
+LARGE_INSTANCE_BYTES = 512 * 1024
+
+# (series, instances per series, bytes per instance) of the generated studies: 106 instances.
+GENERATED_STUDIES = ((4, 10, SMALL_INSTANCE_BYTES), (3, 12, SMALL_INSTANCE_BYTES),
+                     (2, 13, SMALL_INSTANCE_BYTES), (1, 2, LARGE_INSTANCE_BYTES))
+
+
+class MirrorDicomWebTest(harness.OrthancTestCase):
+    def start_target(self):
+        return self.add_orthanc(harness.target_orthanc(self.path("target"))).start()
+
+    def make_source(self, target, enable=True, **settings):
+        section = harness.azure_section(harness.dicomweb_base(target), "", Enable=enable,
+                                        **settings)
+        return self.add_orthanc(harness.source_orthanc(self.path("source"), section))
+
+    def restart_enabled(self, source):
+        source.stop()
+        source.azure["Enable"] = True
+        return source.start()
+
+    def assert_mirrored(self, source, target, expected_count):
+        status = source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=expected_count)
+        source_uids = harness.list_sop_uids(source)
+        target_uids = harness.list_sop_uids(target)
+        self.assertEqual(len(source_uids), expected_count)
+        self.assertEqual(target_uids, source_uids,
+                         f"missing at the target: {sorted(source_uids - target_uids)[:10]}; "
+                         f"only at the target: {sorted(target_uids - source_uids)[:10]}")
+        self.assertEqual(status["Counts"]["Mirrored"], expected_count, status)
+        self.assertEqual(status["Counts"]["Failed"], 0, status)
+        return status
+
+    def test_mirror_samples_and_studies(self):
+        target = self.start_target()
+        source = self.make_source(target).start()
+
+        samples = harness.upload_samples(source)
+        self.assertGreaterEqual(len(samples), 20, "Orthanc stored too few pydicom samples")
+        generated = []
+        for series, per_series, size in GENERATED_STUDIES:
+            generated += harness.make_study(series, per_series, size)
+        harness.upload_all(source, generated)
+        expected = len(harness.list_instances(source))
+        self.assertGreaterEqual(expected, len(samples) + 100)
+
+        status = self.assert_mirrored(source, target, expected)
+        self.assertTrue(status["Enabled"])
+        self.assertEqual(status["State"], "Running")
+        self.assertFalse(status["Paused"])
+        self.assertEqual(status["Counts"]["Pending"], 0)
+        self.assertEqual(status["Counts"]["Sending"], 0)
+        self.assertGreaterEqual(status["Sent"]["Instances"], expected)
+        self.assertGreaterEqual(status["Sent"]["Requests"], 1)
+        self.assertGreater(status["Sent"]["Bytes"], 2 * LARGE_INSTANCE_BYTES)
+        self.assertIsNone(status["LastError"])
+        self.assertEqual(status["Destination"]["ApiVersion"], "")
+        self.assertEqual(status["Destination"]["StowUrl"],
+                         harness.dicomweb_base(target) + "/studies")
+        self.assertEqual(status["Credentials"]["Type"], "None")
+
+        items = harness.list_outbox(source)
+        self.assertEqual(len(items), expected)
+        self.assertEqual({item["State"] for item in items}, {"Mirrored"})
+        self.assertEqual({item["SOPInstanceUID"] for item in items},
+                         harness.list_sop_uids(source))
+        for item in items:
+            self.assertGreater(item["Size"], 0, item)
+            self.assertTrue(item["SentAt"].endswith("Z"), item)
+            self.assertEqual(item["Destination"], status["Destination"]["StowUrl"], item)
+
+    def test_outbox_routes(self):
+        target = self.start_target()
+        source = self.make_source(target).start()
+        instances = harness.make_study(2, 3)
+        ids = harness.upload_all(source, instances)
+        self.assert_mirrored(source, target, len(ids))
+
+        by_id = source.get_json(f"/azure-dicom/instances/{ids[0]}")
+        self.assertEqual(by_id["ID"], ids[0])
+        self.assertEqual(by_id["SOPInstanceUID"], harness.sop_uid_of(instances[0]))
+        self.assertEqual(by_id["State"], "Mirrored")
+        by_uid = source.get_json(f"/azure-dicom/instances/{by_id['SOPInstanceUID']}")
+        self.assertEqual(by_uid["ID"], ids[0])
+
+        unknown = source.get("/azure-dicom/instances/no-such-instance")
+        self.assertEqual(unknown.status_code, 404)
+        self.assertIn("Message", unknown.json())
+
+        study = source.get_json(f"/azure-dicom/studies/{by_id['ParentStudy']}")
+        self.assertEqual(study["ID"], by_id["ParentStudy"])
+        self.assertEqual(study["StudyInstanceUID"], by_id["StudyInstanceUID"])
+        self.assertEqual(study["Instances"], len(ids))
+        self.assertEqual(study["Counts"]["Mirrored"], len(ids))
+        self.assertGreater(study["Bytes"], 0)
+
+        first_page = source.get_json("/azure-dicom/instances?limit=4")
+        self.assertEqual(len(first_page["Items"]), 4)
+        self.assertIsNotNone(first_page["Next"])
+        second_page = source.get_json(f"/azure-dicom/instances?limit=4&since={first_page['Next']}")
+        self.assertEqual(len(second_page["Items"]), len(ids) - 4)
+        self.assertIsNone(second_page["Next"])
+        paged = {item["ID"] for item in first_page["Items"] + second_page["Items"]}
+        self.assertEqual(paged, set(ids))
+        self.assertEqual(source.get_json("/azure-dicom/instances?state=Failed")["Items"], [])
+
+        mirrored = harness.wait_for(
+            lambda: harness.metric_value(source, "azure_dicom_mirrored") == len(ids),
+            METRICS_TIMEOUT_SECONDS, f"azure_dicom_mirrored to reach {len(ids)}",
+            describe_state=lambda: source.get("/tools/metrics-prometheus").text)
+        self.assertTrue(mirrored)
+        self.assertEqual(harness.metric_value(source, "azure_dicom_failed"), 0)
+
+    def test_pause_and_resume(self):
+        target = self.start_target()
+        source = self.make_source(target).start()
+        self.assertEqual(source.post("/azure-dicom/pause").status_code, 200)
+        status = source.status()
+        self.assertTrue(status["Paused"])
+        self.assertEqual(status["State"], "Paused")
+
+        ids = harness.upload_all(source, harness.make_study(1, 5))
+        harness.wait_for(lambda: source.counts()["Pending"] == len(ids), JOB_TIMEOUT_SECONDS,
+                         "the new instances to be queued", describe_state=source.status)
+        time.sleep(PAUSED_OBSERVATION_SECONDS)
+        self.assertEqual(source.counts()["Pending"], len(ids))
+        self.assertEqual(harness.list_sop_uids(target), set())
+
+        self.assertEqual(source.post("/azure-dicom/resume").status_code, 200)
+        self.assertFalse(source.status()["Paused"])
+        self.assert_mirrored(source, target, len(ids))
+
+    def test_backfill_sync_all(self):
+        target = self.start_target()
+        source = self.make_source(target, enable=False).start()
+        samples = harness.upload_samples(source)
+        harness.upload_all(source, harness.make_study(3, 10))
+        expected = len(harness.list_instances(source))
+        self.assertGreaterEqual(expected, len(samples) + 30)
+
+        self.restart_enabled(source)
+        self.assertEqual(sum(source.counts().values()), 0,
+                         "instances stored while the plugin was disabled were queued "
+                         "without a back-fill")
+        response = source.post_json("/azure-dicom/sync", {"All": True})
+        self.assertEqual(response.status_code, 200, response.text)
+        job = response.json()
+        self.assertEqual(job["Path"], f"/jobs/{job['ID']}")
+        self.assertEqual(source.wait_job(job["ID"], JOB_TIMEOUT_SECONDS)["State"], "Success")
+        self.assert_mirrored(source, target, expected)
+
+    def test_sync_one_study(self):
+        target = self.start_target()
+        source = self.make_source(target, enable=False).start()
+        selected = harness.make_study(2, 4)
+        other = harness.make_study(1, 3)
+        selected_ids = harness.upload_all(source, selected)
+        harness.upload_all(source, other)
+        study_id = source.get_json(f"/instances/{selected_ids[0]}/study")["ID"]
+
+        self.restart_enabled(source)
+        response = source.post_json("/azure-dicom/sync", {"Resources": [study_id]})
+        self.assertEqual(response.status_code, 200, response.text)
+        job_id = response.json()["ID"]
+        self.assertEqual(source.wait_job(job_id, JOB_TIMEOUT_SECONDS)["State"], "Success")
+        status = source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=len(selected))
+
+        selected_uids = {harness.sop_uid_of(data) for data in selected}
+        self.assertEqual(harness.list_sop_uids(target), selected_uids)
+        self.assertEqual(status["Counts"]["Mirrored"], len(selected))
+        self.assertEqual(sum(status["Counts"].values()), len(selected))
+
+    def test_bad_bodies_rejected(self):
+        target = self.start_target()
+        source = self.make_source(target).start()
+        harness.upload_all(source, harness.make_study(1, 2))
+        counts_before = source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=2)["Counts"]
+
+        cases = [
+            ("/azure-dicom/sync", "not json"),
+            ("/azure-dicom/sync", "[]"),
+            ("/azure-dicom/sync", "{}"),
+            ("/azure-dicom/sync", '{"Resources": "abc"}'),
+            ("/azure-dicom/sync", '{"Resources": [1, 2]}'),
+            ("/azure-dicom/sync", '{"All": "yes"}'),
+            ("/azure-dicom/sync", '{"Unknown": true}'),
+            ("/azure-dicom/retry", "not json"),
+            ("/azure-dicom/retry", "{}"),
+            ("/azure-dicom/retry", '{"State": "Bogus"}'),
+            ("/azure-dicom/retry", '{"State": 3}'),
+            ("/azure-dicom/retry", '{"Resources": "abc"}'),
+        ]
+        for route, body in cases:
+            with self.subTest(route=route, body=body):
+                response = source.post(route, data=body,
+                                       headers={"Content-Type": "application/json"})
+                self.assertEqual(response.status_code, 400, response.text)
+                self.assertIsInstance(response.json().get("Message"), str)
+                self.assertTrue(response.json()["Message"])
+        self.assertEqual(source.counts(), counts_before)
+
+
+if __name__ == "__main__":
+    harness.main()
