@@ -82,7 +82,7 @@ struct Configuration
   unsigned int maxInstancesPerRequest = 20;
   unsigned int maxRequestSizeMB = 64;
   unsigned int requestTimeoutSeconds = 300;
-  unsigned int leaseSeconds = 0;  // 0 until parsed: then at least RequestTimeoutSeconds + 60
+  unsigned int leaseSeconds = 0;  // 0 until parsed, then > requestTimeoutSeconds (default + 60)
   RetrySettings retry;
   TlsSettings tls;
   bool mirrorDeletes = false;
@@ -102,18 +102,28 @@ struct Configuration
 };
 
 
-// Parses the "AzureDicom" section. A null or absent section gives a disabled configuration.
-// Throws Exception(BadConfiguration) naming the key ("AzureDicom.Retry.MaxAttempts") and the
-// value that was expected, for an unknown key, a wrong type or an impossible value.
+// Parses the "AzureDicom" section. A null or absent section gives a disabled configuration,
+// and a null key counts as absent. Keys are case-sensitive. Numbers and booleans may also be
+// strings ("4", "true"), because Orthanc's ${VAR} substitution only works inside strings.
+// With "Enable": false, only unknown keys and wrong types are errors: nothing is required and
+// no value, URL or file is checked. Throws Exception(BadConfiguration) naming the key
+// ("AzureDicom.Retry.MaxAttempts") and the value that was expected, for an unknown key, a wrong
+// type or an impossible value. The message never contains the value of ClientSecret or
+// CertificatePassword, nor the user information of a URL.
 Configuration ParseConfiguration(const Json::Value& section);
 
 // Returns the effective settings as JSON with the keys of the configuration file, and every
-// secret replaced by "<redacted>" (an empty secret stays empty).
+// secret replaced by "<redacted>" (an empty secret stays empty). The secrets are ClientSecret,
+// CertificatePassword and the password of a Database connection string. Credentials objects
+// list only the keys that their Type takes, so that the result parses again.
 Json::Value ToRedactedJson(const Configuration& configuration);
 
-// True for "localhost", 127.0.0.0/8 and ::1: the hosts where plain http:// is allowed.
+// Returns true for the hosts where plain http:// is allowed: "localhost" (case-insensitive),
+// 127.0.0.0/8, ::1 with or without brackets, and 127.0.0.0/8 as an IPv4-mapped IPv6 address.
 bool IsLoopbackHost(const std::string& host);
 
-// Returns the host part of an http:// or https:// URL, or throws BadConfiguration naming key.
+// Returns the host part of an http:// or https:// URL, after any user information and without
+// the brackets of an IPv6 address. Throws BadConfiguration for a malformed URL or port, with a
+// message that starts with key (such as "AzureDicom.ServiceUrl").
 std::string GetUrlHost(const std::string& url, const std::string& key);
 }  // namespace AzureDicom
