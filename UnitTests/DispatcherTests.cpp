@@ -1,0 +1,549 @@
+#include "Common/Clock.h"
+#include "Common/Exception.h"
+#include "Sync/Dispatcher.h"
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <set>
+#include <thread>
+
+using namespace AzureDicom;
+
+namespace
+{
+const char* const FILE_PREFIX = "DICM:";
+
+class CollectingLogger : public ILogger
+{
+public:
+  void Info(const std::string& message) override
+  {
+    lines.push_back("I " + message);
+  }
+
+  void Warning(const std::string& message) override
+  {
+    lines.push_back("W " + message);
+  }
+
+  void Error(const std::string& message) override
+  {
+    lines.push_back("E " + message);
+  }
+
+  std::vector<std::string> lines;
+};
+
+
+// Serves /instances/{id}/file with the content "DICM:<SOP Instance UID>".
+class FakeOrthanc : public IOrthancGateway
+{
+public:
+  bool GetJson(Json::Value&, const std::string&) override
+  {
+    return false;
+  }
+
+  bool GetBinary(std::string& answer, const std::string& uri) override
+  {
+    reads++;
+    const std::string id = uri.substr(std::string("/instances/").size(),
+                                      uri.size() - std::string("/instances/").size() - 5);
+    if (deleted.count(id) > 0)
+    {
+      return false;
+    }
+    answer = FILE_PREFIX + id;
+    return true;
+  }
+
+  std::set<std::string> deleted;
+  unsigned int reads = 0;
+};
+
+
+// Returns the SOP Instance UIDs of the parts of a body built from FakeOrthanc's files.
+std::vector<std::string> GetPartUids(const std::string& body)
+{
+  std::vector<std::string> uids;
+  size_t position = 0;
+  while ((position = body.find(FILE_PREFIX, position)) != std::string::npos)
+  {
+    position += std::strlen(FILE_PREFIX);
+    const size_t end = body.find("\r\n", position);
+    uids.push_back(body.substr(position, end - position));
+  }
+  return uids;
+}
+
+
+class FakeSender : public IStowSender
+{
+public:
+  using Handler = std::function<HttpResponse(const std::vector<std::string>& uids)>;
+
+  explicit FakeSender(Handler handler) : handler_(std::move(handler))
+  {
+  }
+
+  HttpResponse Post(const std::string& body, const std::string& contentType) override
+  {
+    contentTypes.push_back(contentType);
+    requests.push_back(GetPartUids(body));
+    return handler_(requests.back());
+  }
+
+  void InvalidateToken() override
+  {
+    invalidations++;
+  }
+
+  std::vector<std::vector<std::string>> requests;
+  std::vector<std::string> contentTypes;
+  unsigned int invalidations = 0;
+
+private:
+  Handler handler_;
+};
+
+
+Json::Value MakeSequence(const std::vector<std::string>& uids, unsigned int reason,
+                         const char* reasonTag)
+{
+  Json::Value sequence;
+  sequence["vr"] = "SQ";
+  sequence["Value"] = Json::arrayValue;
+  for (const std::string& uid : uids)
+  {
+    Json::Value item;
+    item["00081155"]["vr"] = "UI";
+    item["00081155"]["Value"].append(uid);
+    if (reason != 0)
+    {
+      item[reasonTag]["vr"] = "US";
+      item[reasonTag]["Value"].append(reason);
+    }
+    sequence["Value"].append(item);
+  }
+  return sequence;
+}
+
+
+// An answer of the service: referenced instances, and failed ones with one reason.
+HttpResponse MakeAnswer(long status, const std::vector<std::string>& referenced,
+                        const std::vector<std::string>& failed = {}, unsigned int reason = 0)
+{
+  Json::Value dataset(Json::objectValue);
+  if (!referenced.empty())
+  {
+    dataset["00081199"] = MakeSequence(referenced, 0, "");
+  }
+  if (!failed.empty())
+  {
+    dataset["00081198"] = MakeSequence(failed, reason, "00081197");
+  }
+
+  HttpResponse response;
+  response.status = status;
+  response.headers["content-type"] = "application/dicom+json";
+  response.body = dataset.toStyledString();
+  return response;
+}
+
+
+HttpResponse MakeError(long status, const std::string& retryAfter = "")
+{
+  HttpResponse response;
+  response.status = status;
+  response.headers["content-type"] = "text/plain";
+  if (!retryAfter.empty())
+  {
+    response.headers["retry-after"] = retryAfter;
+  }
+  response.body = "error " + std::to_string(status);
+  return response;
+}
+
+
+class DispatcherTest : public ::testing::Test
+{
+protected:
+  void SetUp() override
+  {
+    char pattern[] = "/tmp/dispatcher-test-XXXXXX";
+    directory_ = mkdtemp(pattern);
+    outbox_ = std::make_unique<Outbox>(directory_ + "/outbox.db");
+
+    settings_.workers = 1;
+    settings_.maxInstancesPerRequest = 10;
+    settings_.maxRequestBytes = 1024 * 1024;
+    settings_.leaseSeconds = 60;
+    settings_.retry.initialDelaySeconds = 10;
+    settings_.retry.maxDelaySeconds = 100;
+    settings_.retry.maxAttempts = 3;
+    settings_.destination = "https://dicom.example/v2/studies";
+    settings_.principal = "11111111-2222-3333-4444-555555555555";
+  }
+
+  void TearDown() override
+  {
+    dispatcher_.reset();
+    outbox_.reset();
+    std::system(("rm -rf " + directory_).c_str());
+  }
+
+  Dispatcher& GetDispatcher()
+  {
+    if (!dispatcher_)
+    {
+      dispatcher_ = std::make_unique<Dispatcher>(*outbox_, orthanc_, logger_, settings_,
+                                                 [] { return std::unique_ptr<IStowSender>(); });
+    }
+    return *dispatcher_;
+  }
+
+  // Queues instances whose Orthanc ID is their SOP Instance UID, each of `size` bytes.
+  void QueueInstances(const std::vector<std::string>& uids, uint64_t size = 100)
+  {
+    std::vector<NewInstance> instances;
+    for (const std::string& uid : uids)
+    {
+      NewInstance instance;
+      instance.orthancId = uid;
+      instance.sopInstanceUid = uid;
+      instance.studyInstanceUid = "1.2.3";
+      instance.orthancStudyId = "study";
+      instance.size = size;
+      instances.push_back(instance);
+    }
+    outbox_->Queue(instances, QueueMode::InsertMissing, NowMs());
+  }
+
+  OutboxItem GetItem(const std::string& uid)
+  {
+    OutboxItem item;
+    EXPECT_TRUE(outbox_->FindItem(item, uid)) << uid;
+    return item;
+  }
+
+  std::string directory_;
+  std::unique_ptr<Outbox> outbox_;
+  FakeOrthanc orthanc_;
+  CollectingLogger logger_;
+  DispatcherSettings settings_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+};
+}  // namespace
+
+
+TEST_F(DispatcherTest, AllStoredAreMirrored)
+{
+  QueueInstances({"1.1", "1.2", "1.3"});
+  FakeSender sender([](const std::vector<std::string>& uids) { return MakeAnswer(200, uids); });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  ASSERT_EQ(1u, sender.requests.size());
+  EXPECT_EQ(3u, sender.requests[0].size());
+  EXPECT_EQ(0u, sender.contentTypes[0].find("multipart/related; type=\"application/dicom\""));
+
+  for (const char* uid : {"1.1", "1.2", "1.3"})
+  {
+    const OutboxItem item = GetItem(uid);
+    EXPECT_EQ(ItemState::Mirrored, item.state) << uid;
+    EXPECT_EQ(200, item.statusCode);
+    EXPECT_EQ(settings_.destination, item.destination);
+    EXPECT_GT(item.sentAt, 0);
+  }
+  EXPECT_FALSE(GetDispatcher().ProcessOneBatch(sender));
+  EXPECT_EQ(3u, GetDispatcher().GetStatus().instances);
+}
+
+
+TEST_F(DispatcherTest, ExistingInstanceIsAlreadyPresent)
+{
+  QueueInstances({"2.1", "2.2"});
+  FakeSender sender([](const std::vector<std::string>&) {
+    return MakeAnswer(202, {"2.1"}, {"2.2"}, REASON_ALREADY_EXISTS);
+  });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  EXPECT_EQ(ItemState::Mirrored, GetItem("2.1").state);
+  EXPECT_EQ(ItemState::AlreadyPresent, GetItem("2.2").state);
+  EXPECT_EQ(REASON_ALREADY_EXISTS, GetItem("2.2").failureReason);
+  EXPECT_FALSE(GetDispatcher().ProcessOneBatch(sender));
+}
+
+
+TEST_F(DispatcherTest, ValidationFailureIsNotRetried)
+{
+  QueueInstances({"3.1"});
+  FakeSender sender([](const std::vector<std::string>& uids) {
+    return MakeAnswer(409, {}, uids, REASON_VALIDATION_FAILED);
+  });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  const OutboxItem item = GetItem("3.1");
+  EXPECT_EQ(ItemState::Failed, item.state);
+  EXPECT_EQ(REASON_VALIDATION_FAILED, item.failureReason);
+  EXPECT_EQ(409, item.statusCode);
+  EXPECT_EQ(1u, item.attempts);
+  EXPECT_FALSE(GetDispatcher().ProcessOneBatch(sender));
+  EXPECT_EQ(1u, sender.requests.size());
+}
+
+
+TEST_F(DispatcherTest, UnconfirmedInstanceIsRetriedThenFailed)
+{
+  QueueInstances({"4.1", "4.2"});
+  FakeSender sender([](const std::vector<std::string>&) { return MakeAnswer(200, {"4.1"}); });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  EXPECT_EQ(ItemState::Mirrored, GetItem("4.1").state);
+
+  OutboxItem item = GetItem("4.2");
+  EXPECT_EQ(ItemState::Pending, item.state);
+  EXPECT_EQ(1u, item.attempts);
+  EXPECT_GE(item.nextAttemptAt, NowMs() + 4000);  // half of InitialDelaySeconds at least
+
+  // Not due yet: nothing to claim.
+  EXPECT_FALSE(GetDispatcher().ProcessOneBatch(sender));
+
+  // Make it due at once (claim it "later", release it) until MaxAttempts is reached.
+  for (unsigned int attempt = 2; attempt <= settings_.retry.maxAttempts; attempt++)
+  {
+    const int64_t later = NowMs() + 1000000;
+    std::vector<OutboxItem> claimed = outbox_->ClaimBatch(10, 1 << 20, later, later + 1000);
+    ASSERT_EQ(1u, claimed.size());
+    outbox_->Release({claimed[0].id}, 0, NowMs());
+    ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  }
+
+  item = GetItem("4.2");
+  EXPECT_EQ(ItemState::Failed, item.state);
+  EXPECT_EQ(settings_.retry.maxAttempts, item.attempts);
+  EXPECT_NE(std::string::npos, item.message.find("not confirmed")) << item.message;
+}
+
+
+TEST_F(DispatcherTest, TransientErrorWaitsWithoutAttempts)
+{
+  QueueInstances({"5.1", "5.2"});
+  FakeSender sender([](const std::vector<std::string>&) { return MakeError(429, "30"); });
+
+  const int64_t before = NowMs();
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  for (const char* uid : {"5.1", "5.2"})
+  {
+    const OutboxItem item = GetItem(uid);
+    EXPECT_EQ(ItemState::Pending, item.state) << uid;
+    EXPECT_EQ(0u, item.attempts) << uid;
+  }
+
+  const DispatcherStatus status = GetDispatcher().GetStatus();
+  EXPECT_EQ("Waiting", status.state);
+  EXPECT_EQ(429, status.lastErrorStatus);
+  EXPECT_GE(status.waitUntil, before + 30000);
+  EXPECT_LE(status.waitUntil, NowMs() + 30000);
+}
+
+
+TEST_F(DispatcherTest, NetworkErrorWaitsWithoutAttempts)
+{
+  QueueInstances({"6.1"});
+  FakeSender sender([](const std::vector<std::string>&) -> HttpResponse {
+    throw Exception(ErrorCode::NetworkError, "POST https://dicom.example/v2/studies: refused");
+  });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  EXPECT_EQ(ItemState::Pending, GetItem("6.1").state);
+  EXPECT_EQ(0u, GetItem("6.1").attempts);
+  EXPECT_EQ("Waiting", GetDispatcher().GetStatus().state);
+  EXPECT_NE(std::string::npos, GetDispatcher().GetStatus().lastError.find("refused"));
+}
+
+
+TEST_F(DispatcherTest, RejectedTokenIsRefreshedOnce)
+{
+  QueueInstances({"7.1"});
+  unsigned int calls = 0;
+  FakeSender sender([&calls](const std::vector<std::string>& uids) {
+    return ++calls == 1 ? MakeError(401) : MakeAnswer(200, uids);
+  });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  EXPECT_EQ(1u, sender.invalidations);
+  EXPECT_EQ(2u, sender.requests.size());
+  EXPECT_EQ(ItemState::Mirrored, GetItem("7.1").state);
+}
+
+
+TEST_F(DispatcherTest, SecondRejectedTokenWaits)
+{
+  QueueInstances({"8.1"});
+  FakeSender sender([](const std::vector<std::string>&) { return MakeError(401); });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  EXPECT_EQ(2u, sender.requests.size());
+  EXPECT_EQ(ItemState::Pending, GetItem("8.1").state);
+  EXPECT_EQ(0u, GetItem("8.1").attempts);
+  EXPECT_EQ("Waiting", GetDispatcher().GetStatus().state);
+  EXPECT_EQ(401, GetDispatcher().GetStatus().lastErrorStatus);
+}
+
+
+TEST_F(DispatcherTest, ForbiddenNamesPrincipal)
+{
+  QueueInstances({"9.1"});
+  FakeSender sender([](const std::vector<std::string>&) { return MakeError(403); });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  const DispatcherStatus status = GetDispatcher().GetStatus();
+  EXPECT_EQ("Waiting", status.state);
+  EXPECT_NE(std::string::npos, status.pauseReason.find(settings_.principal)) << status.pauseReason;
+  EXPECT_EQ(0u, GetItem("9.1").attempts);
+}
+
+
+TEST_F(DispatcherTest, TooLargeSplitsBatch)
+{
+  QueueInstances({"10.1", "10.2", "10.3", "10.4"});
+  FakeSender sender([](const std::vector<std::string>& uids) {
+    return uids.size() > 1 ? MakeError(413) : MakeAnswer(200, uids);
+  });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  for (const char* uid : {"10.1", "10.2", "10.3", "10.4"})
+  {
+    EXPECT_EQ(ItemState::Mirrored, GetItem(uid).state) << uid;
+  }
+  // 4 -> 2 + 2 -> 1 + 1 + 1 + 1: three refused requests and four accepted ones.
+  EXPECT_EQ(7u, sender.requests.size());
+  EXPECT_EQ("Running", GetDispatcher().GetStatus().state);
+}
+
+
+TEST_F(DispatcherTest, TooLargeAloneFails)
+{
+  QueueInstances({"11.1"});
+  FakeSender sender([](const std::vector<std::string>&) { return MakeError(413); });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  EXPECT_EQ(ItemState::Failed, GetItem("11.1").state);
+  EXPECT_EQ(413, GetItem("11.1").statusCode);
+}
+
+
+TEST_F(DispatcherTest, DeletedInstanceIsSkipped)
+{
+  QueueInstances({"12.1", "12.2"});
+  orthanc_.deleted.insert("12.1");
+  FakeSender sender([](const std::vector<std::string>& uids) { return MakeAnswer(200, uids); });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  EXPECT_EQ(ItemState::Skipped, GetItem("12.1").state);
+  EXPECT_EQ(ItemState::Mirrored, GetItem("12.2").state);
+  ASSERT_EQ(1u, sender.requests.size());
+  EXPECT_EQ(std::vector<std::string>{"12.2"}, sender.requests[0]);
+}
+
+
+TEST_F(DispatcherTest, OverServiceLimitFailsUnsent)
+{
+  QueueInstances({"13.1"}, SERVICE_MAX_REQUEST_BYTES + 1);
+  FakeSender sender([](const std::vector<std::string>& uids) { return MakeAnswer(200, uids); });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  EXPECT_EQ(ItemState::Failed, GetItem("13.1").state);
+  EXPECT_NE(std::string::npos, GetItem("13.1").message.find("2 GB"));
+  EXPECT_TRUE(sender.requests.empty());
+  EXPECT_EQ(0u, orthanc_.reads);
+}
+
+
+TEST_F(DispatcherTest, ByteLimitBoundsBatch)
+{
+  settings_.maxRequestBytes = 250;
+  QueueInstances({"14.1", "14.2", "14.3", "14.4", "14.5"}, 100);
+  FakeSender sender([](const std::vector<std::string>& uids) { return MakeAnswer(200, uids); });
+
+  while (GetDispatcher().ProcessOneBatch(sender))
+  {
+  }
+  ASSERT_EQ(3u, sender.requests.size());
+  EXPECT_EQ(2u, sender.requests[0].size());
+  EXPECT_EQ(2u, sender.requests[1].size());
+  EXPECT_EQ(1u, sender.requests[2].size());
+}
+
+
+TEST_F(DispatcherTest, CountLimitBoundsBatch)
+{
+  settings_.maxInstancesPerRequest = 2;
+  QueueInstances({"15.1", "15.2", "15.3"});
+  FakeSender sender([](const std::vector<std::string>& uids) { return MakeAnswer(200, uids); });
+
+  while (GetDispatcher().ProcessOneBatch(sender))
+  {
+  }
+  ASSERT_EQ(2u, sender.requests.size());
+  EXPECT_EQ(2u, sender.requests[0].size());
+  EXPECT_EQ(1u, sender.requests[1].size());
+}
+
+
+TEST_F(DispatcherTest, ProcessingFailureBacksOff)
+{
+  QueueInstances({"16.1"});
+  FakeSender sender([](const std::vector<std::string>& uids) {
+    return MakeAnswer(409, {}, uids, REASON_PROCESSING_FAILURE);
+  });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  const OutboxItem item = GetItem("16.1");
+  EXPECT_EQ(ItemState::Pending, item.state);
+  EXPECT_EQ(1u, item.attempts);
+  EXPECT_EQ(REASON_PROCESSING_FAILURE, item.failureReason);
+  EXPECT_GT(item.nextAttemptAt, NowMs());
+}
+
+
+TEST_F(DispatcherTest, WorkersStopWhenPaused)
+{
+  settings_.workers = 2;
+  unsigned int posts = 0;
+  std::mutex mutex;
+  dispatcher_ = std::make_unique<Dispatcher>(*outbox_, orthanc_, logger_, settings_, [&]() {
+    return std::make_unique<FakeSender>([&](const std::vector<std::string>& uids) {
+      std::lock_guard<std::mutex> lock(mutex);
+      posts++;
+      return MakeAnswer(200, uids);
+    });
+  });
+
+  dispatcher_->Pause();
+  dispatcher_->Start();
+  QueueInstances({"17.1", "17.2"});
+  dispatcher_->Wake();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ("Paused", dispatcher_->GetStatus().state);
+  EXPECT_EQ(ItemState::Pending, GetItem("17.1").state);
+
+  dispatcher_->Resume();
+  for (int i = 0; i < 100 && GetItem("17.2").state != ItemState::Mirrored; i++)
+  {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(ItemState::Mirrored, GetItem("17.1").state);
+  EXPECT_EQ(ItemState::Mirrored, GetItem("17.2").state);
+  dispatcher_->Stop();
+
+  std::lock_guard<std::mutex> lock(mutex);
+  EXPECT_GE(posts, 1u);
+}
