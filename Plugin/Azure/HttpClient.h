@@ -18,7 +18,7 @@ struct HttpRequest
   std::string url;
   std::vector<std::pair<std::string, std::string>> headers;
   const std::string* body = nullptr;  // not owned; large STOW-RS bodies are not copied
-  unsigned int timeoutSeconds = 60;
+  unsigned int timeoutSeconds = 60;   // the whole transfer; 0 means no limit
 };
 
 
@@ -40,20 +40,25 @@ struct HttpResponse
 class HttpClient
 {
 public:
-  // Bodies of answers longer than maxResponseBytes are cut (HttpResponse::truncated), so that a
-  // broken server cannot exhaust memory.
+  // Bodies of responses longer than maxResponseBytes are cut (HttpResponse::truncated), so that a
+  // broken server cannot exhaust memory. tls.caCertificates is either PEM text or the path of a
+  // PEM file.
   explicit HttpClient(const TlsSettings& tls, size_t maxResponseBytes = 16 * 1024 * 1024);
   ~HttpClient();
 
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 
-  // Sends the request and returns the answer, whatever its status. Throws
-  // Exception(NetworkError) naming the method, the URL and libcurl's message when no answer
-  // came (DNS, connection, TLS, timeout, reset).
+  // Sends the request and returns the response, whatever its status. Throws
+  // Exception(NetworkError) naming the method, the URL and libcurl's message when no response
+  // came (DNS, connection, TLS, timeout, reset). Methods are GET, POST, PUT and DELETE, and
+  // redirects are returned, not followed.
   HttpResponse Execute(const HttpRequest& request);
 
 private:
+  void ConfigureHandle();
+  void SetMethodAndBody(const HttpRequest& request);
+
   CURL* curl_;
   TlsSettings tls_;
   size_t maxResponseBytes_;
