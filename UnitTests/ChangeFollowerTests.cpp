@@ -1,0 +1,299 @@
+#include "Common/Clock.h"
+#include "Sync/ChangeFollower.h"
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <map>
+
+using namespace AzureDicom;
+
+namespace
+{
+class SilentLogger : public ILogger
+{
+public:
+  void Info(const std::string&) override
+  {
+  }
+
+  void Warning(const std::string& message) override
+  {
+    warnings.push_back(message);
+  }
+
+  void Error(const std::string&) override
+  {
+  }
+
+  std::vector<std::string> warnings;
+};
+
+
+// An Orthanc whose change log and resources are in memory: instance "iN" in series "s", study
+// "t". Answers /changes like Orthanc 1.10: Changes, Done, Last.
+class FakeOrthanc : public IOrthancGateway
+{
+public:
+  void StoreInstance(const std::string& id)
+  {
+    instances.insert(id);
+    changes.push_back({++lastSequence, "NewInstance", id});
+  }
+
+  void LogOtherChange()
+  {
+    changes.push_back({++lastSequence, "StableStudy", "t"});
+  }
+
+  bool GetJson(Json::Value& answer, const std::string& uri) override
+  {
+    calls.push_back(uri);
+    if (uri == "/changes?last")
+    {
+      answer["Last"] = Json::Int64(lastSequence);
+      return true;
+    }
+
+    int64_t since = 0;
+    unsigned int limit = 0;
+    if (std::sscanf(uri.c_str(), "/changes?since=%ld&limit=%u", &since, &limit) == 2)
+    {
+      answer["Changes"] = Json::arrayValue;
+      int64_t last = since;
+      for (const Change& change : changes)
+      {
+        if (change.sequence > since && answer["Changes"].size() < limit)
+        {
+          Json::Value item;
+          item["Seq"] = Json::Int64(change.sequence);
+          item["ChangeType"] = change.type;
+          item["ID"] = change.id;
+          answer["Changes"].append(item);
+          last = change.sequence;
+        }
+      }
+      answer["Done"] = (last == lastSequence || answer["Changes"].empty());
+      answer["Last"] = answer["Changes"].empty() ? Json::Int64(lastSequence) : Json::Int64(last);
+      return true;
+    }
+
+    if (uri.rfind("/instances/", 0) == 0)
+    {
+      const std::string id = uri.substr(11);
+      if (instances.count(id) == 0)
+      {
+        return false;
+      }
+      answer["ID"] = id;
+      answer["FileSize"] = 1000;
+      answer["ParentSeries"] = "s";
+      answer["MainDicomTags"]["SOPInstanceUID"] = "1.2." + id.substr(1);
+      return true;
+    }
+
+    if (uri == "/series/s")
+    {
+      answer["ParentStudy"] = "t";
+      answer["MainDicomTags"]["SeriesInstanceUID"] = "1.2.100";
+      return true;
+    }
+
+    if (uri == "/studies/t")
+    {
+      answer["MainDicomTags"]["StudyInstanceUID"] = "1.2.200";
+      return true;
+    }
+    return false;
+  }
+
+  bool GetBinary(std::string&, const std::string&) override
+  {
+    return false;
+  }
+
+  struct Change
+  {
+    int64_t sequence;
+    std::string type;
+    std::string id;
+  };
+
+  std::vector<Change> changes;
+  std::set<std::string> instances;
+  int64_t lastSequence = 0;
+  std::vector<std::string> calls;
+};
+
+
+class ChangeFollowerTest : public ::testing::Test
+{
+protected:
+  void SetUp() override
+  {
+    char pattern[] = "/tmp/follower-test-XXXXXX";
+    directory_ = mkdtemp(pattern);
+    outbox_ = std::make_unique<Outbox>(directory_ + "/outbox.db");
+  }
+
+  void TearDown() override
+  {
+    outbox_.reset();
+    std::system(("rm -rf " + directory_).c_str());
+  }
+
+  std::string directory_;
+  std::unique_ptr<Outbox> outbox_;
+  FakeOrthanc orthanc_;
+  SilentLogger logger_;
+};
+}  // namespace
+
+
+TEST_F(ChangeFollowerTest, FirstStartBeginsAtEnd)
+{
+  orthanc_.StoreInstance("i1");
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+
+  EXPECT_EQ(0u, follower.Poll());
+  EXPECT_EQ(1, outbox_->GetFollowerSequence());
+  EXPECT_EQ(0u, outbox_->CountByState().Get(ItemState::Pending));
+
+  orthanc_.StoreInstance("i2");
+  EXPECT_EQ(1u, follower.Poll());
+  OutboxItem item;
+  ASSERT_TRUE(outbox_->FindItem(item, "i2"));
+  EXPECT_EQ("1.2.2", item.instance.sopInstanceUid);
+  EXPECT_EQ("1.2.100", item.instance.seriesInstanceUid);
+  EXPECT_EQ("1.2.200", item.instance.studyInstanceUid);
+  EXPECT_EQ("t", item.instance.orthancStudyId);
+  EXPECT_EQ(1000u, item.instance.size);
+}
+
+
+TEST_F(ChangeFollowerTest, PagesThroughLongLog)
+{
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  follower.Poll();
+
+  for (int i = 0; i < 1234; i++)
+  {
+    orthanc_.StoreInstance("i" + std::to_string(i));
+    if (i % 7 == 0)
+    {
+      orthanc_.LogOtherChange();
+    }
+  }
+
+  EXPECT_EQ(1234u, follower.Poll());
+  EXPECT_EQ(1234u, outbox_->CountByState().Get(ItemState::Pending));
+  EXPECT_EQ(orthanc_.lastSequence, outbox_->GetFollowerSequence());
+  EXPECT_EQ(0u, follower.Poll());
+}
+
+
+TEST_F(ChangeFollowerTest, ResumesFromCommittedSequence)
+{
+  {
+    ChangeFollower follower(orthanc_, *outbox_, logger_);
+    follower.Poll();
+    orthanc_.StoreInstance("i1");
+    EXPECT_EQ(1u, follower.Poll());
+  }
+
+  // Stored while the plugin was down.
+  orthanc_.StoreInstance("i2");
+  orthanc_.StoreInstance("i3");
+
+  outbox_ = std::make_unique<Outbox>(directory_ + "/outbox.db");
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  EXPECT_EQ(2u, follower.Poll());
+  EXPECT_EQ(3u, outbox_->CountByState().Get(ItemState::Pending));
+}
+
+
+TEST_F(ChangeFollowerTest, DeletedInstanceIsIgnored)
+{
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  follower.Poll();
+
+  orthanc_.StoreInstance("i1");
+  orthanc_.StoreInstance("i2");
+  orthanc_.instances.erase("i1");
+
+  EXPECT_EQ(1u, follower.Poll());
+  OutboxItem item;
+  EXPECT_FALSE(outbox_->FindItem(item, "i1"));
+  EXPECT_TRUE(outbox_->FindItem(item, "i2"));
+  EXPECT_EQ(2, outbox_->GetFollowerSequence());
+}
+
+
+TEST_F(ChangeFollowerTest, RestartedLogIsFollowed)
+{
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  for (int i = 0; i < 5; i++)
+  {
+    orthanc_.StoreInstance("i" + std::to_string(i));
+  }
+  follower.Poll();
+  ASSERT_EQ(5, outbox_->GetFollowerSequence());
+
+  // A new Orthanc database: the sequence starts again from 0.
+  orthanc_.changes.clear();
+  orthanc_.lastSequence = 0;
+  EXPECT_EQ(0u, follower.Poll());
+  EXPECT_EQ(0, outbox_->GetFollowerSequence());
+  ASSERT_EQ(1u, logger_.warnings.size());
+
+  orthanc_.StoreInstance("j1");
+  EXPECT_EQ(1u, follower.Poll());
+}
+
+
+TEST_F(ChangeFollowerTest, SeriesLookupsAreCached)
+{
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  follower.Poll();
+  for (int i = 0; i < 50; i++)
+  {
+    orthanc_.StoreInstance("i" + std::to_string(i));
+  }
+  orthanc_.calls.clear();
+  follower.Poll();
+
+  size_t seriesCalls = 0;
+  for (const std::string& call : orthanc_.calls)
+  {
+    seriesCalls += (call == "/series/s");
+  }
+  EXPECT_EQ(1u, seriesCalls);
+}
+
+
+TEST_F(ChangeFollowerTest, ThreadQueuesAfterWake)
+{
+  bool notified = false;
+  std::mutex mutex;
+  ChangeFollower follower(orthanc_, *outbox_, logger_, [&]() {
+    std::lock_guard<std::mutex> lock(mutex);
+    notified = true;
+  });
+  follower.Poll();
+
+  // Stored before the thread starts: the fake is not thread-safe.
+  orthanc_.StoreInstance("i1");
+  follower.Start();
+  follower.Wake();
+  for (int i = 0; i < 100 && outbox_->CountByState().Get(ItemState::Pending) == 0; i++)
+  {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  follower.Stop();
+
+  EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
+  std::lock_guard<std::mutex> lock(mutex);
+  EXPECT_TRUE(notified);
+}
