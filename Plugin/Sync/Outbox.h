@@ -75,9 +75,10 @@ public:
   // Queues instances for a back-fill or a "Mirror to Azure" request.
   QueueResult Queue(const std::vector<NewInstance>& instances, QueueMode mode, int64_t now);
 
-  // Returns expired Sending items to Pending, then claims Pending items that are due (in queue
-  // order) as Sending until leaseUntil: at most maxCount items and, but for a first item that is
-  // larger by itself, at most maxBytes in total. An empty result means nothing is due.
+  // Returns expired Sending items to Pending, then claims Pending items that are due as Sending
+  // until leaseUntil: at most maxCount items and, but for a first item that is larger by itself,
+  // at most maxBytes in total. Items are taken earliest nextAttemptAt first, then in queue order,
+  // and the batch ends at the first item that does not fit. An empty result means nothing is due.
   std::vector<OutboxItem> ClaimBatch(size_t maxCount, uint64_t maxBytes, int64_t now,
                                      int64_t leaseUntil);
 
@@ -88,11 +89,14 @@ public:
   // claims a batch, because no other process shares an SQLite outbox.
   uint64_t ReleaseAllLeases(int64_t now);
 
-  // Records what the service said of each item. An outcome whose state is Pending schedules a
-  // retry at nextAttemptAt; countAttempt adds one to the item's attempts.
+  // Records the outcome of each item. An outcome whose state is Pending schedules a retry at
+  // nextAttemptAt, and countAttempt adds one to the item's attempts. Only items that are
+  // still Sending change: an item whose lease expired, or that was released, retried or skipped
+  // meanwhile, keeps its state. An outcome in state Sending throws InternalError.
   void RecordOutcomes(const std::vector<ItemOutcome>& outcomes, int64_t now);
 
-  // Returns claimed items to Pending without counting an attempt (destination-wide errors).
+  // Returns claimed items to Pending without counting an attempt (destination-wide errors). Items
+  // that are no longer Sending are left alone.
   void Release(const std::vector<int64_t>& ids, int64_t nextAttemptAt, int64_t now);
 
   StateCounts CountByState();
@@ -109,22 +113,32 @@ public:
   // Sums up a study's items, found by Orthanc study ID or Study Instance UID.
   bool GetStudySummary(StudySummary& summary, const std::string& orthancIdOrStudyInstanceUid);
 
-  // Returns the items of one state to Pending with attempts reset; returns how many.
+  // Returns the items of one state to Pending, due now, with attempts, status code, reasons and
+  // message cleared and queuedAt set to now, so that the oldest pending age counts from the retry.
+  // Returns how many. Only Failed, Skipped and RolledBack items are retried, so any other state returns 0.
   uint64_t RetryState(ItemState state, int64_t now);
 
   // Returns the Failed, Skipped or RolledBack items among these Orthanc instance IDs to Pending,
-  // attempts reset; returns how many.
+  // as RetryState does. Returns how many.
   uint64_t RetryInstances(const std::vector<std::string>& orthancIds, int64_t now);
 
-  // Marks the items of an instance deleted from Orthanc before it was sent as Skipped.
+  // Marks the item of an instance deleted from Orthanc before it was sent as Skipped. An item that
+  // is neither Pending nor Sending is left alone.
   void MarkSkipped(int64_t id, const std::string& message, int64_t now);
 
 private:
   struct Statements;
 
+  struct DatabaseCloser
+  {
+    void operator()(sqlite3* db) const;
+  };
+
+  void CreateSchema();
+
   std::mutex mutex_;
   std::string path_;
-  sqlite3* db_ = nullptr;
+  std::unique_ptr<sqlite3, DatabaseCloser> db_;  // declared before statements_, closed after them
   std::unique_ptr<Statements> statements_;
 };
 }  // namespace AzureDicom
