@@ -63,11 +63,11 @@ std::string WriteJson(const Json::Value& value);
 // Parses a JSON text; returns false with a message when it is not valid JSON.
 bool ParseJson(Json::Value& value, std::string& error, const char* data, size_t size);
 
-// Answers a REST request with a JSON body and the given HTTP status.
+// Sends the response to a REST request: a JSON body and the given HTTP status.
 void AnswerJson(OrthancPluginContext* context, OrthancPluginRestOutput* output,
                 const Json::Value& value, uint16_t status = 200);
 
-// Answers a REST request with {"Message": message} and the given 4xx or 5xx HTTP status.
+// Sends an error response to a REST request: {"Message": message} and the given 4xx or 5xx HTTP status.
 void AnswerError(OrthancPluginContext* context, OrthancPluginRestOutput* output, uint16_t status,
                  const std::string& message);
 }  // namespace AzureDicom

@@ -20,7 +20,7 @@ const size_t MAX_PAGE_SIZE = 1000;
 const int DEFAULT_JOB_PRIORITY = 0;
 
 
-// What a route receives: the parsed request, and where to answer.
+// What a route receives: the parsed request, and where to write the response.
 struct RouteRequest
 {
   PluginContext& context;
@@ -356,7 +356,7 @@ void PostResume(const RouteRequest& request)
 
 
 // Runs a handler behind the checks every route shares: the method, a running plugin, and
-// errors turned into JSON answers.
+// errors turned into JSON responses.
 template <RouteHandler handler, OrthancPluginHttpMethod method>
 OrthancPluginErrorCode Serve(OrthancPluginRestOutput* output, const char* /* url */,
                              const OrthancPluginHttpRequest* http)

@@ -582,7 +582,7 @@ void Dispatcher::RecordDestinationWorks()
 
   if (recovered)
   {
-    logger_.Info("the destination " + settings_.destination + " accepts requests again");
+    logger_.Warning("the destination " + settings_.destination + " accepts requests again");
   }
 }
 

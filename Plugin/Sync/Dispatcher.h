@@ -31,7 +31,7 @@ class IStowSender
 public:
   virtual ~IStowSender() = default;
 
-  // Returns the answer, whatever its status. Throws Exception(NetworkError) when no answer
+  // Returns the response, whatever its status. Throws Exception(NetworkError) when no response
   // came, Exception(Unauthorized) when no token could be obtained.
   virtual HttpResponse Post(const std::string& body, const std::string& contentType) = 0;
 
@@ -63,7 +63,7 @@ struct DispatcherStatus
   int lastErrorStatus = 0;
   uint64_t requests = 0;
   uint64_t instances = 0;  // confirmed by the service: Mirrored or AlreadyPresent
-  uint64_t bytes = 0;      // request bytes of the answered requests
+  uint64_t bytes = 0;      // request bytes of the requests that got a response
   double instancesPerSecond = 0;  // over the last minute
   double megabytesPerSecond = 0;
   double lastLatencyMs = 0;
@@ -146,7 +146,7 @@ private:
     uint64_t instances;
     uint64_t bytes;
   };
-  std::deque<Sample> recent_;  // answered requests of the last minute, for the throughput
+  std::deque<Sample> recent_;  // requests of the last minute that got a response, for the throughput
   std::mt19937 random_;
 };
 }  // namespace AzureDicom
