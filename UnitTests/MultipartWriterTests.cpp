@@ -1,0 +1,394 @@
+#include "Azure/MultipartWriter.h"
+
+#include "Common/Exception.h"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace AzureDicom;
+
+namespace
+{
+const std::string CRLF = "\r\n";
+
+
+struct ParsedPart
+{
+  std::map<std::string, std::string> headers;  // names as written
+  std::string content;
+};
+
+
+struct ParsedBody
+{
+  std::string mediaType;
+  std::map<std::string, std::string> parameters;  // unquoted values
+  std::vector<ParsedPart> parts;
+};
+
+
+std::string Trim(const std::string& text)
+{
+  const size_t begin = text.find_first_not_of(' ');
+  if (begin == std::string::npos)
+  {
+    return "";
+  }
+
+  const size_t end = text.find_last_not_of(' ');
+  return text.substr(begin, end - begin + 1);
+}
+
+
+// Splits a Content-Type value into its media type and its parameters.
+void ParseContentType(ParsedBody& parsed, const std::string& contentType)
+{
+  size_t start = 0;
+  bool isMediaType = true;
+  while (start <= contentType.size())
+  {
+    size_t end = contentType.find(';', start);
+    if (end == std::string::npos)
+    {
+      end = contentType.size();
+    }
+
+    const std::string field = Trim(contentType.substr(start, end - start));
+    if (isMediaType)
+    {
+      parsed.mediaType = field;
+      isMediaType = false;
+    }
+    else
+    {
+      const size_t equals = field.find('=');
+      ASSERT_NE(equals, std::string::npos) << "parameter without '=': " << field;
+      std::string value = field.substr(equals + 1);
+      if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+      {
+        value = value.substr(1, value.size() - 2);
+      }
+
+      parsed.parameters[field.substr(0, equals)] = value;
+    }
+
+    start = end + 1;
+  }
+}
+
+
+void ParsePart(ParsedPart& part, const std::string& text)
+{
+  const size_t headersEnd = text.find(CRLF + CRLF);
+  ASSERT_NE(headersEnd, std::string::npos) << "part without the blank line after its headers";
+
+  size_t start = 0;
+  while (start < headersEnd)
+  {
+    size_t end = text.find(CRLF, start);
+    if (end > headersEnd)
+    {
+      end = headersEnd;
+    }
+
+    const std::string line = text.substr(start, end - start);
+    const size_t colon = line.find(':');
+    ASSERT_NE(colon, std::string::npos) << "header line without ':': " << line;
+    part.headers[line.substr(0, colon)] = Trim(line.substr(colon + 1));
+    start = end + CRLF.size();
+  }
+
+  part.content = text.substr(headersEnd + 2 * CRLF.size());
+}
+
+
+// A parser of RFC 2046 multipart bodies that is independent of the writer: every delimiter is
+// CRLF "--" boundary, the first one has no CRLF before it, and the close delimiter ends with "--".
+// This writer adds no preamble and no epilogue beyond the final CRLF, so the parser requires that.
+void ParseMultipart(ParsedBody& parsed, const std::string& contentType, const std::string& body)
+{
+  ParseContentType(parsed, contentType);
+  ASSERT_TRUE(parsed.parameters.count("boundary"));
+  const std::string dashBoundary = "--" + parsed.parameters["boundary"];
+
+  ASSERT_EQ(body.compare(0, dashBoundary.size() + 2, dashBoundary + CRLF), 0)
+      << "the body does not start with the first delimiter";
+  size_t partStart = dashBoundary.size() + CRLF.size();
+
+  for (;;)
+  {
+    const size_t delimiter = body.find(CRLF + dashBoundary, partStart);
+    ASSERT_NE(delimiter, std::string::npos) << "part without a delimiter after it";
+
+    ParsedPart part;
+    ParsePart(part, body.substr(partStart, delimiter - partStart));
+    parsed.parts.push_back(part);
+
+    const size_t afterDelimiter = delimiter + CRLF.size() + dashBoundary.size();
+    if (body.compare(afterDelimiter, 2, "--") == 0)
+    {
+      ASSERT_EQ(body.substr(afterDelimiter + 2), CRLF) << "text after the close delimiter";
+      return;
+    }
+
+    ASSERT_EQ(body.compare(afterDelimiter, 2, CRLF), 0) << "delimiter not followed by CRLF";
+    partStart = afterDelimiter + CRLF.size();
+  }
+}
+
+
+std::string GetBoundary(const MultipartWriter& writer)
+{
+  ParsedBody parsed;
+  ParseContentType(parsed, writer.GetContentType());
+  return parsed.parameters["boundary"];
+}
+
+
+std::string MakeRandomBytes(size_t size, unsigned int seed)
+{
+  std::mt19937 generator(seed);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::string bytes(size, '\0');
+  for (char& c : bytes)
+  {
+    c = static_cast<char>(byte(generator));
+  }
+
+  return bytes;
+}
+
+
+void ExpectRoundTrip(const std::vector<std::string>& instances)
+{
+  MultipartWriter writer;
+  for (const std::string& instance : instances)
+  {
+    writer.AddPart(instance);
+  }
+
+  const std::string body = writer.Finish();
+
+  ParsedBody parsed;
+  ParseMultipart(parsed, writer.GetContentType(), body);
+  ASSERT_EQ(parsed.parts.size(), instances.size());
+  for (size_t i = 0; i < instances.size(); i++)
+  {
+    EXPECT_EQ(parsed.parts[i].headers.size(), 1u) << "part " << i;
+    EXPECT_EQ(parsed.parts[i].headers["Content-Type"], "application/dicom") << "part " << i;
+    EXPECT_EQ(parsed.parts[i].content, instances[i]) << "part " << i;
+  }
+}
+
+
+ErrorCode GetErrorCode(const std::function<void()>& action)
+{
+  try
+  {
+    action();
+  }
+  catch (const Exception& e)
+  {
+    return e.GetCode();
+  }
+
+  ADD_FAILURE() << "no AzureDicom::Exception was thrown";
+  return ErrorCode::BadRequest;
+}
+}  // namespace
+
+
+TEST(MultipartWriterTest, ContentTypeParameters)
+{
+  MultipartWriter writer;
+  ParsedBody parsed;
+  ParseContentType(parsed, writer.GetContentType());
+
+  EXPECT_EQ(parsed.mediaType, "multipart/related");
+  EXPECT_EQ(parsed.parameters["type"], "application/dicom");
+  EXPECT_EQ(parsed.parameters.count("start"), 0u);
+  EXPECT_EQ(parsed.parameters.size(), 2u);
+}
+
+
+TEST(MultipartWriterTest, BoundaryIs128BitsInHex)
+{
+  MultipartWriter writer;
+  const std::string boundary = GetBoundary(writer);
+
+  EXPECT_EQ(boundary.size(), 32u);
+  EXPECT_EQ(boundary.find_first_not_of("0123456789abcdef"), std::string::npos);
+}
+
+
+TEST(MultipartWriterTest, BoundariesDiffer)
+{
+  std::set<std::string> boundaries;
+  for (int i = 0; i < 1000; i++)
+  {
+    MultipartWriter writer;
+    boundaries.insert(GetBoundary(writer));
+  }
+
+  EXPECT_EQ(boundaries.size(), 1000u);
+}
+
+
+TEST(MultipartWriterTest, ExactLayoutOfOnePart)
+{
+  MultipartWriter writer;
+  writer.AddPart("DICM");
+  const std::string boundary = GetBoundary(writer);
+
+  EXPECT_EQ(writer.Finish(), "--" + boundary +
+                                 "\r\nContent-Type: application/dicom\r\n\r\nDICM\r\n--" +
+                                 boundary + "--\r\n");
+}
+
+
+TEST(MultipartWriterTest, RoundTripOnePart)
+{
+  ExpectRoundTrip({"a DICOM instance"});
+}
+
+
+TEST(MultipartWriterTest, RoundTripSeveralParts)
+{
+  ExpectRoundTrip({"first", "second", "third", "fourth"});
+}
+
+
+TEST(MultipartWriterTest, RoundTripControlBytes)
+{
+  const std::string nul(1, '\0');
+  ExpectRoundTrip({"\r\n", "\r\n\r\n", nul + "\r\n" + nul, "--\r\n--", "\r\n--", "ends with CR\r",
+                   "\nstarts with LF", std::string(300, '\0')});
+}
+
+
+TEST(MultipartWriterTest, RoundTripEmptyPart)
+{
+  ExpectRoundTrip({"", "x", ""});
+}
+
+
+TEST(MultipartWriterTest, RoundTripRandomBinary)
+{
+  ExpectRoundTrip({MakeRandomBytes(1, 1), MakeRandomBytes(4096, 2), MakeRandomBytes(5 << 20, 3)});
+}
+
+
+TEST(MultipartWriterTest, PartCount)
+{
+  MultipartWriter writer;
+  EXPECT_EQ(writer.GetPartCount(), 0u);
+
+  writer.AddPart("a");
+  writer.AddPart("b");
+  EXPECT_EQ(writer.GetPartCount(), 2u);
+}
+
+
+TEST(MultipartWriterTest, PartWithBoundaryThrows)
+{
+  MultipartWriter writer;
+  writer.AddPart("good");
+  const std::string boundary = GetBoundary(writer);
+
+  EXPECT_EQ(GetErrorCode([&] { writer.AddPart("x--" + boundary + "y"); }),
+            ErrorCode::InternalError);
+  EXPECT_EQ(GetErrorCode([&] { writer.AddPart("--" + boundary); }), ErrorCode::InternalError);
+  EXPECT_EQ(writer.GetPartCount(), 1u);
+
+  const std::string body = writer.Finish();
+  ParsedBody parsed;
+  ParseMultipart(parsed, writer.GetContentType(), body);
+  ASSERT_EQ(parsed.parts.size(), 1u);
+  EXPECT_EQ(parsed.parts[0].content, "good");
+}
+
+
+TEST(MultipartWriterTest, BoundaryWithoutDashesAccepted)
+{
+  MultipartWriter writer;
+  const std::string boundary = GetBoundary(writer);
+  const std::string instance = "-" + boundary + boundary.substr(1);
+
+  writer.AddPart(instance);
+
+  ParsedBody parsed;
+  ParseMultipart(parsed, writer.GetContentType(), writer.Finish());
+  ASSERT_EQ(parsed.parts.size(), 1u);
+  EXPECT_EQ(parsed.parts[0].content, instance);
+}
+
+
+TEST(MultipartWriterTest, FinishWithoutPartsThrows)
+{
+  MultipartWriter writer;
+
+  EXPECT_EQ(GetErrorCode([&] { writer.Finish(); }), ErrorCode::InternalError);
+}
+
+
+TEST(MultipartWriterTest, FinishTwiceReturnsSameBody)
+{
+  MultipartWriter writer;
+  writer.AddPart("a");
+  const std::string first = writer.Finish();
+
+  EXPECT_EQ(writer.Finish(), first);
+}
+
+
+TEST(MultipartWriterTest, AddPartAfterFinishThrows)
+{
+  MultipartWriter writer;
+  writer.AddPart("a");
+  const std::string body = writer.Finish();
+
+  EXPECT_EQ(GetErrorCode([&] { writer.AddPart("b"); }), ErrorCode::InternalError);
+  EXPECT_EQ(writer.Finish(), body);
+}
+
+
+TEST(MultipartWriterTest, ReserveKeepsBody)
+{
+  MultipartWriter writer;
+  writer.Reserve(6, 2);
+  writer.AddPart("abc");
+  writer.AddPart("def");
+  const std::string boundary = GetBoundary(writer);
+
+  const std::string part = "--" + boundary + "\r\nContent-Type: application/dicom\r\n\r\n";
+  EXPECT_EQ(writer.Finish(), part + "abc\r\n" + part + "def\r\n--" + boundary + "--\r\n");
+}
+
+
+TEST(MultipartWriterTest, ReserveCoversWholeBody)
+{
+  const std::vector<std::string> instances = {"first instance", "second", "3"};
+  size_t bytes = 0;
+  for (const std::string& instance : instances)
+  {
+    bytes += instance.size();
+  }
+
+  MultipartWriter writer;
+  writer.Reserve(bytes, instances.size());
+  for (const std::string& instance : instances)
+  {
+    writer.AddPart(instance);
+  }
+
+  // libstdc++ reserves exactly the requested capacity beyond twice the small-string buffer and
+  // doubles it on a reallocation, so an exact fit shows that the body was never copied.
+  const std::string& body = writer.Finish();
+  EXPECT_EQ(body.capacity(), body.size());
+}
