@@ -5,8 +5,8 @@
 namespace AzureDicom
 {
 StowClient::StowClient(const std::string& stowUrl, const TlsSettings& tls,
-                       unsigned int timeoutSeconds, std::shared_ptr<TokenCache> tokens) :
-    stowUrl_(stowUrl), timeoutSeconds_(timeoutSeconds), tokens_(std::move(tokens)), http_(tls)
+                       unsigned int timeoutSeconds, std::shared_ptr<TokenCache> tokens)
+    : stowUrl_(stowUrl), timeoutSeconds_(timeoutSeconds), tokens_(std::move(tokens)), http_(tls)
 {
 }
 
@@ -23,7 +23,8 @@ HttpResponse StowClient::Post(const std::string& body, const std::string& conten
 
   if (tokens_)
   {
-    request.headers.emplace_back("Authorization", "Bearer " + tokens_->GetToken(NowMs()));
+    lastToken_ = tokens_->GetToken(NowMs());
+    request.headers.emplace_back("Authorization", "Bearer " + lastToken_);
   }
 
   return http_.Execute(request);
@@ -32,9 +33,11 @@ HttpResponse StowClient::Post(const std::string& body, const std::string& conten
 
 void StowClient::InvalidateToken()
 {
+  // Only the rejected token is forgotten: when several workers get a 401 for the same token,
+  // the cache refreshes it once.
   if (tokens_)
   {
-    tokens_->Invalidate();
+    tokens_->Invalidate(lastToken_);
   }
 }
 }  // namespace AzureDicom

@@ -25,6 +25,7 @@ private:
   std::string stowUrl_;
   unsigned int timeoutSeconds_;
   std::shared_ptr<TokenCache> tokens_;
+  std::string lastToken_;
   HttpClient http_;
 };
 }  // namespace AzureDicom
