@@ -8,7 +8,7 @@ packages=(
   orthanc orthanc-dev orthanc-dicomweb
   libjsoncpp-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev
   libgtest-dev libgmock-dev
-  python3 python3-pydicom python3-requests dcmtk
+  python3 python3-pydicom python3-requests dcmtk openssl
   iproute2 util-linux
 )
 
