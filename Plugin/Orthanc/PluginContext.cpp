@@ -1,6 +1,5 @@
 #include "Orthanc/PluginContext.h"
 
-#include "Azure/CredentialFactory.h"
 #include "Azure/StowClient.h"
 #include "Common/Clock.h"
 #include "Sync/OutboxJson.h"
@@ -17,14 +16,7 @@ PluginContext::PluginContext(OrthancPluginContext* orthanc, const Configuration&
 {
   outbox_ = std::make_unique<Outbox>(databasePath);
 
-  std::unique_ptr<ICredential> credential =
-      CreateCredential(configuration.credentials, configuration.tls);
-  std::string principal;
-  if (credential)
-  {
-    principal = credential->GetPrincipal();
-    tokens_ = std::make_shared<TokenCache>(std::move(credential));
-  }
+  credentials_ = std::make_unique<CredentialManager>(configuration.credentials, configuration.tls);
 
   DispatcherSettings settings;
   settings.workers = configuration.workers;
@@ -33,12 +25,12 @@ PluginContext::PluginContext(OrthancPluginContext* orthanc, const Configuration&
   settings.leaseSeconds = configuration.leaseSeconds;
   settings.retry = configuration.retry;
   settings.destination = configuration.GetStowUrl();
-  settings.principal = principal;
+  settings.principal = credentials_->GetPrincipal();
 
   const std::string stowUrl = configuration.GetStowUrl();
   const TlsSettings tls = configuration.tls;
   const unsigned int timeout = configuration.requestTimeoutSeconds;
-  std::shared_ptr<TokenCache> tokens = tokens_;
+  std::shared_ptr<TokenCache> tokens = credentials_->GetTokens();
   dispatcher_ = std::make_unique<Dispatcher>(
       *outbox_, gateway_, logger_, settings, [stowUrl, tls, timeout, tokens]() {
         return std::make_unique<StowClient>(stowUrl, tls, timeout, tokens);
@@ -194,21 +186,7 @@ Json::Value PluginContext::GetStatus()
   status["Destination"]["Partition"] = configuration_.partition;
   status["Destination"]["StowUrl"] = configuration_.GetStowUrl();
 
-  Json::Value& credentials = status["Credentials"];
-  credentials["Type"] = ToString(configuration_.credentials.type);
-  if (tokens_)
-  {
-    credentials["Principal"] = tokens_->GetCredential().GetPrincipal();
-    const int64_t expiresOn = tokens_->GetExpiresOn();
-    credentials["TokenExpiresAt"] = expiresOn == 0 ? Json::Value() : Json::Value(FormatIsoTime(expiresOn));
-    credentials["LastError"] = tokens_->GetLastError();
-  }
-  else
-  {
-    credentials["Principal"] = "";
-    credentials["TokenExpiresAt"] = Json::nullValue;
-    credentials["LastError"] = "";
-  }
+  status["Credentials"] = credentials_->GetStatus();
 
   status["Follower"]["Sequence"] = Json::Int64(outbox_->GetFollowerSequence());
   status["Follower"]["LastError"] = follower_->GetLastError();

@@ -1,6 +1,6 @@
 #pragma once
 
-#include "Azure/Credential.h"
+#include "Azure/CredentialManager.h"
 #include "Orthanc/OrthancApi.h"
 #include "Sync/ChangeFollower.h"
 #include "Sync/Configuration.h"
@@ -62,6 +62,11 @@ public:
     return *follower_;
   }
 
+  CredentialManager& GetCredentials()
+  {
+    return *credentials_;
+  }
+
   Json::Value GetStatus();
 
   // Publishes the counts and totals to Orthanc's metrics (/tools/metrics-prometheus).
@@ -78,7 +83,7 @@ private:
   OrthancLogger logger_;
   OrthancGateway gateway_;
   std::unique_ptr<Outbox> outbox_;
-  std::shared_ptr<TokenCache> tokens_;
+  std::unique_ptr<CredentialManager> credentials_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<ChangeFollower> follower_;
 

@@ -2,6 +2,7 @@
 
 #include "Common/Clock.h"
 #include "Common/Exception.h"
+#include "Azure/Preflight.h"
 #include "Orthanc/SyncJob.h"
 #include "Sync/OutboxJson.h"
 
@@ -355,6 +356,46 @@ void PostResume(const RouteRequest& request)
 }
 
 
+void GetCredentials(const RouteRequest& request)
+{
+  request.Answer(request.context.GetCredentials().GetStatus());
+}
+
+
+void PostCredentialsRefresh(const RouteRequest& request)
+{
+  Json::Value answer;
+  try
+  {
+    request.context.GetCredentials().Refresh(NowMs());
+    request.context.GetLogger().Info("credentials refreshed by an administrator");
+    request.context.GetDispatcher().Resume();
+    answer["Refreshed"] = true;
+  }
+  catch (const std::exception& e)
+  {
+    // The route worked: what failed is the credential, and the status says why.
+    request.context.GetLogger().Warning(std::string("refreshing the credentials failed: ") +
+                                        e.what());
+    answer["Refreshed"] = false;
+    answer["Error"] = e.what();
+    answer["Hint"] = GetCredentialHint(e.what());
+  }
+  answer["Credentials"] = request.context.GetCredentials().GetStatus();
+  request.Answer(answer);
+}
+
+
+void PostCheck(const RouteRequest& request)
+{
+  const Json::Value result = RunPreflight(request.context.GetConfiguration(),
+                                          request.context.GetCredentials(), NowMs());
+  request.context.GetLogger().Info(std::string("preflight check ") +
+                                   (result["Passed"].asBool() ? "passed" : "failed"));
+  request.Answer(result);
+}
+
+
 // Runs a handler behind the checks every route shares: the method, a running plugin, and
 // errors turned into JSON responses.
 template <RouteHandler handler, OrthancPluginHttpMethod method>
@@ -413,6 +454,10 @@ void RegisterRestRoutes(OrthancPluginContext* orthanc, PluginContext* (*getConte
       {"/azure-dicom/retry", Serve<PostRetry, OrthancPluginHttpMethod_Post>},
       {"/azure-dicom/pause", Serve<PostPause, OrthancPluginHttpMethod_Post>},
       {"/azure-dicom/resume", Serve<PostResume, OrthancPluginHttpMethod_Post>},
+      {"/azure-dicom/credentials", Serve<GetCredentials, OrthancPluginHttpMethod_Get>},
+      {"/azure-dicom/credentials/refresh",
+       Serve<PostCredentialsRefresh, OrthancPluginHttpMethod_Post>},
+      {"/azure-dicom/check", Serve<PostCheck, OrthancPluginHttpMethod_Post>},
   };
 
   for (const Route& route : routes)
