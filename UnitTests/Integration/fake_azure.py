@@ -747,8 +747,8 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
         if chosen is None:
             return self.send_json(404, {"error": {
                 "code": "SecretNotFound",
-                "message": f"A secret with (name/id) {name}/{requested_version} was not found in this "
-                           "key vault."}})
+                "message": f"A secret with (name/id) {name}/{requested_version} was not found "
+                           "in this key vault."}})
         return self.send_json(200, {
             "value": chosen["value"],
             "id": f"{self.fake.url}/secrets/{name}/{chosen['version']}",
