@@ -36,6 +36,9 @@ STOP_TIMEOUT_SECONDS = 30
 REQUEST_TIMEOUT_SECONDS = 60
 PAGE_SIZE = 500
 LOG_TAIL_LINES = 60
+PORT_ATTEMPTS = 3
+# Orthanc 1.10's error when it cannot bind its HTTP or DICOM port.
+PORT_IN_USE_MESSAGE = "privileged or already in use"
 POLL_INTERVAL_SECONDS = 0.2
 
 # Bytes of a generated instance that are not pixel data (file meta and attributes), so that the
@@ -102,6 +105,10 @@ def wait_for(condition, timeout, description, describe_state=None,
     raise AssertionError(message)
 
 
+class PortInUse(Exception):
+    """Orthanc could not bind one of its ports, which another process took first."""
+
+
 class OrthancProcess:
     """Orthanc process with a generated configuration in its own folder.
 
@@ -121,6 +128,7 @@ class OrthancProcess:
         self.dicom_port = None
         self.process = None
         self.log_file = None
+        self.launch_offset = 0
         self.session = requests.Session()
         os.makedirs(directory, exist_ok=True)
         self.config_path = os.path.join(directory, "orthanc.json")
@@ -159,26 +167,45 @@ class OrthancProcess:
             json.dump(self.make_configuration(), output, indent=2)
 
     def launch(self):
-        """Start Orthanc on fresh ports without waiting; the ports are kept across restarts."""
+        """Start Orthanc without waiting. The ports are kept across restarts."""
         if self.http_port is None:
-            self.http_port = free_port()
-            self.dicom_port = free_port()
+            self.choose_ports()
         self.write_configuration()
         self.log_file = open(self.log_path, "ab")
         self.log_file.write(f"\n===== start {time.strftime('%H:%M:%S')} =====\n".encode())
         self.log_file.flush()
+        self.launch_offset = self.log_file.tell()
         self.process = subprocess.Popen([ORTHANC_BINARY, self.config_path],
                                         stdout=self.log_file, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, cwd=self.directory)
 
+    def choose_ports(self):
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+
     def start(self, timeout=START_TIMEOUT_SECONDS):
-        """Start Orthanc and wait until GET /system responds."""
+        """Start Orthanc and wait until GET /system responds.
+
+        Another process can take a port between free_port() and Orthanc's bind (tests run in
+        parallel), so a start that fails on a port in use is tried again on new ports.
+        """
+        for _ in range(PORT_ATTEMPTS - 1):
+            try:
+                return self.start_once(timeout)
+            except PortInUse:
+                self.choose_ports()
+        return self.start_once(timeout)
+
+    def start_once(self, timeout):
         self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"Orthanc {self.name} exited with code "
-                                   f"{self.process.returncode} at start-up\n{self.tail_log()}")
+                code = self._release()
+                if PORT_IN_USE_MESSAGE in self.read_log(self.launch_offset):
+                    raise PortInUse(self.name)
+                raise RuntimeError(f"Orthanc {self.name} exited with code {code} at start-up"
+                                   f"\n{self.tail_log()}")
             try:
                 if self.session.get(self.url + "/system", timeout=2).status_code == 200:
                     return self
@@ -237,8 +264,9 @@ class OrthancProcess:
             return f"(no log at {self.log_path})"
         return "\n".join(text.splitlines()[-lines:])
 
-    def read_log(self):
+    def read_log(self, offset=0):
         with open(self.log_path, "rb") as log:
+            log.seek(offset)
             return log.read().decode("utf-8", errors="replace")
 
     def request(self, method, path, **arguments):

@@ -27,6 +27,9 @@ RETRY_AFTER_SLACK_SECONDS = 0.2
 TOKEN_LIFETIME_SECONDS = 5
 INSTANCE_BYTES = 50 * 1024
 BODY_LIMIT_BYTES = 300 * 1024
+LARGE_INSTANCE_BYTES = 300 * 1024
+# Larger than MaxRequestSizeMB 1 on its own: it can only be sent alone.
+OVERSIZED_INSTANCE_BYTES = 1536 * 1024
 
 
 class AzureSemanticsTest(harness.OrthancTestCase):
@@ -278,6 +281,32 @@ class AzureSemanticsTest(harness.OrthancTestCase):
         for request in requests_seen:
             if request["Status"] == 200:
                 self.assertLessEqual(request["Bytes"], BODY_LIMIT_BYTES)
+        self.assert_outbox_matches_fake(source)
+
+    def test_batch_limits_respected(self):
+        max_instances = 4
+        source = self.start_source(MaxInstancesPerRequest=max_instances, MaxRequestSizeMB=1)
+        source.post("/azure-dicom/pause")
+        small_ids, _ = self.upload_study(source, per_series=10)
+        large_ids, _ = self.upload_study(source, per_series=6, size=LARGE_INSTANCE_BYTES)
+        oversized_ids, oversized_uids = self.upload_study(source, per_series=1,
+                                                          size=OVERSIZED_INSTANCE_BYTES)
+        total = len(small_ids) + len(large_ids) + len(oversized_ids)
+        harness.wait_for(lambda: source.counts()["Pending"] == total, STATE_TIMEOUT_SECONDS,
+                         "the instances to be queued", describe_state=source.status)
+        source.post("/azure-dicom/resume")
+        status = source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=total)
+
+        self.assertEqual(status["Counts"]["Mirrored"], total)
+        for request in self.fake.stow_requests():
+            sent = request.get("Instances", {})
+            self.assertLessEqual(len(sent), max_instances, request)
+            if len(sent) > 1:
+                self.assertLessEqual(request["Bytes"], 1024 * 1024, request)
+        oversized_requests = [request for request in self.fake.stow_requests()
+                              if oversized_uids[0] in request.get("Instances", {})]
+        self.assertEqual(len(oversized_requests), 1)
+        self.assertEqual(len(oversized_requests[0]["Instances"]), 1)
         self.assert_outbox_matches_fake(source)
 
     def test_unconfirmed_retried(self):

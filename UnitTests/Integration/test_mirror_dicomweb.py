@@ -219,6 +219,23 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
                 self.assertTrue(response.json()["Message"])
         self.assertEqual(source.counts(), counts_before)
 
+    def test_bad_queries_rejected(self):
+        target = self.start_target()
+        source = self.make_source(target).start()
+        cases = [
+            ("/azure-dicom/instances?state=Bogus", 400),
+            ("/azure-dicom/instances?limit=abc", 400),
+            ("/azure-dicom/instances?limit=-1", 400),
+            ("/azure-dicom/instances?since=abc", 400),
+            ("/azure-dicom/instances/no-such-instance", 404),
+            ("/azure-dicom/studies/no-such-study", 404),
+        ]
+        for path, expected_status in cases:
+            with self.subTest(path=path):
+                response = source.get(path)
+                self.assertEqual(response.status_code, expected_status, response.text)
+                self.assertTrue(response.json()["Message"])
+
 
 if __name__ == "__main__":
     harness.main()
