@@ -2,6 +2,7 @@
 
 #include "Azure/Credential.h"
 #include "Azure/HttpClient.h"
+#include "Azure/TokenRequest.h"
 
 #include <functional>
 
@@ -36,11 +37,4 @@ private:
   std::function<std::string()> getSecret_;
   TlsSettings tls_;
 };
-
-
-// Reads the answer of an Entra token endpoint: access_token, expires_in (or expires_on).
-// Throws Exception(Unauthorized) with error, error_description and the AADSTS code of an error
-// answer, naming the endpoint and the credential type. now is in milliseconds.
-AccessToken ParseTokenResponse(const HttpResponse& response, const std::string& endpoint,
-                               const std::string& credentialType, int64_t now);
 }  // namespace AzureDicom
