@@ -37,7 +37,7 @@ REQUEST_TIMEOUT_SECONDS = 60
 PAGE_SIZE = 500
 LOG_TAIL_LINES = 60
 PORT_ATTEMPTS = 3
-# Orthanc 1.10's error when it cannot bind its HTTP or DICOM port.
+# Orthanc 1.10's error when it cannot bind its HTTP port.
 PORT_IN_USE_MESSAGE = "privileged or already in use"
 POLL_INTERVAL_SECONDS = 0.2
 

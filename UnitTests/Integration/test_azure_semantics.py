@@ -204,6 +204,43 @@ class AzureSemanticsTest(harness.OrthancTestCase):
         self.assertEqual(status["LastError"]["StatusCode"], 503)
         self.assert_outbox_matches_fake(source)
 
+    def test_403_waits_then_stores(self):
+        source = self.start_source()
+        self.fake.fail_next(403, count=2, body="Forbidden: the principal has no DICOM role")
+        ids, _ = self.upload_study(source, per_series=3)
+        harness.wait_for(lambda: source.status()["State"] == "Waiting", STATE_TIMEOUT_SECONDS,
+                         "status State Waiting after 403", describe_state=source.status,
+                         interval=0.05)
+        status = source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=len(ids))
+
+        self.assertEqual(status["Counts"]["Mirrored"], len(ids))
+        self.assertEqual(status["LastError"]["StatusCode"], 403)
+        for item in self.items_by_uid(source).values():
+            self.assertEqual(item["Attempts"], 1, item)
+        self.assert_outbox_matches_fake(source)
+
+    def test_404_pauses_without_failures(self):
+        source = self.start_source()
+        self.fake.fail_next(404, count=3, body="The requested partition was not found.")
+        ids, _ = self.upload_study(source, per_series=3)
+
+        def stopped_sending():
+            status = source.status()
+            return status["State"] in ("Waiting", "Paused") and status["PauseReason"]
+
+        harness.wait_for(stopped_sending, STATE_TIMEOUT_SECONDS,
+                         "status Waiting or Paused with a reason after 404",
+                         describe_state=source.status, interval=0.05)
+        self.assertEqual(source.counts()["Failed"], 0)
+
+        # Whether the plugin retries a 404 by itself or waits for an operator, resume ends it.
+        source.post("/azure-dicom/resume")
+        status = source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=len(ids))
+        self.assertEqual(status["Counts"]["Mirrored"], len(ids))
+        for item in self.items_by_uid(source).values():
+            self.assertEqual(item["Attempts"], 1, item)
+        self.assert_outbox_matches_fake(source)
+
     def test_token_expiry_refreshed(self):
         self.fake.set_token_lifetime(TOKEN_LIFETIME_SECONDS)
         source = self.start_source()
@@ -322,6 +359,35 @@ class AzureSemanticsTest(harness.OrthancTestCase):
         item = self.items_by_uid(source)[dropped]
         self.assertEqual(item["State"], "Mirrored")
         self.assertEqual(item["Attempts"], 3)
+        self.assert_outbox_matches_fake(source)
+
+    def test_unconfirmed_but_stored(self):
+        # The service stored the instance but left it out of its response: the plugin must not
+        # count it as Mirrored, and the resend finds it there (45070).
+        source = self.start_source()
+        instances = harness.make_study(1, 2)
+        dropped = harness.sop_uid_of(instances[0])
+        self.fake.set_dropped([dropped], count=1, store=True)
+        harness.upload_all(source, instances)
+        status = source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=2)
+
+        self.assertEqual(status["Counts"]["Mirrored"], 1)
+        self.assertEqual(status["Counts"]["AlreadyPresent"], 1)
+        self.assertEqual(self.items_by_uid(source)[dropped]["State"], "AlreadyPresent")
+        self.assertEqual(self.times_sent(dropped), 2)
+        self.assertEqual(self.fake.creation_counts()[dropped], 1)
+        self.assert_outbox_matches_fake(source)
+
+    def test_api_v1(self):
+        source = self.start_source(ApiVersion="v1")
+        ids, uids = self.upload_study(source, per_series=3)
+        status = source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=len(ids))
+
+        self.assertEqual(status["Counts"]["Mirrored"], len(ids))
+        self.assertEqual(status["Destination"]["StowUrl"], self.fake.url + "/v1/studies")
+        self.assertEqual(self.fake.stored_uids(), set(uids))
+        self.assertEqual({request["Path"] for request in self.fake.stow_requests()},
+                         {"/v1/studies"})
         self.assert_outbox_matches_fake(source)
 
     def test_being_created_retried(self):

@@ -125,6 +125,20 @@ class ConfigErrorsTest(harness.OrthancTestCase):
                 self.assertTrue(source.is_running())
                 source.stop()
 
+    def test_database_setting(self):
+        database = self.path("outbox", "mirror.db")
+        os.makedirs(os.path.dirname(database))
+        source = self.make_source("database", with_value("Database", database))
+        source.start()
+        self.assertTrue(os.path.isfile(database))
+        self.assertEqual([name for name in os.listdir(source.storage_directory)
+                          if "outbox" in name], [])
+
+        default = self.make_source("default database", lambda section: None)
+        default.start()
+        self.assertTrue([name for name in os.listdir(default.storage_directory)
+                         if name.endswith(".db")])
+
 
 if __name__ == "__main__":
     harness.main()
