@@ -46,7 +46,9 @@ POLL_INTERVAL_SECONDS = 0.2
 GENERATED_HEADER_BYTES = 800
 GENERATED_COLUMNS = 64
 
-# States of the outbox that are still on their way to the destination.
+# States of the outbox, and those still on their way to the destination.
+ALL_STATES = {"Pending", "Sending", "Mirrored", "AlreadyPresent", "Failed", "Skipped",
+              "RolledBack"}
 ACTIVE_STATES = ("Pending", "Sending")
 
 

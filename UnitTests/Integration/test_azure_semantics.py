@@ -8,6 +8,7 @@ AlreadyPresent items were there before, Failed items are not stored.
 
 import collections
 import os
+import secrets
 import sys
 import time
 
@@ -25,6 +26,8 @@ RETRY_AFTER_SECONDS = 1
 # Slack on Retry-After for the plugin's scheduling and the fake's clock reads.
 RETRY_AFTER_SLACK_SECONDS = 0.2
 TOKEN_LIFETIME_SECONDS = 5
+# A distinctive client secret, so that a leak into a log or a response is found by search.
+SECRET = "secret-" + secrets.token_hex(16)
 INSTANCE_BYTES = 50 * 1024
 BODY_LIMIT_BYTES = 300 * 1024
 LARGE_INSTANCE_BYTES = 300 * 1024
@@ -35,7 +38,7 @@ OVERSIZED_INSTANCE_BYTES = 1536 * 1024
 class AzureSemanticsTest(harness.OrthancTestCase):
     def setUp(self):
         super().setUp()
-        self.fake = fake_azure.FakeAzure().start()
+        self.fake = fake_azure.FakeAzure(client_secret=SECRET).start()
         self.addCleanup(self.fake.stop)
 
     def start_source(self, client_secret=None, **settings):
@@ -94,6 +97,10 @@ class AzureSemanticsTest(harness.OrthancTestCase):
         self.assertEqual(status["Credentials"]["Type"], "ClientSecret")
         self.assertIsNotNone(status["Credentials"]["TokenExpiresAt"])
         self.assertFalse(status["Credentials"]["LastError"])
+        self.assertIn(self.fake.client_id, status["Credentials"]["Principal"])
+        for path in ("/azure-dicom/status", "/azure-dicom/instances"):
+            self.assertNotIn(SECRET, source.get(path).text, path)
+        self.assertNotIn(SECRET, source.read_log())
         for item in self.items_by_uid(source).values():
             self.assertEqual(item["StatusCode"], 200, item)
             self.assertEqual(item["Attempts"], 1, item)
@@ -202,6 +209,8 @@ class AzureSemanticsTest(harness.OrthancTestCase):
             self.assertEqual(item["Attempts"], 1, item)
         self.assertIsNotNone(status["LastError"])
         self.assertEqual(status["LastError"]["StatusCode"], 503)
+        self.assertTrue(status["LastError"]["Message"])
+        self.assertTrue(status["LastError"]["Time"])
         self.assert_outbox_matches_fake(source)
 
     def test_403_waits_then_stores(self):
@@ -290,6 +299,7 @@ class AzureSemanticsTest(harness.OrthancTestCase):
         self.assertEqual(status["Counts"]["Failed"], 0)
         self.assertEqual(status["Counts"]["Pending"] + status["Counts"]["Sending"], len(ids))
         self.assertNotIn("not-the-secret", source.get("/azure-dicom/status").text)
+        self.assertNotIn("not-the-secret", source.read_log())
         self.assertEqual(self.fake.stow_requests(), [])
 
         # Rotating the application's secret to the configured value ends the outage.

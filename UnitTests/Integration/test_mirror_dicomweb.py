@@ -20,6 +20,21 @@ PAUSED_OBSERVATION_SECONDS = 3
 SMALL_INSTANCE_BYTES = 2 * 1024
 LARGE_INSTANCE_BYTES = 512 * 1024
 
+STATUS_FIELDS = {"Enabled", "State", "Paused", "PauseReason", "Counts",
+                 "OldestPendingAgeSeconds", "Throughput", "Sent", "LastError", "Destination",
+                 "Credentials", "Follower"}
+STATUS_GROUP_FIELDS = {
+    "Throughput": {"InstancesPerSecond", "MegabytesPerSecond"},
+    "Sent": {"Requests", "Instances", "Bytes"},
+    "Destination": {"ServiceUrl", "ApiVersion", "Partition", "StowUrl"},
+    "Credentials": {"Type", "Principal", "TokenExpiresAt", "LastError"},
+    "Follower": {"Sequence"},
+}
+ITEM_FIELDS = {"ID", "Sequence", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
+               "ParentStudy", "Size", "State", "Attempts", "StatusCode", "FailureReason",
+               "WarningReason", "Message", "Destination", "QueuedAt", "UpdatedAt",
+               "NextAttemptAt", "SentAt"}
+
 # (series, instances per series, bytes per instance) of the generated studies: 106 instances.
 GENERATED_STUDIES = ((4, 10, SMALL_INSTANCE_BYTES), (3, 12, SMALL_INSTANCE_BYTES),
                      (2, 13, SMALL_INSTANCE_BYTES), (1, 2, LARGE_INSTANCE_BYTES))
@@ -79,8 +94,17 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
                          harness.dicomweb_base(target) + "/studies")
         self.assertEqual(status["Credentials"]["Type"], "None")
 
+        self.assertEqual(STATUS_FIELDS - set(status), set(), "fields missing in the status")
+        self.assertEqual(set(status["Counts"]), harness.ALL_STATES)
+        for group, fields in STATUS_GROUP_FIELDS.items():
+            self.assertEqual(fields - set(status[group]), set(), f"fields missing in {group}")
+        self.assertGreater(status["Follower"]["Sequence"], 0)
+        self.assertGreaterEqual(status["Throughput"]["InstancesPerSecond"], 0)
+        self.assertGreaterEqual(status["Throughput"]["MegabytesPerSecond"], 0)
+
         items = harness.list_outbox(source)
         self.assertEqual(len(items), expected)
+        self.assertEqual(ITEM_FIELDS - set(items[0]), set(), "fields missing in an item")
         self.assertEqual({item["State"] for item in items}, {"Mirrored"})
         self.assertEqual({item["SOPInstanceUID"] for item in items},
                          harness.list_sop_uids(source))
@@ -143,7 +167,10 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
         harness.wait_for(lambda: source.counts()["Pending"] == len(ids), JOB_TIMEOUT_SECONDS,
                          "the new instances to be queued", describe_state=source.status)
         time.sleep(PAUSED_OBSERVATION_SECONDS)
-        self.assertEqual(source.counts()["Pending"], len(ids))
+        status = source.status()
+        self.assertEqual(status["Counts"]["Pending"], len(ids))
+        self.assertTrue(status["PauseReason"])
+        self.assertGreaterEqual(status["OldestPendingAgeSeconds"], PAUSED_OBSERVATION_SECONDS - 1)
         self.assertEqual(harness.list_sop_uids(target), set())
 
         self.assertEqual(source.post("/azure-dicom/resume").status_code, 200)
