@@ -133,7 +133,7 @@ Json::Value GetTokenStatus(const std::shared_ptr<TokenCache>& tokens)
 
 std::unique_ptr<ICredential> CreateBaseCredential(const CredentialSettings& settings,
                                                   const TlsSettings& tls, std::string& endpoint,
-                                                  std::string& source)
+                                                  std::string& source, ILogger* logger)
 {
   const std::string tokenUrl = settings.authorityHost + "/" + settings.tenantId +
                                "/oauth2/v2.0/token";
@@ -164,7 +164,7 @@ std::unique_ptr<ICredential> CreateBaseCredential(const CredentialSettings& sett
       // Read again for each token, so that a certificate renewed on disk is picked up.
       return std::make_unique<ClientCertificateCredential>(
           settings.authorityHost, settings.tenantId, settings.clientId, settings.scope,
-          [path, password]() { return ReadCertificateFile(path, password); }, tls);
+          [path, password]() { return ReadCertificateFile(path, password); }, tls, logger);
     }
 
     case CredentialType::ManagedIdentity:
@@ -193,13 +193,14 @@ std::unique_ptr<ICredential> CreateBaseCredential(const CredentialSettings& sett
 }
 
 
-CredentialManager::CredentialManager(const CredentialSettings& settings, const TlsSettings& tls) :
+CredentialManager::CredentialManager(const CredentialSettings& settings, const TlsSettings& tls,
+                                     ILogger* logger) :
     settings_(settings), tenantId_(settings.tenantId)
 {
   if (!settings.keyVault)
   {
     std::unique_ptr<ICredential> credential =
-        CreateBaseCredential(settings, tls, tokenEndpoint_, source_);
+        CreateBaseCredential(settings, tls, tokenEndpoint_, source_, logger);
     if (credential)
     {
       tokens_ = std::make_shared<TokenCache>(std::move(credential));
@@ -229,7 +230,7 @@ CredentialManager::CredentialManager(const CredentialSettings& settings, const T
   {
     inner = std::make_unique<ClientCertificateCredential>(
         settings.authorityHost, settings.tenantId, settings.clientId, settings.scope,
-        [secrets]() { return ToCertificateSource(secrets->GetSecret(NowMs())); }, tls);
+        [secrets]() { return ToCertificateSource(secrets->GetSecret(NowMs())); }, tls, logger);
   }
   else
   {

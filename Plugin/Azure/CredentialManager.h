@@ -2,6 +2,7 @@
 
 #include "Azure/Credential.h"
 #include "Azure/KeyVault.h"
+#include "Common/Logger.h"
 #include "Sync/Configuration.h"
 
 #include <json/value.h>
@@ -18,7 +19,9 @@ class CredentialManager
 public:
   // Throws Exception(BadConfiguration) for settings that cannot work in this process (a
   // workload identity without its environment variables, an unreadable certificate file).
-  CredentialManager(const CredentialSettings& settings, const TlsSettings& tls);
+  // The logger, if given, receives warnings about a certificate that expires soon.
+  CredentialManager(const CredentialSettings& settings, const TlsSettings& tls,
+                    ILogger* logger = nullptr);
 
   // The token cache of the DICOM service's credential, null for the type None.
   std::shared_ptr<TokenCache> GetTokens() const
@@ -73,5 +76,5 @@ private:
 // Returns null for the type None. source and endpoint receive what GetStatus() reports.
 std::unique_ptr<ICredential> CreateBaseCredential(const CredentialSettings& settings,
                                                   const TlsSettings& tls, std::string& endpoint,
-                                                  std::string& source);
+                                                  std::string& source, ILogger* logger = nullptr);
 }  // namespace AzureDicom

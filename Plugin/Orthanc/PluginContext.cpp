@@ -16,7 +16,8 @@ PluginContext::PluginContext(OrthancPluginContext* orthanc, const Configuration&
 {
   outbox_ = std::make_unique<Outbox>(databasePath);
 
-  credentials_ = std::make_unique<CredentialManager>(configuration.credentials, configuration.tls);
+  credentials_ =
+      std::make_unique<CredentialManager>(configuration.credentials, configuration.tls, &logger_);
 
   DispatcherSettings settings;
   settings.workers = configuration.workers;
