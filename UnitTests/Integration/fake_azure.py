@@ -20,13 +20,18 @@ or run it as a program: /usr/bin/python3 fake_azure.py --port N.
 import argparse
 import base64
 import email.message
+import hashlib
 import io
 import json
+import os
 import secrets
 import signal
 import socket
+import ssl
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -260,6 +265,11 @@ class FakeAzure:
         with self.lock:
             self.federated_token = token
 
+    def set_assertion_certificate(self, path):
+        """Verify client assertions against this PEM certificate (x5t and RS256 signature)."""
+        with self.lock:
+            self.assertion_certificate = path
+
     def set_identity_header(self, value):
         """Enable the App Service managed identity route, whose X-IDENTITY-HEADER is value."""
         with self.lock:
@@ -455,6 +465,38 @@ def parse_dicom_path(path):
         partition = rest[1]
         rest = rest[2:]
     return version, partition, rest
+
+
+def check_jwt_signature(pieces, header, certificate_path):
+    """Return why an RS256 JWT is not signed by the certificate's key, or None.
+
+    The signature is checked with the openssl command, because the standard library has no RSA.
+    """
+    with open(certificate_path, encoding="ascii") as certificate_file:
+        pem = certificate_file.read()
+    start = pem.index("-----BEGIN CERTIFICATE-----")
+    end = pem.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")
+    der = ssl.PEM_cert_to_DER_cert(pem[start:end])
+    thumbprint = base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()
+    if header.get("x5t", thumbprint) != thumbprint:
+        return f"x5t {header.get('x5t')!r} is not the thumbprint {thumbprint} of the certificate"
+    if header.get("alg") != "RS256":
+        return f"alg {header.get('alg')!r} cannot be verified by the fake, which checks RS256"
+    signature = base64.urlsafe_b64decode(pieces[2] + "=" * (-len(pieces[2]) % 4))
+    with tempfile.TemporaryDirectory(prefix="fake-azure-jwt-") as directory:
+        public_key = os.path.join(directory, "public.pem")
+        signature_path = os.path.join(directory, "signature.bin")
+        with open(signature_path, "wb") as signature_file:
+            signature_file.write(signature)
+        subprocess.run(["openssl", "x509", "-pubkey", "-noout", "-in", certificate_path,
+                        "-out", public_key], check=True, capture_output=True)
+        result = subprocess.run(["openssl", "dgst", "-sha256", "-verify", public_key,
+                                 "-signature", signature_path],
+                                input=f"{pieces[0]}.{pieces[1]}".encode("ascii"),
+                                capture_output=True)
+    if result.returncode != 0:
+        return "the signature does not match the certificate's public key"
+    return None
 
 
 def decode_jwt_part(text):
@@ -658,8 +700,8 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
 
         A federated token (workload identity) must equal the one set by set_federated_token.
         A certificate assertion must be a JWT with the claims Entra checks (aud, iss, sub,
-        exp) and an x5t or x5t#S256 header.
-        NOTE: the fake does not verify the JWT signature.
+        exp) and an x5t or x5t#S256 header. Its RS256 signature is verified only after
+        set_assertion_certificate().
         """
         if field.get("client_assertion_type") != JWT_BEARER:
             return "client_assertion_type is not " + JWT_BEARER
@@ -685,6 +727,8 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
             return "iss and sub must be the client id"
         if float(claims.get("exp", 0)) <= time.time():
             return "the assertion has expired"
+        if self.fake.assertion_certificate is not None:
+            return check_jwt_signature(pieces, header, self.fake.assertion_certificate)
         return None
 
     # Managed identity.
@@ -956,6 +1000,7 @@ CONTROL_ACTIONS = {
     "SetClientSecret": "set_client_secret",
     "RevokeTokens": "revoke_tokens",
     "SetFederatedToken": "set_federated_token",
+    "SetAssertionCertificate": "set_assertion_certificate",
     "SetIdentityHeader": "set_identity_header",
     "SetArcKeyFile": "set_arc_key_file",
     "SetVaultSecret": "set_vault_secret",

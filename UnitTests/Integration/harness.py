@@ -119,13 +119,14 @@ class OrthancProcess:
     """
 
     def __init__(self, directory, name, plugins=(), azure=None, extra=None,
-                 dicom_server=False):
+                 dicom_server=False, environment=None):
         self.directory = directory
         self.name = name
         self.plugins = list(plugins)
         self.azure = copy.deepcopy(azure)
         self.extra = copy.deepcopy(extra) if extra else {}
         self.dicom_server = dicom_server
+        self.environment = dict(environment or {})  # variables added to the inherited environment
         self.http_port = None
         self.dicom_port = None
         self.process = None
@@ -179,7 +180,8 @@ class OrthancProcess:
         self.launch_offset = self.log_file.tell()
         self.process = subprocess.Popen([ORTHANC_BINARY, self.config_path],
                                         stdout=self.log_file, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, cwd=self.directory)
+                                        stdin=subprocess.DEVNULL, cwd=self.directory,
+                                        env={**os.environ, **self.environment})
 
     def choose_ports(self):
         self.http_port = free_port()
@@ -356,10 +358,18 @@ def azure_section(service_url, api_version="", **settings):
     return section
 
 
-def source_orthanc(directory, azure, name="source", extra=None, plugins=None):
+def source_orthanc(directory, azure, name="source", extra=None, plugins=None,
+                   environment=None):
     """Return an Orthanc with the mirror plugin (and any other plugins) and the given section."""
     return OrthancProcess(directory, name, plugins=plugins or [plugin_path()], azure=azure,
-                          extra=extra)
+                          extra=extra, environment=environment)
+
+
+def only_loopback_interfaces():
+    """Return True inside a network namespace whose only interface is lo (unshare --net)."""
+    # if_nameindex() queries the kernel for this process's namespace, and /sys/class/net would
+    # still list the host's interfaces unless sysfs was mounted again.
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
 # DICOM data.
