@@ -168,5 +168,67 @@ class CredentialsTest(harness.OrthancTestCase):
         self.assertGreaterEqual(len(vault_reads), 2)
 
 
+    def run_check(self, source):
+        response = source.post("/azure-dicom/check")
+        self.assertEqual(response.status_code, 200, response.text)
+        result = response.json()
+        return result, {step["Name"]: step for step in result["Steps"]}
+
+    def qido_requests(self):
+        return [request for request in self.fake.state()["Requests"]
+                if request["Kind"] == "dicom" and request["Method"] == "GET"]
+
+    def test_check_passes(self):
+        source = self.start_source(self.entra("ClientSecret", ClientSecret=self.secret))
+        result, steps = self.run_check(source)
+
+        self.assertTrue(result["Passed"], result)
+        self.assertEqual(steps["DicomService"]["Status"], "Passed", result)
+        self.assertEqual(len(self.qido_requests()), 1)
+        self.assertIn("limit=1", self.qido_requests()[0]["Path"])
+        for step in result["Steps"]:
+            self.assertIn(step["Status"], ("Passed", "Failed", "Skipped", "Info"), step)
+            self.assertNotEqual(step["Status"], "Failed", step)
+        self.assertNotIn(self.secret, str(result))
+
+        self.mirror_one_study(source)
+        result, steps = self.run_check(source)
+        self.assertTrue(result["Passed"], result)
+
+    def test_check_wrong_secret(self):
+        source = self.start_source(self.entra("ClientSecret", ClientSecret="not-the-secret"))
+        result, _ = self.run_check(source)
+
+        self.assertFalse(result["Passed"])
+        failed = [step for step in result["Steps"] if step["Status"] == "Failed"]
+        self.assertTrue(failed, result)
+        self.assertIn("AADSTS7000215", str(failed))
+        self.assertTrue(any(step["Hint"] for step in failed), failed)
+        self.assertNotIn("not-the-secret", str(result))
+
+    def test_check_forbidden(self):
+        source = self.start_source(self.entra("ClientSecret", ClientSecret=self.secret))
+        self.fake.fail_next(403, target="dicom", body="Forbidden: no DICOM role assigned")
+        result, steps = self.run_check(source)
+
+        self.assertFalse(result["Passed"])
+        self.assertEqual(steps["DicomService"]["Status"], "Failed", result)
+        self.assertIn("403", steps["DicomService"]["Details"])
+        self.assertTrue(steps["DicomService"]["Hint"])
+
+    def test_credentials_refresh(self):
+        source = self.start_source(self.entra("ClientSecret", ClientSecret=self.secret))
+        self.mirror_one_study(source)
+        issued = self.fake.state()["TokensIssued"]
+        summary = source.get_json("/azure-dicom/credentials")
+        self.assertEqual(summary["Type"], "ClientSecret")
+        self.assertNotIn(self.secret, str(summary))
+
+        response = source.post("/azure-dicom/credentials/refresh")
+        self.assertEqual(response.status_code, 200, response.text)
+        self.assertEqual(self.fake.state()["TokensIssued"], issued + 1)
+        self.assertNotIn(self.secret, response.text)
+
+
 if __name__ == "__main__":
     harness.main()
