@@ -1,15 +1,21 @@
 """Checks of the fake Azure endpoints themselves, so that the plugin's tests can trust them."""
 
+import base64
+import hashlib
+import io
 import json
 import os
 import secrets
 import shutil
 import socket
+import ssl
+import subprocess
 import sys
 import tempfile
 import time
 import unittest
 
+import pydicom
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -30,6 +36,10 @@ def multipart(instances, part_type="application/dicom", boundary=None):
         body += (f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n").encode() + data + b"\r\n"
     body += f"--{boundary}--\r\n".encode()
     return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def base64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def sequence_uids(answer, tag):
@@ -238,6 +248,58 @@ class FakeAzureTest(unittest.TestCase):
                                     headers=self.bearer(), timeout=REQUEST_TIMEOUT_SECONDS)
         self.assertEqual(again.status_code, 404)
 
+    def test_delete_series_and_instance(self):
+        instances = harness.make_study(2, 2)
+        self.stow(instances)
+        datasets = [pydicom.dcmread(io.BytesIO(data)) for data in instances]
+        study = str(datasets[0].StudyInstanceUID)
+        first_series = str(datasets[0].SeriesInstanceUID)
+        last = datasets[-1]
+        base = f"{self.fake.service_base()}/studies/{study}"
+        series = self.session.delete(f"{base}/series/{first_series}", headers=self.bearer(),
+                                     timeout=REQUEST_TIMEOUT_SECONDS)
+        self.assertEqual(series.status_code, 204)
+        self.assertEqual(len(self.fake.stored_uids()), 2)
+        instance = self.session.delete(
+            f"{base}/series/{last.SeriesInstanceUID}/instances/{last.SOPInstanceUID}",
+            headers=self.bearer(), timeout=REQUEST_TIMEOUT_SECONDS)
+        self.assertEqual(instance.status_code, 204)
+        self.assertEqual(self.fake.stored_uids(), {str(datasets[2].SOPInstanceUID)})
+
+    def test_client_assertion_signature(self):
+        directory = tempfile.mkdtemp(prefix="fake-azure-jwt-")
+        self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        key = os.path.join(directory, "key.pem")
+        certificate = os.path.join(directory, "certificate.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        key, "-out", certificate, "-days", "1", "-subj", "/CN=fake-test"],
+                       check=True, capture_output=True)
+        self.fake.set_assertion_certificate(certificate)
+        with open(certificate, encoding="ascii") as pem:
+            der = ssl.PEM_cert_to_DER_cert(pem.read())
+        header = {"alg": "RS256", "typ": "JWT", "x5t": base64url(hashlib.sha1(der).digest())}
+        claims = {"aud": f"{self.fake.url}/{self.fake.tenant}/oauth2/v2.0/token",
+                  "iss": self.fake.client_id, "sub": self.fake.client_id,
+                  "exp": int(time.time()) + 600}
+        signed = base64url(json.dumps(header).encode()) + "." + \
+            base64url(json.dumps(claims).encode())
+        signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key],
+                                   input=signed.encode(), capture_output=True, check=True).stdout
+
+        def request_token(assertion):
+            return self.session.post(
+                f"{self.fake.url}/{self.fake.tenant}/oauth2/v2.0/token",
+                data={"grant_type": "client_credentials", "client_id": self.fake.client_id,
+                      "client_assertion_type": fake_azure.JWT_BEARER,
+                      "client_assertion": assertion, "scope": DICOM_SCOPE},
+                timeout=REQUEST_TIMEOUT_SECONDS)
+
+        self.assertEqual(request_token(signed + "." + base64url(signature)).status_code, 200)
+        forged = bytes([signature[0] ^ 1]) + signature[1:]
+        rejected = request_token(signed + "." + base64url(forged))
+        self.assertEqual(rejected.status_code, 401)
+        self.assertEqual(rejected.json()["error_codes"], [fake_azure.AADSTS_INVALID_ASSERTION])
+
     def test_control_api(self):
         response = self.session.post(self.fake.url + "/_control",
                                      data=json.dumps({"Action": "FailNext", "Status": 503,
@@ -298,9 +360,9 @@ class FakeAzureTest(unittest.TestCase):
 
     def test_program_serves(self):
         port = harness.free_port()
-        process = harness.subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, fake_azure.__file__, "--port", str(port)],
-            stdout=harness.subprocess.PIPE, stderr=harness.subprocess.STDOUT)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             self.assertIn(f"127.0.0.1:{port}", process.stdout.readline().decode())
             with socket.create_connection(("127.0.0.1", port), timeout=5):
