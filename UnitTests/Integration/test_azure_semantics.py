@@ -250,6 +250,35 @@ class AzureSemanticsTest(harness.OrthancTestCase):
             self.assertEqual(item["Attempts"], 1, item)
         self.assert_outbox_matches_fake(source)
 
+    def test_service_outage_recovers(self):
+        source = self.start_source()
+        first_ids, _ = self.upload_study(source, per_series=2)
+        source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=len(first_ids))
+
+        # The service goes away (connections refused), then a new one, which knows none of the
+        # old tokens, comes back on the same port.
+        port = self.fake.port
+        self.fake.stop()
+        second_ids, second_uids = self.upload_study(source, per_series=3)
+        harness.wait_for(lambda: source.status()["State"] == "Waiting", STATE_TIMEOUT_SECONDS,
+                         "status State Waiting while the service is down",
+                         describe_state=source.status)
+        time.sleep(SETTLE_SECONDS)
+        status = source.status()
+        self.assertEqual(status["Counts"]["Failed"], 0)
+        self.assertEqual(status["Counts"]["Pending"] + status["Counts"]["Sending"],
+                         len(second_ids))
+        self.assertTrue(status["LastError"]["Message"])
+
+        self.fake = fake_azure.FakeAzure(port=port, client_secret=SECRET).start()
+        self.addCleanup(self.fake.stop)
+        status = source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS,
+                                         expected_total=len(first_ids) + len(second_ids))
+        self.assertEqual(status["Counts"]["Mirrored"], len(first_ids) + len(second_ids))
+        self.assertEqual(self.fake.stored_uids(), set(second_uids))
+        for uid in second_uids:
+            self.assertEqual(self.items_by_uid(source)[uid]["Attempts"], 1)
+
     def test_token_expiry_refreshed(self):
         self.fake.set_token_lifetime(TOKEN_LIFETIME_SECONDS)
         source = self.start_source()
