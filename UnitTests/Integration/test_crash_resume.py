@@ -124,6 +124,45 @@ class CrashResumeTest(harness.OrthancTestCase):
             if item["State"] == "AlreadyPresent":
                 self.assertEqual(item["FailureReason"], fake_azure.REASON_ALREADY_EXISTS, item)
 
+    def test_kill_during_backfill(self):
+        section = harness.azure_section(self.fake.url, "v2", Enable=False,
+                                        MaxInstancesPerRequest=10, RequestTimeoutSeconds=10)
+        source = self.add_orthanc(harness.source_orthanc(self.path("source"), section)).start()
+        instances = []
+        for _ in range(STUDIES):
+            instances += harness.make_study(SERIES_PER_STUDY, INSTANCES_PER_SERIES,
+                                            INSTANCE_BYTES)
+        harness.upload_all(source, instances)
+        all_uids = {harness.sop_uid_of(data) for data in instances}
+        source.stop()
+        source.azure["Enable"] = True
+        source.start()
+
+        response = source.post_json("/azure-dicom/sync", {"All": True})
+        self.assertEqual(response.status_code, 200, response.text)
+        harness.wait_for(lambda: self.fake.stow_requests(), UPLOAD_TIMEOUT_SECONDS,
+                         "the back-fill to start sending")
+        source.kill()
+        source.start()
+
+        # Orthanc forgets its jobs (SaveJobs is false), so the operator runs the back-fill again:
+        # instances queued by the first run must not be queued or created a second time.
+        response = source.post_json("/azure-dicom/sync", {"All": True})
+        self.assertEqual(response.status_code, 200, response.text)
+        job = source.wait_job(response.json()["ID"], UPLOAD_TIMEOUT_SECONDS)
+        self.assertEqual(job["State"], "Success")
+        status = source.wait_mirror_idle(RECOVERY_TIMEOUT_SECONDS, expected_total=len(all_uids))
+
+        self.assertEqual(self.fake.stored_uids(), all_uids)
+        created_twice = sorted(uid for uid, count in self.fake.creation_counts().items()
+                               if count > 1)
+        self.assertEqual(created_twice, [])
+        items = harness.list_outbox(source)
+        self.assertEqual(len(items), len(all_uids))
+        counts = status["Counts"]
+        self.assertEqual(counts["Mirrored"] + counts["AlreadyPresent"], len(all_uids), counts)
+        self.assertEqual(counts["Failed"], 0, counts)
+
 
 if __name__ == "__main__":
     harness.main()
