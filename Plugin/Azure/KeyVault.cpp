@@ -1,5 +1,7 @@
 #include "Azure/KeyVault.h"
 
+#include "Azure/Redaction.h"
+
 #include "Common/Clock.h"
 #include "Common/Exception.h"
 
@@ -36,7 +38,6 @@ const size_t MAX_SECRET_NAME_CHARS = 127;
 const int64_t MS_PER_SECOND = 1000;
 const double MAX_EXP_SECONDS = 1e11;  // about 3000 years, so that the conversion to ms is defined
 const int64_t FAILED_READ_RETRY_MS = 60 * MS_PER_SECOND;
-const char REDACTED[] = "[REDACTED]";
 const char SETTINGS_KEY[] = "AzureDicom.Credentials.KeyVault";
 const char VAULT_URL_EXAMPLE[] = "https://myvault.vault.azure.net";
 
@@ -76,37 +77,6 @@ bool ParseJson(const std::string& text, Json::Value& value)
 }
 
 
-// Keeps printable ASCII and turns every run of other bytes (line breaks, tabs, UTF-8, control
-// characters) into one space, so that a remote response cannot forge log lines.
-std::string MakePrintable(const std::string& text, size_t maxChars)
-{
-  std::string excerpt;
-  bool pendingSpace = false;
-
-  for (const char c : text)
-  {
-    const bool printable = c > ' ' && c <= '~';
-    if (!printable)
-    {
-      pendingSpace = !excerpt.empty();
-      continue;
-    }
-
-    if (pendingSpace)
-    {
-      excerpt += ' ';
-      pendingSpace = false;
-    }
-
-    excerpt += c;
-    if (excerpt.size() >= maxChars)
-    {
-      return excerpt + "...";
-    }
-  }
-
-  return excerpt;
-}
 
 
 std::string MakePrintableExcerpt(const std::string& text)
@@ -130,46 +100,12 @@ std::string GetStringField(const Json::Value& object, const char* name)
 }
 
 
-std::string ReplaceAll(std::string text, const std::string& needle, const std::string& by)
+
+
+// Replaces every form in which a secret value can reach a message.
+std::string RedactValue(const std::string& text, const std::string& value)
 {
-  if (needle.empty())
-  {
-    return text;
-  }
-
-  for (size_t position = text.find(needle); position != std::string::npos;
-       position = text.find(needle, position + by.size()))
-  {
-    text.replace(position, needle.size(), by);
-  }
-
-  return text;
-}
-
-
-// Replaces every form in which a secret value can reach a message: as is, escaped in JSON, and
-// after MakePrintable. The longest form goes first, so that no part of it survives the
-// replacement of a shorter form inside it.
-std::string RedactValue(std::string text, const std::string& value)
-{
-  if (value.empty())
-  {
-    return text;
-  }
-
-  std::string jsonEscaped = Json::valueToQuotedString(value.c_str());
-  jsonEscaped = jsonEscaped.substr(1, jsonEscaped.size() - 2);
-
-  std::vector<std::string> forms = {value, jsonEscaped, MakePrintable(value, value.size() + 1)};
-  std::sort(forms.begin(), forms.end(),
-            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-
-  for (const std::string& form : forms)
-  {
-    text = ReplaceAll(text, form, REDACTED);
-  }
-
-  return text;
+  return RedactSecrets(text, ListSecretForms({value}));
 }
 
 

@@ -1,5 +1,7 @@
 #include "Azure/TokenRequest.h"
 
+#include "Azure/Redaction.h"
+
 #include "Common/Clock.h"
 #include "Common/Exception.h"
 
@@ -27,7 +29,6 @@ const unsigned int TOKEN_REQUEST_TIMEOUT_SECONDS = 30;
 const size_t MAX_EXCERPT_CHARS = 300;
 const double MS_PER_SECOND = 1000;
 const double MAX_SECONDS = 1e11;  // about 3000 years: keeps the conversion to int64 ms defined
-const char REDACTED[] = "[REDACTED]";
 const char FORM_CONTENT_TYPE[] = "application/x-www-form-urlencoded";
 const int HOURS_PER_HALF_DAY = 12;
 const int SECONDS_PER_MINUTE = 60;
@@ -55,37 +56,6 @@ bool ParseJson(const std::string& text, Json::Value& value)
 }
 
 
-// Keeps printable ASCII and turns every run of other bytes (line breaks, tabs, UTF-8, control
-// characters) into one space, so that a remote response cannot forge log lines.
-std::string MakePrintable(const std::string& text, size_t maxChars)
-{
-  std::string excerpt;
-  bool pendingSpace = false;
-
-  for (const char c : text)
-  {
-    const bool printable = c > ' ' && c <= '~';
-    if (!printable)
-    {
-      pendingSpace = !excerpt.empty();
-      continue;
-    }
-
-    if (pendingSpace)
-    {
-      excerpt += ' ';
-      pendingSpace = false;
-    }
-
-    excerpt += c;
-    if (excerpt.size() >= maxChars)
-    {
-      return excerpt + "...";
-    }
-  }
-
-  return excerpt;
-}
 
 
 std::string MakePrintableExcerpt(const std::string& text)
@@ -307,61 +277,10 @@ std::string DescribeEntraError(const Json::Value& document)
 }
 
 
-std::string ReplaceAll(std::string text, const std::string& needle, const std::string& by)
-{
-  if (needle.empty())
-  {
-    return text;
-  }
-
-  for (size_t position = text.find(needle); position != std::string::npos;
-       position = text.find(needle, position + by.size()))
-  {
-    text.replace(position, needle.size(), by);
-  }
-
-  return text;
-}
 
 
-// The forms in which the secrets can appear in a response or in a message built from it: as
-// sent in the form body, escaped in JSON, and after MakePrintable. Longest first, so that a
-// longer form is replaced before a shorter form inside it.
-std::vector<std::string> ListSecretForms(const std::vector<std::string>& secrets)
-{
-  std::vector<std::string> forms;
-  for (const std::string& secret : secrets)
-  {
-    if (secret.empty())
-    {
-      continue;
-    }
-
-    std::string jsonEscaped = Json::valueToQuotedString(secret.c_str());
-    jsonEscaped = jsonEscaped.substr(1, jsonEscaped.size() - 2);
-
-    forms.insert(forms.end(), {secret, UrlEncode(secret), jsonEscaped,
-                               MakePrintable(secret, secret.size() + 1)});
-  }
-
-  std::sort(forms.begin(), forms.end(),
-            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  return forms;
-}
 
 
-// Entra has echoed parts of a request in error_description. The response body is redacted before
-// it is parsed, so that an excerpt cut at MAX_EXCERPT_CHARS cannot keep half a secret, and the
-// message again after, because JSON decoding can turn an escaped form back into the secret.
-std::string RedactSecret(std::string text, const std::vector<std::string>& secretForms)
-{
-  for (const std::string& form : secretForms)
-  {
-    text = ReplaceAll(text, form, REDACTED);
-  }
-
-  return text;
-}
 }  // namespace
 
 
@@ -410,7 +329,7 @@ AccessToken SendTokenRequest(const HttpRequest& request, const std::vector<std::
     HttpResponse response = client.Execute(request);
     if (response.status != HTTP_OK)
     {
-      response.body = RedactSecret(response.body, secretForms);
+      response.body = RedactSecrets(response.body, secretForms);
     }
 
     return ParseTokenResponse(response, endpoint, credentialType, NowMs(), source);
@@ -420,7 +339,7 @@ AccessToken SendTokenRequest(const HttpRequest& request, const std::vector<std::
     const std::string message = e.GetCode() == ErrorCode::NetworkError
                                     ? NameCredential(credentialType, source) + ": " + e.what()
                                     : std::string(e.what());
-    throw Exception(e.GetCode(), RedactSecret(message, secretForms));
+    throw Exception(e.GetCode(), RedactSecrets(message, secretForms));
   }
 }
 
