@@ -178,8 +178,12 @@ class OrthancProcess:
         self.log_file.write(f"\n===== start {time.strftime('%H:%M:%S')} =====\n".encode())
         self.log_file.flush()
         self.launch_offset = self.log_file.tell()
-        self.process = subprocess.Popen([ORTHANC_BINARY, self.config_path],
-                                        stdout=self.log_file, stderr=subprocess.STDOUT,
+        # CTest kills a test that exceeds its timeout, and its Orthanc processes must not outlive
+        # it: setpriv (util-linux) sets the parent-death signal and then runs Orthanc. Linux sends
+        # the signal when the thread that started the child ends, so every Orthanc is started from
+        # the test's main thread.
+        command = ["setpriv", "--pdeathsig", "KILL", "--", ORTHANC_BINARY, self.config_path]
+        self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, cwd=self.directory,
                                         env={**os.environ, **self.environment})
 

@@ -145,8 +145,8 @@ class CrashResumeTest(harness.OrthancTestCase):
         source.kill()
         source.start()
 
-        # Orthanc forgets its jobs (SaveJobs is false), so the operator runs the back-fill again:
-        # instances queued by the first run must not be queued or created a second time.
+        # Orthanc keeps no job across a restart (SaveJobs is false), so the operator runs the
+        # back-fill again. Instances queued by the first run must not be queued or created twice.
         response = source.post_json("/azure-dicom/sync", {"All": True})
         self.assertEqual(response.status_code, 200, response.text)
         job = source.wait_job(response.json()["ID"], UPLOAD_TIMEOUT_SECONDS)
