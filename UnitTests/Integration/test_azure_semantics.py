@@ -255,7 +255,7 @@ class AzureSemanticsTest(harness.OrthancTestCase):
         first_ids, _ = self.upload_study(source, per_series=2)
         source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=len(first_ids))
 
-        # The service goes away (connections refused), then a new one, which knows none of the
+        # The service goes away (connections refused), then a new one, which has none of the
         # old tokens, comes back on the same port.
         port = self.fake.port
         self.fake.stop()
