@@ -177,6 +177,25 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
         self.assertFalse(source.status()["Paused"])
         self.assert_mirrored(source, target, len(ids))
 
+    def test_deleted_before_send_skipped(self):
+        target = self.start_target()
+        source = self.make_source(target).start()
+        self.assertEqual(source.post("/azure-dicom/pause").status_code, 200)
+        instances = harness.make_study(1, 4)
+        ids = harness.upload_all(source, instances)
+        harness.wait_for(lambda: source.counts()["Pending"] == len(ids), JOB_TIMEOUT_SECONDS,
+                         "the new instances to be queued", describe_state=source.status)
+        self.assertEqual(source.request("DELETE", f"/instances/{ids[0]}").status_code, 200)
+
+        self.assertEqual(source.post("/azure-dicom/resume").status_code, 200)
+        status = source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=len(ids))
+        self.assertEqual(status["Counts"]["Skipped"], 1, status)
+        self.assertEqual(status["Counts"]["Mirrored"], len(ids) - 1, status)
+        self.assertEqual(status["Counts"]["Failed"], 0, status)
+        self.assertEqual(source.get_json(f"/azure-dicom/instances/{ids[0]}")["State"], "Skipped")
+        self.assertEqual(harness.list_sop_uids(target),
+                         {harness.sop_uid_of(data) for data in instances[1:]})
+
     def test_backfill_sync_all(self):
         target = self.start_target()
         source = self.make_source(target, enable=False).start()
