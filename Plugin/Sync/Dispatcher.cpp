@@ -17,6 +17,10 @@ const int64_t THROUGHPUT_WINDOW_MS = 60 * 1000;
 const unsigned int IDLE_WAIT_MS = 1000;
 const unsigned int ERROR_WAIT_MS = 5000;
 
+// After an idle worker is woken, it waits this long before claiming, so that instances arriving
+// one by one from a modality go out in one request instead of one request each.
+const unsigned int BATCH_WINDOW_MS = 100;
+
 std::string FormatMegabytes(uint64_t bytes)
 {
   char text[32];
@@ -252,9 +256,14 @@ void Dispatcher::Run()
     if (!sent)
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      changed_.wait_for(lock, std::chrono::milliseconds(idleMs),
-                        [this] { return woken_ || stopping_; });
+      const bool woken = changed_.wait_for(lock, std::chrono::milliseconds(idleMs),
+                                           [this] { return woken_ || stopping_; });
       woken_ = false;
+      if (woken)
+      {
+        changed_.wait_for(lock, std::chrono::milliseconds(BATCH_WINDOW_MS),
+                          [this] { return stopping_; });
+      }
     }
   }
 }
