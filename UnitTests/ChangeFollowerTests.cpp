@@ -33,7 +33,7 @@ public:
 
 
 // An Orthanc whose change log and resources are in memory: instance "iN" in series "s", study
-// "t". Answers /changes like Orthanc 1.10: Changes, Done, Last.
+// "t". Returns /changes like Orthanc 1.10: Changes, Done, Last.
 class FakeOrthanc : public IOrthancGateway
 {
 public:

@@ -67,7 +67,8 @@ class CredentialManagerTest : public ::testing::Test
 protected:
   void SetUp() override
   {
-    // The vault's managed identity asks the loopback server, never the metadata address.
+    // The vault's managed identity requests its token from the loopback server, never from the
+    // metadata address.
     setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", server_.GetUrl("").c_str(), 1);
     unsetenv("IDENTITY_ENDPOINT");
     unsetenv("IMDS_ENDPOINT");

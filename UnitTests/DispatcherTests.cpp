@@ -135,7 +135,7 @@ Json::Value MakeSequence(const std::vector<std::string>& uids, unsigned int reas
 }
 
 
-// An answer of the service: referenced instances, and failed ones with one reason.
+// A response of the service: referenced instances, and failed ones with one reason.
 HttpResponse MakeAnswer(long status, const std::vector<std::string>& referenced,
                         const std::vector<std::string>& failed = {}, unsigned int reason = 0)
 {

@@ -57,7 +57,7 @@ public:
   // The state for GET /azure-dicom/credentials: never a secret or a token.
   Json::Value GetStatus();
 
-  // Re-reads the Key Vault secret and forgets the cached tokens, then requests a new token.
+  // Re-reads the Key Vault secret and discards the cached tokens, then requests a new token.
   // Throws what the failing step throws; the status records it.
   void Refresh(int64_t now);
 
