@@ -103,6 +103,21 @@ void PluginContext::RunMonitor()
     {
       logger_.Warning(std::string("cannot update the metrics: ") + e.what());
     }
+
+    // Reads the Key Vault secret again once RefreshSeconds have passed, even while the token
+    // made with it is still valid, so that the status shows a rotation or a revoked access.
+    std::shared_ptr<SecretProvider> secrets = credentials_->GetSecretProvider();
+    if (secrets)
+    {
+      try
+      {
+        secrets->GetSecret(NowMs());
+      }
+      catch (const std::exception&)
+      {
+        // Recorded in the secret's status; sending reports it when it needs a token.
+      }
+    }
     lock.lock();
     stopMonitor_.wait_for(lock, std::chrono::milliseconds(METRICS_INTERVAL_MS),
                           [this] { return stopping_; });
