@@ -109,13 +109,28 @@ void PluginContext::RunMonitor()
     std::shared_ptr<SecretProvider> secrets = credentials_->GetSecretProvider();
     if (secrets)
     {
+      std::string error;
       try
       {
         secrets->GetSecret(NowMs());
       }
-      catch (const std::exception&)
+      catch (const std::exception& e)
       {
-        // Recorded in the secret's status; sending reports it when it needs a token.
+        error = e.what();
+      }
+
+      // Logged once per distinct error: the timer runs every few seconds.
+      if (error != lastSecretError_)
+      {
+        if (error.empty())
+        {
+          logger_.Warning("the Key Vault secret can be read again");
+        }
+        else
+        {
+          logger_.Warning("cannot read the Key Vault secret: " + error);
+        }
+        lastSecretError_ = error;
       }
     }
     lock.lock();

@@ -91,5 +91,6 @@ private:
   std::condition_variable stopMonitor_;
   bool stopping_ = false;
   std::thread monitor_;
+  std::string lastSecretError_;  // used by the monitor thread only
 };
 }  // namespace AzureDicom
