@@ -1,12 +1,14 @@
 #!/usr/bin/python3
 """A fake of the Azure endpoints that the mirror plugin calls, on loopback only.
 
-It serves, on one port of 127.0.0.1:
+It serves, on one port of 127.0.0.1 (over HTTPS when it is given a certificate):
 - the Microsoft Entra ID token endpoint, POST /{tenant}/oauth2/v2.0/token (client credentials
   with a client secret or a client assertion);
 - the managed identity endpoints: the instance metadata route GET /metadata/identity/oauth2/token
-  (with the Azure Arc challenge when enabled) and the App Service route GET /msi/token;
-- Key Vault secrets, GET /secrets/{name}[/{version}];
+  (with the Azure Arc challenge when enabled) and the App Service route GET /msi/token. Over
+  HTTPS they move to a second, plain http port (identity_url), as on a real host;
+- Key Vault secrets, GET /secrets/{name}[/{version}]?api-version=7.4, with versions, disabled
+  and deleted secrets and principals without access;
 - the Azure Health Data Services DICOM service, under /v1 and /v2 with an optional
   /partitions/{partition}: STOW-RS POST .../studies[/{study}], QIDO-RS GET .../studies and
   DELETE of studies, series and instances, with the responses of the real service (DICOM JSON,
@@ -49,6 +51,13 @@ VAULT_RESOURCE = "https://vault.azure.net"
 DEFAULT_PARTITION = "Microsoft.Default"
 API_VERSIONS = ("v1", "v2")
 DEFAULT_TOKEN_LIFETIME_SECONDS = 3600
+SYSTEM_ASSIGNED = "system-assigned"
+VM_API_VERSION = "2018-02-01"
+ARC_API_VERSION = "2020-06-01"
+APP_SERVICE_API_VERSION = "2019-08-01"
+ARC_KEY_FILE_MODE = 0o600
+TLS_HANDSHAKE_TIMEOUT_SECONDS = 10
+TEST_CERTIFICATE_DAYS = 2
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 DICOM_JSON = "application/dicom+json"
@@ -81,7 +90,39 @@ AADSTS_INVALID_SCOPE = 70011
 AADSTS_MISSING_PARAMETER = 900144
 AADSTS_UNSUPPORTED_GRANT = 70003
 
+# Paths that the plain http port of an HTTPS fake serves: the managed identity endpoints.
+IDENTITY_PATHS = ("/metadata/identity/oauth2/token", "/msi/token")
+
 REQUIRED_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+
+
+def run_openssl(*arguments):
+    subprocess.run(["openssl", *arguments], check=True, capture_output=True)
+
+
+def make_test_pki(directory, host="127.0.0.1"):
+    """Make a test CA and a server certificate for host signed by it, with the openssl command.
+
+    Returns {"Ca": CA certificate, "Certificate": server certificate, "Key": its key}, paths of
+    PEM files in directory. The server certificate names host as subjectAltName IP, which is
+    what libcurl checks for a URL with an IP address.
+    """
+    paths = {name: os.path.join(directory, file) for name, file in (
+        ("Ca", "test-ca.pem"), ("CaKey", "test-ca-key.pem"), ("Certificate", "server.pem"),
+        ("Key", "server-key.pem"), ("Request", "server.csr"), ("Extensions", "server.ext"))}
+    run_openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", paths["CaKey"],
+                "-out", paths["Ca"], "-days", str(TEST_CERTIFICATE_DAYS), "-subj",
+                "/CN=Orthanc Azure DICOM test CA", "-addext",
+                "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    run_openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", paths["Key"],
+                "-out", paths["Request"], "-subj", f"/CN={host}")
+    with open(paths["Extensions"], "w", encoding="ascii") as extensions:
+        extensions.write(f"subjectAltName=IP:{host}\nbasicConstraints=CA:FALSE\n"
+                         "extendedKeyUsage=serverAuth\n")
+    run_openssl("x509", "-req", "-in", paths["Request"], "-CA", paths["Ca"], "-CAkey",
+                paths["CaKey"], "-CAcreateserial", "-days", str(TEST_CERTIFICATE_DAYS),
+                "-extfile", paths["Extensions"], "-out", paths["Certificate"])
+    return {name: paths[name] for name in ("Ca", "Certificate", "Key")}
 
 
 def reason_counts(uids, count):
@@ -114,14 +155,22 @@ class FakeAzure:
 
     def __init__(self, port=0, host="127.0.0.1", tenant=DEFAULT_TENANT,
                  client_id=DEFAULT_CLIENT_ID, client_secret=DEFAULT_CLIENT_SECRET,
-                 require_auth=True, token_lifetime=DEFAULT_TOKEN_LIFETIME_SECONDS):
+                 require_auth=True, token_lifetime=DEFAULT_TOKEN_LIFETIME_SECONDS,
+                 tls_files=None):
+        """tls_files is (certificate chain PEM, key PEM) to serve HTTPS, or None for http."""
         if host not in LOOPBACK_HOSTS:
             raise ValueError(f"the fake listens on loopback only, not on {host!r}")
         self.host = host
         self.requested_port = port
+        self.tls_files = tls_files
         self.lock = threading.RLock()
         self.server = None
         self.thread = None
+        self.identity_server = None
+        self.identity_thread = None
+        self.arc_folder = None
+        self.arc_key_files = []
+        self.arc_keys = []
         self.tenant = tenant
         self.client_id = client_id
         self.client_secret = client_secret
@@ -132,31 +181,55 @@ class FakeAzure:
     # Life cycle.
 
     def start(self):
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        server_class = type("FakeAzureServer", (ThreadingHTTPServer,),
-                            {"address_family": family, "daemon_threads": True})
-        self.server = server_class((self.host, self.requested_port), FakeAzureHandler)
-        self.server.fake = self
-        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-azure",
-                                       daemon=True)
-        self.thread.start()
+        ssl_context = None
+        if self.tls_files is not None:
+            ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ssl_context.load_cert_chain(*self.tls_files)
+        self.server, self.thread = self.serve(self.requested_port, ssl_context, False)
+        if ssl_context is not None:
+            self.identity_server, self.identity_thread = self.serve(0, None, True)
         return self
 
+    def serve(self, port, ssl_context, identity_only):
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        server_class = type("FakeAzureServer", (QuietHTTPServer,),
+                            {"address_family": family, "daemon_threads": True})
+        server = server_class((self.host, port), FakeAzureHandler)
+        server.fake = self
+        server.ssl_context = ssl_context
+        server.identity_only = identity_only
+        thread = threading.Thread(target=server.serve_forever, name="fake-azure", daemon=True)
+        thread.start()
+        return server, thread
+
     def stop(self):
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.thread.join()
-            self.server = None
+        for server, thread in ((self.server, self.thread),
+                               (self.identity_server, self.identity_thread)):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+                thread.join()
+        self.server = None
+        self.identity_server = None
+        self.remove_arc_key_files()
 
     @property
     def port(self):
         return self.server.server_address[1]
 
+    def server_url(self, server, scheme):
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{server.server_address[1]}"
+
     @property
     def url(self):
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        """The base URL of Entra ID, Key Vault and the DICOM service (https:// with TLS)."""
+        return self.server_url(self.server, "https" if self.tls_files else "http")
+
+    @property
+    def identity_url(self):
+        """The base URL of the managed identity endpoints, always plain http."""
+        return self.server_url(self.identity_server or self.server, "http")
 
     def service_base(self, api_version="v2", partition=""):
         base = f"{self.url}/{api_version}"
@@ -172,6 +245,7 @@ class FakeAzure:
             self.token_lifetime = DEFAULT_TOKEN_LIFETIME_SECONDS
             self.tokens = {}
             self.tokens_issued = 0
+            self.issued_values = []
             self.partitions = {}
             self.created = {}
             self.requests = []
@@ -188,9 +262,11 @@ class FakeAzure:
             self.federated_token = None
             self.assertion_certificate = None
             self.identity_header = None
+            self.managed_identities = None
             self.arc_key_file = None
             self.arc_key = None
             self.vault_secrets = {}
+            self.vault_forbidden = set()
 
     def fail_next(self, status, count=1, retry_after=None, body="", target="stow"):
         """Respond to the next count requests of target with status (and Retry-After)."""
@@ -283,13 +359,95 @@ class FakeAzure:
             self.arc_key_file = path
             self.arc_key = key
 
-    def set_vault_secret(self, name, value):
-        """Add a new version of a Key Vault secret and return its version id."""
+    def set_managed_identities(self, client_ids, system_assigned=True):
+        """Accept only these user-assigned client ids (and, if set, the system-assigned one).
+
+        The instance metadata and App Service routes then check the client_id parameter, and
+        their tokens belong to that client id or to "system-assigned".
+        """
+        with self.lock:
+            self.managed_identities = set(client_ids)
+            if system_assigned:
+                self.managed_identities.add(SYSTEM_ASSIGNED)
+
+    def enable_arc(self, folder):
+        """Respond to the instance metadata route with the Azure Arc challenge.
+
+        Each challenge writes a new random key to a new <random>.key file in folder and names
+        it in WWW-Authenticate. The fake removes its files once used, and all of them in stop().
+        """
+        os.makedirs(folder, exist_ok=True)
+        with self.lock:
+            self.arc_folder = folder
+
+    def write_arc_key_file(self):
+        """Write a new Arc key file in arc_folder; return its path."""
+        key = secrets.token_urlsafe(32)
+        path = os.path.join(self.arc_folder, secrets.token_hex(16) + ".key")
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ARC_KEY_FILE_MODE)
+        with os.fdopen(descriptor, "w", encoding="ascii") as output:
+            output.write(key)
+        with self.lock:
+            self.arc_key_files.append(path)
+            self.arc_keys.append(key)
+            self.arc_key_file = path
+            self.arc_key = key
+        return path
+
+    def remove_arc_key_files(self):
+        with self.lock:
+            paths, self.arc_key_files = self.arc_key_files, []
+        for path in paths:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+
+    def set_vault_secret(self, name, value, content_type=None, expires=None):
+        """Add a new version of a Key Vault secret and return its version id.
+
+        content_type is stored as the secret's contentType (application/x-pkcs12 for a
+        base64 PFX, application/x-pem-file for PEM), and expires (seconds since the epoch) as
+        attributes.exp.
+        """
         version = secrets.token_hex(16)
         with self.lock:
             self.vault_secrets.setdefault(name, []).append(
-                {"version": version, "value": value, "created": int(time.time())})
+                {"version": version, "value": value, "created": int(time.time()),
+                 "contentType": content_type, "exp": expires, "enabled": True})
         return version
+
+    def set_vault_secret_enabled(self, name, enabled, version=None):
+        """Enable or disable one version of a secret (the newest when version is None)."""
+        with self.lock:
+            versions = self.vault_secrets[name]
+            chosen = [entry for entry in versions if entry["version"] == version] or versions[-1:]
+            chosen[0]["enabled"] = enabled
+
+    def delete_vault_secret(self, name):
+        """Delete every version of a secret: reads then fail with 404 SecretNotFound."""
+        with self.lock:
+            self.vault_secrets.pop(name, None)
+
+    def set_vault_forbidden(self, principals):
+        """Respond 403 ForbiddenByRbac to Key Vault requests with a token of these principals."""
+        with self.lock:
+            self.vault_forbidden = set(principals)
+
+    def secret_values(self):
+        """Return every secret that the fake stores or issued, for tests that search for leaks.
+
+        These are the client secret, the vault's secret values, the federated token, the Arc
+        keys and every access token issued since the last reset.
+        """
+        with self.lock:
+            values = [self.client_secret, self.federated_token, self.identity_header]
+            values += [entry["value"] for versions in self.vault_secrets.values()
+                       for entry in versions]
+            values += self.arc_keys + self.issued_values
+            if self.arc_key:
+                values.append(self.arc_key)
+        return [value for value in values if value]
 
     def preload(self, data, partition=DEFAULT_PARTITION):
         """Store a Part 10 file as if an earlier STOW had created it (not counted as created)."""
@@ -340,14 +498,21 @@ class FakeAzure:
                           time.time() + lifetime)
             self.tokens[token.value] = token
             self.tokens_issued += 1
+            self.issued_values.append(token.value)
             return token, lifetime
+
+    def bearer_token(self, header):
+        """Return the Token of an Authorization header, or None if it has no known token."""
+        if not header.startswith("Bearer "):
+            return None
+        with self.lock:
+            return self.tokens.get(header[len("Bearer "):].strip())
 
     def check_bearer(self, header, audience):
         """Return None if the Authorization header carries a valid token for audience."""
         if not header.startswith("Bearer "):
             return "no bearer token"
-        with self.lock:
-            token = self.tokens.get(header[len("Bearer "):].strip())
+        token = self.bearer_token(header)
         if token is None:
             return "unknown token"
         if token.audience != audience:
@@ -504,6 +669,19 @@ def decode_jwt_part(text):
     return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
 
 
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A server that does not print the TLS handshakes that clients abort.
+
+    A client that rejects the certificate (the test without the CA) ends the handshake, which
+    is expected here, so it is not printed as a traceback.
+    """
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError, socket.timeout)):
+            return
+        super().handle_error(request, client_address)
+
+
 class FakeAzureHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeAzure/1"
@@ -511,6 +689,24 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
     @property
     def fake(self):
         return self.server.fake
+
+    def setup(self):
+        # The handshake runs here, in the request's thread, so that a client that stalls it
+        # does not block the accepting thread.
+        if self.server.ssl_context is not None:
+            self.request.settimeout(TLS_HANDSHAKE_TIMEOUT_SECONDS)
+            self.request = self.server.ssl_context.wrap_socket(self.request, server_side=True)
+            self.request.settimeout(None)
+        super().setup()
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            # The server closes the plain socket it accepted, which wrap_socket detached, so
+            # the TLS socket is closed here.
+            if self.server.ssl_context is not None:
+                self.request.close()
 
     def log_message(self, format, *arguments):  # noqa: A002 - the base class names it format
         pass
@@ -598,6 +794,10 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
     def dispatch(self, path):
         if path.startswith("/_control"):
             return self.handle_control(path)
+        if self.server.identity_only and path not in IDENTITY_PATHS:
+            self.read_body()
+            return self.send(404, f"no route {path} on the managed identity port; Entra ID, "
+                                  "Key Vault and the DICOM service are served over HTTPS")
         if path.endswith("/oauth2/v2.0/token") and self.command == "POST":
             self.entry["Kind"] = "token"
             if not self.apply_fault("token"):
@@ -738,14 +938,29 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
             return self.send_json(400, {"error": "invalid_request",
                                         "error_description": "Required metadata header not "
                                                              "specified"})
-        if self.fake.arc_key_file is not None:
+        arc = self.fake.arc_folder is not None or self.fake.arc_key_file is not None
+        api_version = self.query.get("api-version", [""])[0]
+        expected_version = ARC_API_VERSION if arc else VM_API_VERSION
+        if api_version != expected_version:
+            return self.send_json(400, {"error": "invalid_request",
+                                        "error_description": f"api-version {api_version!r} "
+                                                             f"is not {expected_version}"})
+        if arc:
             authorization = self.headers.get("Authorization", "")
             if not authorization.startswith("Basic "):
-                return self.send(401, "", headers={
-                    "WWW-Authenticate": f"Basic realm={self.fake.arc_key_file}"})
-            if authorization[len("Basic "):].strip() != self.fake.arc_key:
+                key_file = (self.fake.write_arc_key_file() if self.fake.arc_folder is not None
+                            else self.fake.arc_key_file)
+                self.entry["ArcChallenge"] = key_file
+                return self.send(401, "", headers={"WWW-Authenticate": f"Basic realm={key_file}"})
+            with self.fake.lock:
+                expected_key = self.fake.arc_key
+                used_file = self.fake.arc_key_file if self.fake.arc_folder else None
+            if authorization[len("Basic "):].strip() != expected_key:
                 return self.send_json(401, {"error": "invalid_client",
                                             "error_description": "invalid Arc key"})
+            # The agent's key file is good for one request, as the real agent's is.
+            if used_file is not None and os.path.exists(used_file):
+                os.remove(used_file)
         return self.send_managed_identity_token(expires_in_text=True)
 
     def handle_app_service(self):
@@ -754,6 +969,11 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
         if self.headers.get("X-IDENTITY-HEADER") != self.fake.identity_header:
             return self.send_json(401, {"statusCode": 401,
                                         "message": "X-IDENTITY-HEADER is missing or wrong"})
+        api_version = self.query.get("api-version", [""])[0]
+        if api_version != APP_SERVICE_API_VERSION:
+            return self.send_json(400, {"statusCode": 400,
+                                        "message": f"api-version {api_version!r} is not "
+                                                   f"{APP_SERVICE_API_VERSION}"})
         return self.send_managed_identity_token(expires_in_text=False)
 
     def send_managed_identity_token(self, expires_in_text):
@@ -761,7 +981,15 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
         if not resource:
             return self.send_json(400, {"error": "invalid_request",
                                         "error_description": "resource is missing"})
-        token, lifetime = self.fake.issue_token(resource, "managed-identity")
+        client_id = self.query.get("client_id", [""])[0]
+        principal = client_id or SYSTEM_ASSIGNED
+        self.entry["ClientId"] = client_id
+        with self.fake.lock:
+            identities = self.fake.managed_identities
+        if identities is not None and principal not in identities:
+            return self.send_json(400, {"error": "invalid_request",
+                                        "error_description": "Identity not found"})
+        token, lifetime = self.fake.issue_token(resource, principal)
         answer = {"access_token": token.value, "expires_on": str(int(token.expires_at)),
                   "resource": resource, "token_type": "Bearer"}
         if expires_in_text:
@@ -770,35 +998,67 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
 
     # Key Vault.
 
+    def send_vault_error(self, status, code, message, inner_code=None, headers=None):
+        error = {"code": code, "message": message}
+        if inner_code is not None:
+            error["innererror"] = {"code": inner_code}
+        self.entry["VaultError"] = inner_code or code
+        return self.send_json(status, {"error": error}, headers=headers)
+
     def handle_vault_secret(self, path):
+        if "api-version" not in self.query:
+            return self.send_vault_error(400, "BadParameter",
+                                         "The request URI contains an invalid or missing "
+                                         "api-version")
         reason = self.fake.check_bearer(self.headers.get("Authorization", ""), VAULT_RESOURCE)
         if reason is not None:
             self.entry["AuthError"] = reason
             challenge = (f'Bearer authorization="{self.fake.url}/{self.fake.tenant}", '
                          f'resource="{VAULT_RESOURCE}"')
-            return self.send_json(401, {"error": {"code": "Unauthorized",
-                                                  "message": f"AKV10000: {reason}"}},
-                                  headers={"WWW-Authenticate": challenge})
+            return self.send_vault_error(401, "Unauthorized", f"AKV10000: {reason}",
+                                         headers={"WWW-Authenticate": challenge})
+        principal = self.fake.bearer_token(self.headers.get("Authorization", "")).principal
+        self.entry["Principal"] = principal
         segments = [urllib.parse.unquote(part) for part in path.strip("/").split("/")]
         name = segments[1] if len(segments) > 1 else ""
         requested_version = segments[2] if len(segments) > 2 else ""
         with self.fake.lock:
-            versions = list(self.fake.vault_secrets.get(name, []))
+            forbidden = principal in self.fake.vault_forbidden
+            versions = [dict(version) for version in self.fake.vault_secrets.get(name, [])]
+        if forbidden:
+            return self.send_vault_error(
+                403, "Forbidden",
+                "Caller is not authorized to perform action on resource.\r\nIf role "
+                "assignments, deny assignments or role definitions were changed recently, "
+                f"please observe propagation time.\r\nCaller: appid={principal}\r\nAction: "
+                "'Microsoft.KeyVault/vaults/secrets/getSecret/action'\r\nAssignment: "
+                "(not found)\r\n", "ForbiddenByRbac")
         chosen = None
         for version in versions:
             if not requested_version or version["version"] == requested_version:
                 chosen = version
         if chosen is None:
-            return self.send_json(404, {"error": {
-                "code": "SecretNotFound",
-                "message": f"A secret with (name/id) {name}/{requested_version} was not found "
-                           "in this key vault."}})
-        return self.send_json(200, {
-            "value": chosen["value"],
-            "id": f"{self.fake.url}/secrets/{name}/{chosen['version']}",
-            "attributes": {"enabled": True, "created": chosen["created"],
-                           "updated": chosen["created"]},
-        })
+            return self.send_vault_error(
+                404, "SecretNotFound",
+                f"A secret with (name/id) {name}/{requested_version} was not found in this "
+                "key vault. If you recently deleted this secret you may be able to recover it "
+                "using the correct recovery command.")
+        self.entry["Version"] = chosen["version"]
+        if not chosen["enabled"]:
+            return self.send_vault_error(403, "Forbidden",
+                                         "Operation get is not allowed on a disabled secret.",
+                                         "SecretDisabled")
+        attributes = {"enabled": True, "created": chosen["created"],
+                      "updated": chosen["created"], "recoveryLevel": "Recoverable+Purgeable",
+                      "recoverableDays": 90}
+        if chosen["exp"] is not None:
+            attributes["exp"] = chosen["exp"]
+        answer = {"value": chosen["value"],
+                  "id": f"{self.fake.url}/secrets/{name}/{chosen['version']}",
+                  "attributes": attributes, "tags": {}}
+        if chosen["contentType"] is not None:
+            answer["contentType"] = chosen["contentType"]
+        return self.send_json(200, answer)
 
     # DICOM service.
 
@@ -1004,6 +1264,10 @@ CONTROL_ACTIONS = {
     "SetIdentityHeader": "set_identity_header",
     "SetArcKeyFile": "set_arc_key_file",
     "SetVaultSecret": "set_vault_secret",
+    "SetVaultSecretEnabled": "set_vault_secret_enabled",
+    "DeleteVaultSecret": "delete_vault_secret",
+    "SetVaultForbidden": "set_vault_forbidden",
+    "SetManagedIdentities": "set_managed_identities",
 }
 
 
@@ -1039,16 +1303,23 @@ def main():
                         help="lifetime of issued tokens, in seconds")
     parser.add_argument("--no-auth", action="store_true",
                         help="accept DICOM requests without a bearer token")
+    parser.add_argument("--certificate", help="PEM certificate chain: serve HTTPS with it")
+    parser.add_argument("--key", help="PEM private key of --certificate")
     options = parser.parse_args()
+    if bool(options.certificate) != bool(options.key):
+        parser.error("--certificate and --key go together")
 
+    tls_files = (options.certificate, options.key) if options.certificate else None
     fake = FakeAzure(port=options.port, host=options.host, tenant=options.tenant,
                      client_id=options.client_id, client_secret=options.client_secret,
-                     require_auth=not options.no_auth, token_lifetime=options.token_lifetime)
+                     require_auth=not options.no_auth, token_lifetime=options.token_lifetime,
+                     tls_files=tls_files)
     # The server threads inherit the blocked mask, so only sigwait() receives the signals.
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     fake.start()
-    print(f"fake Azure endpoints listening on {fake.url} (tenant {fake.tenant})", flush=True)
+    print(f"fake Azure endpoints listening on {fake.url} (tenant {fake.tenant}), managed "
+          f"identity on {fake.identity_url}", flush=True)
     signal.sigwait(stop_signals)
     fake.stop()
     return 0

@@ -127,6 +127,8 @@ class OrthancProcess:
         self.extra = copy.deepcopy(extra) if extra else {}
         self.dicom_server = dicom_server
         self.environment = dict(environment or {})  # variables added to the inherited environment
+        self.options = []  # command-line options of Orthanc, such as --verbose or --trace
+        self.responses = None  # every later REST response, once record_responses() is called
         self.http_port = None
         self.dicom_port = None
         self.process = None
@@ -182,7 +184,8 @@ class OrthancProcess:
         # it: setpriv (util-linux) sets the parent-death signal and then runs Orthanc. Linux sends
         # the signal when the thread that started the child ends, so every Orthanc is started from
         # the test's main thread.
-        command = ["setpriv", "--pdeathsig", "KILL", "--", ORTHANC_BINARY, self.config_path]
+        command = ["setpriv", "--pdeathsig", "KILL", "--", ORTHANC_BINARY, *self.options,
+                   self.config_path]
         self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, cwd=self.directory,
                                         env={**os.environ, **self.environment})
@@ -277,9 +280,16 @@ class OrthancProcess:
             log.seek(offset)
             return log.read().decode("utf-8", errors="replace")
 
+    def record_responses(self):
+        """Keep (method, path, status, body text) of every later REST response in responses."""
+        self.responses = []
+
     def request(self, method, path, **arguments):
         arguments.setdefault("timeout", REQUEST_TIMEOUT_SECONDS)
-        return self.session.request(method, self.url + path, **arguments)
+        response = self.session.request(method, self.url + path, **arguments)
+        if self.responses is not None:
+            self.responses.append((method, path, response.status_code, response.text))
+        return response
 
     def get(self, path, **arguments):
         return self.request("GET", path, **arguments)
