@@ -1017,7 +1017,9 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
                          f'resource="{VAULT_RESOURCE}"')
             return self.send_vault_error(401, "Unauthorized", f"AKV10000: {reason}",
                                          headers={"WWW-Authenticate": challenge})
-        principal = self.fake.bearer_token(self.headers.get("Authorization", "")).principal
+        # A token revoked since check_bearer() has no principal: the read goes on as anonymous.
+        token = self.fake.bearer_token(self.headers.get("Authorization", ""))
+        principal = token.principal if token is not None else ""
         self.entry["Principal"] = principal
         segments = [urllib.parse.unquote(part) for part in path.strip("/").split("/")]
         name = segments[1] if len(segments) > 1 else ""
