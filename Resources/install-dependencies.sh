@@ -8,7 +8,7 @@ packages=(
   orthanc orthanc-dev orthanc-dicomweb
   libjsoncpp-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev
   libgtest-dev libgmock-dev
-  python3 python3-pydicom python3-requests dcmtk openssl
+  python3 python3-pydicom python3-requests python3-yaml dcmtk openssl shellcheck
   iproute2 util-linux
 )
 
