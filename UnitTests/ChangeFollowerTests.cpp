@@ -231,6 +231,28 @@ TEST_F(ChangeFollowerTest, DeletedInstanceIsIgnored)
 }
 
 
+TEST_F(ChangeFollowerTest, StoredAgainIsRequeued)
+{
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  follower.Poll();
+  orthanc_.StoreInstance("i1");
+  follower.Poll();
+
+  // Deleted from Orthanc before it was sent, then stored again.
+  OutboxItem item;
+  ASSERT_TRUE(outbox_->FindItem(item, "i1"));
+  outbox_->MarkSkipped(item.id, "deleted from Orthanc before it was sent", NowMs());
+  ASSERT_TRUE(outbox_->FindItem(item, "i1"));
+  ASSERT_EQ(ItemState::Skipped, item.state);
+
+  orthanc_.StoreInstance("i1");
+  follower.Poll();
+  ASSERT_TRUE(outbox_->FindItem(item, "i1"));
+  EXPECT_EQ(ItemState::Pending, item.state);
+  EXPECT_EQ(0u, item.attempts);
+}
+
+
 TEST_F(ChangeFollowerTest, RestartedLogIsFollowed)
 {
   ChangeFollower follower(orthanc_, *outbox_, logger_);

@@ -547,3 +547,34 @@ TEST_F(DispatcherTest, WorkersStopWhenPaused)
   std::lock_guard<std::mutex> lock(mutex);
   EXPECT_GE(posts, 1u);
 }
+
+
+TEST_F(DispatcherTest, ResumeEndsBackoff)
+{
+  std::mutex mutex;
+  unsigned int posts = 0;
+  dispatcher_ = std::make_unique<Dispatcher>(*outbox_, orthanc_, logger_, settings_, [&]() {
+    return std::make_unique<FakeSender>([&](const std::vector<std::string>& uids) {
+      std::lock_guard<std::mutex> lock(mutex);
+      return ++posts == 1 ? MakeError(503, "60") : MakeAnswer(200, uids);
+    });
+  });
+
+  QueueInstances({"18.1"});
+  dispatcher_->Start();
+  for (int i = 0; i < 100 && dispatcher_->GetStatus().state != "Waiting"; i++)
+  {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ("Waiting", dispatcher_->GetStatus().state);
+  EXPECT_EQ(ItemState::Pending, GetItem("18.1").state);
+
+  dispatcher_->Resume();
+  for (int i = 0; i < 100 && GetItem("18.1").state != ItemState::Mirrored; i++)
+  {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(ItemState::Mirrored, GetItem("18.1").state);
+  EXPECT_EQ("Running", dispatcher_->GetStatus().state);
+  dispatcher_->Stop();
+}

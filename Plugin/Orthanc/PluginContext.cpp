@@ -2,6 +2,7 @@
 
 #include "Azure/StowClient.h"
 #include "Common/Clock.h"
+#include "Common/Exception.h"
 #include "Sync/OutboxJson.h"
 
 namespace AzureDicom
@@ -14,7 +15,17 @@ PluginContext::PluginContext(OrthancPluginContext* orthanc, const Configuration&
     logger_(orthanc),
     gateway_(orthanc)
 {
-  outbox_ = std::make_unique<Outbox>(databasePath);
+  try
+  {
+    outbox_ = std::make_unique<Outbox>(databasePath);
+  }
+  catch (const Exception& e)
+  {
+    throw Exception(ErrorCode::BadConfiguration,
+                    std::string("AzureDicom.Database: ") + e.what() +
+                        "; expected the path of a writable SQLite file, or \"\" for one in "
+                        "Orthanc's StorageDirectory");
+  }
 
   credentials_ =
       std::make_unique<CredentialManager>(configuration.credentials, configuration.tls, &logger_);

@@ -563,7 +563,9 @@ void Dispatcher::WaitForDestination(const std::vector<int64_t>& ids, int statusC
     lastErrorStatus_ = statusCode;
   }
 
-  outbox_.Release(ids, waitUntil, now);
+  // The items are due at once: the dispatcher's own wait holds them back, so that a resume by
+  // an administrator ends the backoff for them too.
+  outbox_.Release(ids, now, now);
 
   const std::string line = "sending waits " + std::to_string((waitUntil - now) / 1000) +
                            " s (destination-wide error " + std::to_string(failures) +

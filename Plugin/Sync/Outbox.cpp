@@ -712,18 +712,8 @@ QueueResult Outbox::QueueFromChanges(const std::vector<NewInstance>& instances,
   const std::string action = "queue the instances of changes up to " + std::to_string(lastSequence);
   Transaction transaction(database, statements_->beginWrite, statements_->commit, action);
 
-  QueueResult result;
-  for (const NewInstance& instance : instances)
-  {
-    if (InsertInstance(database, statements_->insertItem, instance, now) > 0)
-    {
-      result.inserted++;
-    }
-    else
-    {
-      result.unchanged++;
-    }
-  }
+  // An instance stored again after it was deleted, or after it failed, is sent again.
+  const QueueResult result = QueueInTransaction(instances, QueueMode::RequeueFailed, now);
 
   Query(database, statements_->setProperty, "store the follower sequence")
       .Bind(std::string(FOLLOWER_SEQUENCE_PROPERTY))
@@ -742,6 +732,17 @@ QueueResult Outbox::Queue(const std::vector<NewInstance>& instances, QueueMode m
   const std::string action = "queue " + std::to_string(instances.size()) + " instances";
   Transaction transaction(database, statements_->beginWrite, statements_->commit, action);
 
+  const QueueResult result = QueueInTransaction(instances, mode, now);
+
+  transaction.Commit();
+  return result;
+}
+
+
+QueueResult Outbox::QueueInTransaction(const std::vector<NewInstance>& instances, QueueMode mode,
+                                       int64_t now)
+{
+  const Database database{db_.get(), path_};
   QueueResult result;
   for (const NewInstance& instance : instances)
   {
@@ -772,7 +773,6 @@ QueueResult Outbox::Queue(const std::vector<NewInstance>& instances, QueueMode m
     }
   }
 
-  transaction.Commit();
   return result;
 }
 

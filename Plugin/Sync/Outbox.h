@@ -67,8 +67,9 @@ public:
   // The last change sequence of Orthanc that the follower committed, or -1 before the first.
   int64_t GetFollowerSequence();
 
-  // Inserts the instances that are not in the outbox yet as Pending and stores the sequence, in
-  // one transaction: a crash between the two cannot lose an instance.
+  // Inserts the instances that are not in the outbox yet as Pending, returns those whose item
+  // ended Failed, Skipped or RolledBack to Pending (Orthanc stored them again), and stores the
+  // sequence, in one transaction: a crash between the two cannot lose an instance.
   QueueResult QueueFromChanges(const std::vector<NewInstance>& instances, int64_t lastSequence,
                                int64_t now);
 
@@ -128,6 +129,11 @@ public:
 
 private:
   struct Statements;
+
+  // Inserts the instances or, with RequeueFailed, returns their ended items to Pending. The
+  // caller holds mutex_ and has begun the transaction.
+  QueueResult QueueInTransaction(const std::vector<NewInstance>& instances, QueueMode mode,
+                                 int64_t now);
 
   struct DatabaseCloser
   {
