@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <functional>
+#include <thread>
 #include <string>
 
 using namespace AzureDicom;
@@ -455,4 +458,33 @@ TEST(HttpClientTest, UrlEncodeReservedCharacters)
             UrlEncode("https://dicom.healthcareapis.azure.com/.default"));
   EXPECT_EQ("%C3%A9%00%FF", UrlEncode(std::string("\xC3\xA9\x00\xFF", 4)));
   EXPECT_EQ("", UrlEncode(""));
+}
+
+
+TEST(HttpClientTest, AbortFlagCutsRequest)
+{
+  LoopbackHttpServer server;
+  CannedResponse silent;
+  silent.silent = true;
+  server.Enqueue(silent);
+
+  std::atomic<bool> abort{false};
+  HttpClient client{TlsSettings()};
+  client.SetAbortFlag(&abort);
+
+  HttpRequest request = MakeRequest("GET", server.GetUrl("/silent"));
+  request.timeoutSeconds = 60;
+
+  std::thread stopper([&abort] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    abort = true;
+  });
+
+  const auto start = std::chrono::steady_clock::now();
+  const Exception e = CatchException([&] { client.Execute(request); });
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  stopper.join();
+
+  EXPECT_EQ(ErrorCode::NetworkError, e.GetCode());
+  EXPECT_LT(elapsed, std::chrono::seconds(10));
 }

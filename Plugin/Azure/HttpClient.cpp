@@ -269,6 +269,24 @@ HttpClient::~HttpClient()
 }
 
 
+// libcurl calls this about once a second during a transfer, and more often while data flows;
+// a non-zero result aborts the transfer with CURLE_ABORTED_BY_CALLBACK.
+static int OnProgress(void* flag, curl_off_t, curl_off_t, curl_off_t, curl_off_t)
+{
+  return static_cast<const std::atomic<bool>*>(flag)->load() ? 1 : 0;
+}
+
+
+void HttpClient::SetAbortFlag(const std::atomic<bool>* flag)
+{
+  CheckOption(curl_easy_setopt(curl_, CURLOPT_XFERINFOFUNCTION, OnProgress),
+              "CURLOPT_XFERINFOFUNCTION");
+  CheckOption(curl_easy_setopt(curl_, CURLOPT_XFERINFODATA, const_cast<std::atomic<bool>*>(flag)),
+              "CURLOPT_XFERINFODATA");
+  CheckOption(curl_easy_setopt(curl_, CURLOPT_NOPROGRESS, 0L), "CURLOPT_NOPROGRESS");
+}
+
+
 // Options that are the same for every request. They stay on the handle because it is never
 // reset, which also keeps its connection cache.
 void HttpClient::ConfigureHandle()

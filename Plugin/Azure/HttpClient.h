@@ -2,6 +2,7 @@
 
 #include "Sync/Configuration.h"
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -54,6 +55,10 @@ public:
   // came (DNS, connection, TLS, timeout, reset). Methods are GET, POST, PUT and DELETE, and
   // redirects are returned, not followed.
   HttpResponse Execute(const HttpRequest& request);
+
+  // Makes a request in progress fail with Exception(NetworkError) soon after *flag becomes true,
+  // so that stopping Orthanc does not wait for a long upload. The flag must outlive the client.
+  void SetAbortFlag(const std::atomic<bool>* flag);
 
 private:
   void ConfigureHandle();

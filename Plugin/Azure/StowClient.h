@@ -21,6 +21,11 @@ public:
 
   void InvalidateToken() override;
 
+  void SetAbortFlag(const std::atomic<bool>* flag) override
+  {
+    http_.SetAbortFlag(flag);
+  }
+
 private:
   std::string stowUrl_;
   unsigned int timeoutSeconds_;

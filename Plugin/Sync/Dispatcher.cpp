@@ -81,6 +81,7 @@ void Dispatcher::Start()
   }
 
   stopping_ = false;
+  aborting_ = false;
   for (unsigned int i = 0; i < settings_.workers; i++)
   {
     workers_.emplace_back(&Dispatcher::Run, this);
@@ -96,6 +97,7 @@ void Dispatcher::Stop()
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
+    aborting_ = true;
     workers.swap(workers_);
   }
   changed_.notify_all();
@@ -229,6 +231,7 @@ bool Dispatcher::WaitUntilSendingAllowed()
 void Dispatcher::Run()
 {
   std::unique_ptr<IStowSender> sender = senderFactory_();
+  sender->SetAbortFlag(&aborting_);
 
   while (WaitUntilSendingAllowed())
   {
@@ -353,6 +356,13 @@ void Dispatcher::PostBatch(IStowSender& sender, Batch& batch)
   }
   catch (const Exception& e)
   {
+    if (aborting_)
+    {
+      // Orthanc is stopping: the items are sent again after the restart.
+      outbox_.Release(ids, NowMs(), NowMs());
+      return;
+    }
+
     WaitForDestination(ids, 0, e.what(), -1);
     return;
   }

@@ -7,6 +7,7 @@
 #include "Sync/Outbox.h"
 #include "Sync/RetryPolicy.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -37,6 +38,11 @@ public:
 
   // Forgets the cached token after the service rejected it.
   virtual void InvalidateToken() = 0;
+
+  // Makes a request in progress fail soon after *flag becomes true (see HttpClient).
+  virtual void SetAbortFlag(const std::atomic<bool>* /* flag */)
+  {
+  }
 };
 
 
@@ -127,6 +133,7 @@ private:
   std::condition_variable changed_;
   std::vector<std::thread> workers_;
   bool stopping_ = false;
+  std::atomic<bool> aborting_{false};  // set by Stop() to cut requests in progress
   bool paused_ = false;
   bool woken_ = false;
   unsigned int destinationFailures_ = 0;
