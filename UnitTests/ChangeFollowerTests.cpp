@@ -1,4 +1,5 @@
 #include "Common/Clock.h"
+#include "Common/Exception.h"
 #include "Sync/ChangeFollower.h"
 
 #include <gtest/gtest.h>
@@ -51,6 +52,10 @@ public:
   bool GetJson(Json::Value& answer, const std::string& uri) override
   {
     calls.push_back(uri);
+    if (failChanges && uri.rfind("/changes?since=", 0) == 0)
+    {
+      throw Exception(ErrorCode::DatabaseError, "disk full");
+    }
     if (uri == "/changes?last")
     {
       answer["Last"] = Json::Int64(lastSequence);
@@ -125,6 +130,7 @@ public:
   std::set<std::string> instances;
   int64_t lastSequence = 0;
   std::vector<std::string> calls;
+  bool failChanges = false;
 };
 
 
@@ -318,4 +324,30 @@ TEST_F(ChangeFollowerTest, ThreadQueuesAfterWake)
   EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
   std::lock_guard<std::mutex> lock(mutex);
   EXPECT_TRUE(notified);
+}
+
+
+TEST_F(ChangeFollowerTest, FailureIgnoresWakes)
+{
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  follower.Poll();
+  orthanc_.failChanges = true;
+  orthanc_.calls.clear();
+
+  follower.Start();
+  for (int i = 0; i < 20; i++)
+  {
+    follower.Wake();
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  EXPECT_EQ("disk full", follower.GetLastError());
+  follower.Stop();
+
+  // One attempt at start; the next is due 5 s later, however many instances were stored.
+  size_t attempts = 0;
+  for (const std::string& call : orthanc_.calls)
+  {
+    attempts += (call.rfind("/changes?since=", 0) == 0);
+  }
+  EXPECT_EQ(1u, attempts);
 }

@@ -185,6 +185,9 @@ void PluginContext::UpdateMetrics()
   OrthancPluginSetMetricsValue(orthanc_, "azure_dicom_waiting",
                                status.state == "Waiting" ? 1.0f : 0.0f,
                                OrthancPluginMetricsType_Default);
+  OrthancPluginSetMetricsValue(orthanc_, "azure_dicom_queueing_failed",
+                               follower_->GetLastError().empty() ? 0.0f : 1.0f,
+                               OrthancPluginMetricsType_Default);
 }
 
 
@@ -193,11 +196,17 @@ Json::Value PluginContext::GetStatus()
   const int64_t now = NowMs();
   const DispatcherStatus dispatcher = dispatcher_->GetStatus();
 
+  // New instances that cannot be queued (outbox disk full or locked) stop the mirror as surely
+  // as a destination error does, even while the dispatcher has nothing to send.
+  const std::string followerError = follower_->GetLastError();
+  const bool followerFailing = !followerError.empty() && dispatcher.state == "Running";
+
   Json::Value status;
   status["Enabled"] = true;
-  status["State"] = dispatcher.state;
-  status["Paused"] = dispatcher.state != "Running";
-  status["PauseReason"] = dispatcher.pauseReason;
+  status["State"] = followerFailing ? "Waiting" : dispatcher.state;
+  status["Paused"] = followerFailing || dispatcher.state != "Running";
+  status["PauseReason"] =
+      followerFailing ? "new instances cannot be queued: " + followerError : dispatcher.pauseReason;
   status["WaitUntil"] =
       dispatcher.waitUntil == 0 ? Json::Value() : Json::Value(FormatIsoTime(dispatcher.waitUntil));
   status["Counts"] = ToJson(outbox_->CountByState());
@@ -212,7 +221,13 @@ Json::Value PluginContext::GetStatus()
   status["Sent"]["Bytes"] = Json::UInt64(dispatcher.bytes);
   status["Sent"]["LastLatencyMs"] = dispatcher.lastLatencyMs;
 
-  if (dispatcher.lastErrorTime == 0)
+  if (!followerError.empty())
+  {
+    status["LastError"]["Time"] = FormatIsoTime(now);
+    status["LastError"]["Message"] = "new instances cannot be queued: " + followerError;
+    status["LastError"]["StatusCode"] = 0;
+  }
+  else if (dispatcher.lastErrorTime == 0)
   {
     status["LastError"] = Json::nullValue;
   }

@@ -162,12 +162,15 @@ void ChangeFollower::SetLastError(const std::string& message)
 void ChangeFollower::Run()
 {
   unsigned int delayMs = 0;
+  bool failing = false;
   for (;;)
   {
     {
+      // After a failure, new instances do not cut the delay short: each stored instance wakes
+      // the follower, and retrying at that rate would only repeat the error.
       std::unique_lock<std::mutex> lock(mutex_);
       wakeUp_.wait_for(lock, std::chrono::milliseconds(delayMs),
-                       [this] { return woken_ || stopping_; });
+                       [this, failing] { return (woken_ && !failing) || stopping_; });
       if (stopping_)
       {
         return;
@@ -182,22 +185,25 @@ void ChangeFollower::Run()
       {
         onQueued_();
       }
-      if (!GetLastError().empty())
+      if (failing)
       {
-        logger_.Info("the change follower works again");
+        logger_.Warning("the change follower queues new instances again");
         SetLastError("");
+        failing = false;
       }
       delayMs = POLL_INTERVAL_MS;
     }
     catch (const std::exception& e)
     {
-      // Logged once per distinct error, so that a long outage does not flood the log.
-      if (GetLastError() != e.what())
+      // Logged when the follower starts failing, so that a long outage does not flood the log;
+      // the status shows the latest error.
+      if (!failing)
       {
         logger_.Error(std::string("the change follower failed, retrying every ") +
                       std::to_string(ERROR_DELAY_MS / 1000) + " s: " + e.what());
-        SetLastError(e.what());
       }
+      SetLastError(e.what());
+      failing = true;
       delayMs = ERROR_DELAY_MS;
     }
   }
