@@ -422,7 +422,8 @@ TEST_F(ClientSecretCredentialTest, NonJsonSuccessRejected)
   const Exception e = ParseError(MakeResponse(200, "<html>login</html>"));
 
   EXPECT_EQ(ErrorCode::ProtocolError, e.GetCode());
-  EXPECT_NE(std::string::npos, std::string(e.what()).find("<html>login</html>")) << e.what();
+  EXPECT_NE(std::string::npos, std::string(e.what()).find("not a JSON object (18 bytes"))
+      << e.what();
 }
 
 
@@ -454,4 +455,30 @@ TEST_F(ClientSecretCredentialTest, LongErrorBodyCut)
 
   EXPECT_LT(message.size(), 500u);
   EXPECT_EQ("...", message.substr(message.size() - 3));
+}
+
+
+TEST_F(ClientSecretCredentialTest, NonJsonSuccessNotQuoted)
+{
+  // A token endpoint that answers 200 in the wrong format still sends a token: the message must
+  // describe the body without quoting it.
+  const std::string token = "LEAKTOKEN60d76791320fe78c3cd54eff";
+  for (const std::string& body :
+       {"access_token=" + token + "&token_type=bearer&expires_in=3600",
+        "[{\"access_token\": \"" + token + "\"}]"})
+  {
+    HttpResponse response = MakeResponse(200, body);
+    try
+    {
+      ParseTokenResponse(response, "https://login.example/t/oauth2/v2.0/token", "ClientSecret",
+                         1000);
+      FAIL() << "a body that is not a JSON object must be rejected";
+    }
+    catch (const Exception& e)
+    {
+      EXPECT_EQ(ErrorCode::ProtocolError, e.GetCode());
+      EXPECT_EQ(std::string::npos, std::string(e.what()).find(token)) << e.what();
+      EXPECT_NE(std::string::npos, std::string(e.what()).find("not a JSON object")) << e.what();
+    }
+  }
 }

@@ -359,8 +359,14 @@ AccessToken ParseTokenResponse(const HttpResponse& response, const std::string& 
   Json::Value document;
   if (!ParseJson(response.body, document) || !document.isObject())
   {
+    // A successful response carries the token, so its body is described, never quoted.
     throw Exception(ErrorCode::ProtocolError,
-                    where + " is not a JSON object: " + MakePrintableExcerpt(response.body));
+                    where + " is not a JSON object (" + std::to_string(response.body.size()) +
+                        " bytes of " +
+                        (response.GetHeader("content-type").empty()
+                             ? std::string("no content type")
+                             : MakePrintableExcerpt(response.GetHeader("content-type"))) +
+                        ")");
   }
 
   AccessToken token;
