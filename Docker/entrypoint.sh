@@ -99,7 +99,14 @@ export_secret() {
       fail "$file_variable: cannot read the file \"$file\"; check that it exists and that user" \
         "$(id -un) (uid $(id -u)) can read it"
     fi
+    # Bash drops NUL bytes from a command substitution with only a warning, which would change
+    # the secret: such a file is rejected instead.
+    if [ "$(tr -d '\000' <"$file" | wc -c)" != "$(wc -c <"$file")" ]; then
+      fail "$file_variable: the file \"$file\" contains a NUL byte; expected the secret as text"
+    fi
     secret=$(<"$file")
+    # A file written on Windows ends in CR LF: the final CR is not part of the secret.
+    secret=${secret%$'\r'}
     [ -n "$secret" ] || fail "$file_variable: the file \"$file\" is empty; expected the secret"
   elif [ -n "${!variable:-}" ]; then
     secret=${!variable}
