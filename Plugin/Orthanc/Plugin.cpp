@@ -5,6 +5,7 @@
 #include "Orthanc/OrthancApi.h"
 #include "Orthanc/PluginContext.h"
 #include "Orthanc/RestRoutes.h"
+#include "Sync/Configuration.h"
 
 #include <orthanc/OrthancCPlugin.h>
 
@@ -126,6 +127,17 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* orthan
       OrthancPluginLogWarning(orthanc, "AzureDicom: disabled (AzureDicom.Enable is false or the "
                                        "AzureDicom section is missing)");
       return 0;
+    }
+
+    if (!settings.tls.verifyPeer &&
+        !AzureDicom::IsLoopbackHost(AzureDicom::GetUrlHost(settings.serviceUrl,
+                                                           "AzureDicom.ServiceUrl")))
+    {
+      OrthancPluginLogWarning(orthanc, "AzureDicom: AzureDicom.Tls.VerifyPeer is false: the "
+                                       "certificates of the service, Entra ID and Key Vault are "
+                                       "not checked, so tokens and images can reach an "
+                                       "impostor; set it to true and use Tls.CaCertificates "
+                                       "for a private CA");
     }
 
     const std::string databasePath = GetDatabasePath(orthanc, configuration, settings);

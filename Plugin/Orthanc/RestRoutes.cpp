@@ -382,7 +382,10 @@ void PostCredentialsRefresh(const RouteRequest& request)
     answer["Hint"] = GetCredentialHint(e.what());
   }
   answer["Credentials"] = request.context.GetCredentials().GetStatus();
-  request.Answer(answer);
+
+  // A failed refresh is a failure of the upstream service, so scripts see it in the status.
+  AnswerJson(request.context.GetOrthanc(), request.output, answer,
+             answer["Refreshed"].asBool() ? 200 : 502);
 }
 
 

@@ -381,6 +381,11 @@ class VaultCredentialsTest(harness.OrthancTestCase):
         self.assertIn(hint_word, steps["KeyVault"]["Hint"])
         self.assertEqual(source.counts()["Failed"], 0)
 
+        failed = source.post("/azure-dicom/credentials/refresh")
+        self.assertEqual(failed.status_code, 502, failed.text)
+        self.assertFalse(failed.json()["Refreshed"])
+        self.assertIn("Key Vault", failed.json()["Error"])
+
         fix()
         response = source.post("/azure-dicom/credentials/refresh")
         self.assertEqual(response.status_code, 200, response.text)
