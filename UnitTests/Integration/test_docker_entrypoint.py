@@ -365,7 +365,8 @@ class EntrypointTest(harness.OrthancTestCase):
         secret = make_secret("secret")
         fake = fake_azure.FakeAzure(client_secret=secret).start()
         self.addCleanup(fake.stop)
-        secret_file = self.write_file("client-secret", secret + "\n")
+        # Written as on Windows: the final CR LF is not part of the secret.
+        secret_file = self.write_file("client-secret", secret + "\r\n")
         mirror = self.start_entrypoint({
             "ORTHANC_AUTHENTICATION": "false",
             "AZURE_DICOM_SERVICE_URL": fake.url,
@@ -434,6 +435,20 @@ class EntrypointTest(harness.OrthancTestCase):
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn("AZURE_DICOM_CLIENT_SECRET_FILE", result.stderr)
         self.assertIn("cannot read", result.stderr)
+
+    def test_secret_file_with_nul(self):
+        secret_file = self.path("secret-with-nul")
+        with open(secret_file, "wb") as output:
+            output.write(b"ab\x00cd")
+        result = self.run_entrypoint({
+            "ORTHANC_AUTHENTICATION": "false",
+            "AZURE_DICOM_SERVICE_URL": "https://example.dicom.azurehealthcareapis.com",
+            "AZURE_DICOM_CREDENTIALS_TYPE": "ClientSecret",
+            "AZURE_DICOM_CLIENT_SECRET_FILE": secret_file,
+        })
+
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("NUL byte", result.stderr)
 
     def test_managed_identity_keys(self):
         # The AKS workload identity webhook sets AZURE_TENANT_ID, which a managed identity rejects.
