@@ -55,6 +55,12 @@ void MultipartWriter::Reserve(size_t bytes, size_t partCount)
 
 void MultipartWriter::AddPart(const std::string& dicom)
 {
+  AddPart(dicom.data(), dicom.size());
+}
+
+
+void MultipartWriter::AddPart(const char* data, size_t size)
+{
   if (finished_)
   {
     throw Exception(ErrorCode::InternalError,
@@ -65,18 +71,18 @@ void MultipartWriter::AddPart(const std::string& dicom)
   // in the part is enough: the boundary is hex digits, so no match can straddle the part's end and
   // the CRLF that this writer appends after it.
   const std::string dashBoundary = DASHES + boundary_;
-  if (memmem(dicom.data(), dicom.size(), dashBoundary.data(), dashBoundary.size()) != nullptr)
+  if (memmem(data, size, dashBoundary.data(), dashBoundary.size()) != nullptr)
   {
     throw Exception(ErrorCode::InternalError,
                     "part " + std::to_string(parts_ + 1) + " of a STOW-RS request (" +
-                        std::to_string(dicom.size()) + " bytes) contains the multipart boundary " +
+                        std::to_string(size) + " bytes) contains the multipart boundary " +
                         boundary_ + ", expected random bytes never to match it");
   }
 
   body_.append(dashBoundary);
   body_.append(CRLF);
   body_.append(PART_HEADERS);
-  body_.append(dicom);
+  body_.append(data, size);
   body_.append(CRLF);
   parts_++;
 }

@@ -22,6 +22,7 @@ public:
   // Appends one instance. Throws Exception(InternalError), leaving the body as it was, if the
   // instance contains the boundary or if Finish() was called.
   void AddPart(const std::string& dicom);
+  void AddPart(const char* data, size_t size);
 
   // The value of the request's Content-Type header:
   // multipart/related; type="application/dicom"; boundary=...  (no "start" parameter, to which the

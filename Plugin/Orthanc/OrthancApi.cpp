@@ -121,6 +121,21 @@ bool OrthancGateway::GetBinary(std::string& answer, const std::string& uri)
 }
 
 
+bool OrthancGateway::ReadBinary(const std::string& uri,
+                                const std::function<void(const char* data, size_t size)>& consumer)
+{
+  MemoryBuffer buffer(context_);
+  if (!CheckRestCall(context_, OrthancPluginRestApiGet(context_, buffer.Get(), uri.c_str()), "GET",
+                     uri))
+  {
+    return false;
+  }
+
+  consumer(buffer.GetData(), buffer.GetSize());
+  return true;
+}
+
+
 bool OrthancGateway::PostJson(Json::Value& answer, const std::string& uri, const std::string& body)
 {
   MemoryBuffer buffer(context_);

@@ -42,6 +42,8 @@ public:
 
   bool GetJson(Json::Value& answer, const std::string& uri) override;
   bool GetBinary(std::string& answer, const std::string& uri) override;
+  bool ReadBinary(const std::string& uri,
+                  const std::function<void(const char* data, size_t size)>& consumer) override;
 
   // POST to Orthanc's REST API; returns false on 404. Throws on other failures.
   bool PostJson(Json::Value& answer, const std::string& uri, const std::string& body);

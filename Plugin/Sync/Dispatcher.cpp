@@ -316,14 +316,16 @@ void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& i
       continue;
     }
 
-    std::string file;
-    if (!orthanc_.GetBinary(file, "/instances/" + item.instance.orthancId + "/file"))
+    // The file goes from Orthanc's buffer straight into the body.
+    const bool found = orthanc_.ReadBinary(
+        "/instances/" + item.instance.orthancId + "/file",
+        [&writer](const char* data, size_t size) { writer.AddPart(data, size); });
+    if (!found)
     {
       outbox_.MarkSkipped(item.id, "deleted from Orthanc before it was sent", NowMs());
       continue;
     }
 
-    writer.AddPart(file);
     batch.items.push_back(item);
     batch.sopInstanceUids.push_back(item.instance.sopInstanceUid);
   }

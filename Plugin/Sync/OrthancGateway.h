@@ -2,6 +2,7 @@
 
 #include <json/value.h>
 
+#include <functional>
 #include <string>
 
 namespace AzureDicom
@@ -17,5 +18,19 @@ public:
   virtual bool GetJson(Json::Value& answer, const std::string& uri) = 0;
 
   virtual bool GetBinary(std::string& answer, const std::string& uri) = 0;
+
+  // Passes the body of a GET to consumer without keeping a copy of it, so that a large DICOM
+  // file is in memory once less. The bytes are valid only during the call.
+  virtual bool ReadBinary(const std::string& uri,
+                          const std::function<void(const char* data, size_t size)>& consumer)
+  {
+    std::string answer;
+    if (!GetBinary(answer, uri))
+    {
+      return false;
+    }
+    consumer(answer.data(), answer.size());
+    return true;
+  }
 };
 }  // namespace AzureDicom
