@@ -12,7 +12,7 @@ namespace
 {
 const char* const LOG_PREFIX = "AzureDicom: ";
 
-// Frees a buffer that Orthanc allocated, whatever happens.
+// Owns a buffer that Orthanc allocated and frees it in its destructor.
 class MemoryBuffer
 {
 public:
@@ -100,7 +100,7 @@ bool OrthancGateway::GetJson(Json::Value& answer, const std::string& uri)
   std::string error;
   if (!ParseJson(answer, error, buffer.GetData(), buffer.GetSize()))
   {
-    throw Exception(ErrorCode::ProtocolError, "Orthanc's answer to GET " + uri +
+    throw Exception(ErrorCode::ProtocolError, "Orthanc's response to GET " + uri +
                                                   " is not valid JSON: " + error);
   }
   return true;
@@ -109,15 +109,7 @@ bool OrthancGateway::GetJson(Json::Value& answer, const std::string& uri)
 
 bool OrthancGateway::GetBinary(std::string& answer, const std::string& uri)
 {
-  MemoryBuffer buffer(context_);
-  if (!CheckRestCall(context_, OrthancPluginRestApiGet(context_, buffer.Get(), uri.c_str()), "GET",
-                     uri))
-  {
-    return false;
-  }
-
-  answer.assign(buffer.GetData(), buffer.GetSize());
-  return true;
+  return ReadBinary(uri, [&answer](const char* data, size_t size) { answer.assign(data, size); });
 }
 
 
@@ -150,7 +142,7 @@ bool OrthancGateway::PostJson(Json::Value& answer, const std::string& uri, const
   std::string error;
   if (!ParseJson(answer, error, buffer.GetData(), buffer.GetSize()))
   {
-    throw Exception(ErrorCode::ProtocolError, "Orthanc's answer to POST " + uri +
+    throw Exception(ErrorCode::ProtocolError, "Orthanc's response to POST " + uri +
                                                   " is not valid JSON: " + error);
   }
   return true;
