@@ -460,7 +460,7 @@ TEST_F(ClientSecretCredentialTest, LongErrorBodyCut)
 
 TEST_F(ClientSecretCredentialTest, NonJsonSuccessNotQuoted)
 {
-  // A token endpoint that answers 200 in the wrong format still sends a token: the message must
+  // A token endpoint that returns 200 in the wrong format still sends a token: the message must
   // describe the body without quoting it.
   const std::string token = "LEAKTOKEN60d76791320fe78c3cd54eff";
   for (const std::string& body :

@@ -19,7 +19,7 @@ const unsigned int WARNING_COERCED = 45063;         // 0xB007: data set does not
 const unsigned int WARNING_ELEMENTS_DISCARDED = 1;  // v2: the data set has validation warnings
 
 
-// What the plugin does with one instance of a batch, after an answer of the service.
+// The action for one instance of a batch, after a response of the service.
 enum class InstanceDisposition
 {
   Mirrored,        // stored by this request
@@ -40,7 +40,7 @@ struct InstanceResult
 };
 
 
-// What the whole answer means for the dispatcher.
+// The meaning of the whole response for the dispatcher.
 enum class BatchDisposition
 {
   PerInstance,    // see StowResponse::instances for each SOP Instance UID that was sent

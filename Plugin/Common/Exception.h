@@ -12,14 +12,14 @@ enum class ErrorCode
   NotFound,          // a REST resource does not exist: HTTP 404
   Conflict,          // the request conflicts with the current state: HTTP 409
   NetworkError,      // the transport failed (DNS, connect, TLS, timeout, reset)
-  ProtocolError,     // a remote server answered something that breaks its protocol
+  ProtocolError,     // a remote server sent a response that breaks its protocol
   DatabaseError,     // the outbox database failed (locked, full disk, corrupt)
   Unauthorized,      // a credential could not obtain a token
   InternalError
 };
 
 
-// The one error type of the plugin. The message says what was expected, what came, and where
+// The one error type of the plugin. The message states what was expected, what came, and where
 // (a URL, a SOP Instance UID or a configuration key).
 class Exception : public std::runtime_error
 {

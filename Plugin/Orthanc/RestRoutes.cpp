@@ -21,7 +21,7 @@ const size_t MAX_PAGE_SIZE = 1000;
 const int DEFAULT_JOB_PRIORITY = 0;
 
 
-// What a route receives: the parsed request, and where to write the response.
+// The input of a route: the parsed request, and the output to write the response to.
 struct RouteRequest
 {
   PluginContext& context;
@@ -374,7 +374,7 @@ void PostCredentialsRefresh(const RouteRequest& request)
   }
   catch (const std::exception& e)
   {
-    // The route worked: what failed is the credential, and the status says why.
+    // The route worked but the credential failed: the returned status contains the reason.
     request.context.GetLogger().Warning(std::string("refreshing the credentials failed: ") +
                                         e.what());
     answer["Refreshed"] = false;

@@ -32,7 +32,7 @@ static int64_t GetInteger(const Json::Value& answer, const char* name, const std
   if (!answer.isObject() || !answer[name].isInt64())
   {
     throw Exception(ErrorCode::ProtocolError,
-                    "Orthanc's answer to " + uri + " has no integer \"" + name + "\"");
+                    "Orthanc's response to " + uri + " has no integer \"" + name + "\"");
   }
   return answer[name].asInt64();
 }
@@ -65,7 +65,7 @@ uint64_t ChangeFollower::Poll()
     const int64_t last = GetInteger(answer, "Last", uri);
     if (!changes.isArray())
     {
-      throw Exception(ErrorCode::ProtocolError, "Orthanc's answer to " + uri + " has no Changes");
+      throw Exception(ErrorCode::ProtocolError, "Orthanc's response to " + uri + " has no Changes");
     }
 
     if (changes.empty())

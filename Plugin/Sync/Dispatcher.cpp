@@ -575,7 +575,7 @@ void Dispatcher::WaitForDestination(const std::vector<int64_t>& ids, int statusC
     lastErrorStatus_ = statusCode;
   }
 
-  // The items are due at once: the dispatcher's own wait holds them back, so that a resume by
+  // The items are due at once: the dispatcher's own wait keeps them back, so that a resume by
   // an administrator ends the backoff for them too.
   outbox_.Release(ids, now, now);
 

@@ -46,10 +46,10 @@ struct OutboxItem
   NewInstance instance;
   ItemState state = ItemState::Pending;
   unsigned int attempts = 0;  // attempts that counted against the item (not destination-wide errors)
-  int statusCode = 0;         // HTTP status of the last answer that concerned the item
-  unsigned int failureReason = 0;  // FailureReason (0008,1197) of the last answer, 0 if none
-  unsigned int warningReason = 0;  // WarningReason (0008,1196) of the last answer, 0 if none
-  std::string message;        // what the service or the plugin said about the item
+  int statusCode = 0;         // HTTP status of the last response that concerned the item
+  unsigned int failureReason = 0;  // FailureReason (0008,1197) of the last response, 0 if none
+  unsigned int warningReason = 0;  // WarningReason (0008,1196) of the last response, 0 if none
+  std::string message;        // the service's or the plugin's message about the item
   std::string destination;    // the STOW-RS URL the item was last sent to
   int64_t queuedAt = 0;
   int64_t updatedAt = 0;
@@ -59,7 +59,7 @@ struct OutboxItem
 };
 
 
-// What the dispatcher learnt about one item from an answer of the service.
+// The outcome for one item of a response of the service, as the dispatcher records it.
 struct ItemOutcome
 {
   int64_t id = 0;
