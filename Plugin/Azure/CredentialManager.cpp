@@ -6,6 +6,7 @@
 #include "Azure/WorkloadIdentityCredential.h"
 #include "Common/Clock.h"
 #include "Common/Exception.h"
+#include "Sync/OutboxJson.h"
 
 #include <openssl/evp.h>
 
@@ -115,16 +116,10 @@ private:
 };
 
 
-Json::Value FormatTime(int64_t ms)
-{
-  return ms == 0 ? Json::Value(Json::nullValue) : Json::Value(FormatIsoTime(ms));
-}
-
-
 Json::Value GetTokenStatus(const std::shared_ptr<TokenCache>& tokens)
 {
   Json::Value status;
-  status["TokenExpiresAt"] = tokens ? FormatTime(tokens->GetExpiresOn()) : Json::Value();
+  status["TokenExpiresAt"] = tokens ? ToJsonTime(tokens->GetExpiresOn()) : Json::Value();
   status["LastError"] = tokens ? tokens->GetLastError() : "";
   return status;
 }
@@ -305,8 +300,8 @@ Json::Value CredentialManager::GetStatus()
   vault["SecretName"] = secret.secretName;
   vault["PinnedVersion"] = secret.pinnedVersion;
   vault["VersionInUse"] = secret.versionInUse;
-  vault["ReadAt"] = FormatTime(secret.readAt);
-  vault["LastAttemptAt"] = FormatTime(secret.lastAttemptAt);
+  vault["ReadAt"] = ToJsonTime(secret.readAt);
+  vault["LastAttemptAt"] = ToJsonTime(secret.lastAttemptAt);
   vault["RefreshSeconds"] = settings_.keyVault->refreshSeconds;
   vault["LastError"] = secret.lastError;
 

@@ -207,8 +207,7 @@ Json::Value PluginContext::GetStatus()
   status["Paused"] = followerFailing || dispatcher.state != "Running";
   status["PauseReason"] =
       followerFailing ? "new instances cannot be queued: " + followerError : dispatcher.pauseReason;
-  status["WaitUntil"] =
-      dispatcher.waitUntil == 0 ? Json::Value() : Json::Value(FormatIsoTime(dispatcher.waitUntil));
+  status["WaitUntil"] = ToJsonTime(dispatcher.waitUntil);
   status["Counts"] = ToJson(outbox_->CountByState());
 
   const int64_t oldest = outbox_->GetOldestPendingTime();

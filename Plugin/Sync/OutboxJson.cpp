@@ -4,7 +4,7 @@
 
 namespace AzureDicom
 {
-static Json::Value FormatTime(int64_t ms)
+Json::Value ToJsonTime(int64_t ms)
 {
   return ms == 0 ? Json::Value(Json::nullValue) : Json::Value(FormatIsoTime(ms));
 }
@@ -27,11 +27,11 @@ Json::Value ToJson(const OutboxItem& item)
   json["WarningReason"] = item.warningReason;
   json["Message"] = item.message;
   json["Destination"] = item.destination;
-  json["QueuedAt"] = FormatTime(item.queuedAt);
-  json["UpdatedAt"] = FormatTime(item.updatedAt);
-  json["NextAttemptAt"] = item.state == ItemState::Pending ? FormatTime(item.nextAttemptAt)
+  json["QueuedAt"] = ToJsonTime(item.queuedAt);
+  json["UpdatedAt"] = ToJsonTime(item.updatedAt);
+  json["NextAttemptAt"] = item.state == ItemState::Pending ? ToJsonTime(item.nextAttemptAt)
                                                           : Json::Value(Json::nullValue);
-  json["SentAt"] = FormatTime(item.sentAt);
+  json["SentAt"] = ToJsonTime(item.sentAt);
   return json;
 }
 

@@ -6,6 +6,9 @@
 
 namespace AzureDicom
 {
+// Formats milliseconds since the epoch as ISO 8601 UTC, or null for 0 (not set).
+Json::Value ToJsonTime(int64_t ms);
+
 // The REST representations of the outbox, with Orthanc's PascalCase keys.
 Json::Value ToJson(const OutboxItem& item);
 Json::Value ToJson(const StateCounts& counts);
