@@ -1,4 +1,6 @@
-#include "Outbox.h"
+#include "Sync/Outbox.h"
+
+#include "Sync/Sqlite.h"
 
 #include "Common/Exception.h"
 
@@ -24,8 +26,6 @@ const int BUSY_TIMEOUT_MS = 5000;
 
 const mode_t DATABASE_FILE_MODE = 0600;
 
-// The primary result code is the low 8 bits of an extended result code.
-const int PRIMARY_RESULT_CODE_MASK = 0xff;
 
 const char* const FOLLOWER_SEQUENCE_PROPERTY = "FollowerSequence";
 const int64_t NO_FOLLOWER_SEQUENCE = -1;
@@ -88,258 +88,18 @@ const std::string RESET_TO_PENDING =
 const std::string RETRYABLE_STATES = "('Failed', 'Skipped', 'RolledBack')";
 
 
-const char* GetResultCodeName(int code)
-{
-#define AZURE_DICOM_RESULT_CODE(name) \
-  case name:                          \
-    return #name;
-
-  switch (code)
-  {
-    AZURE_DICOM_RESULT_CODE(SQLITE_BUSY_RECOVERY)
-    AZURE_DICOM_RESULT_CODE(SQLITE_BUSY_SNAPSHOT)
-    AZURE_DICOM_RESULT_CODE(SQLITE_BUSY_TIMEOUT)
-    AZURE_DICOM_RESULT_CODE(SQLITE_IOERR_READ)
-    AZURE_DICOM_RESULT_CODE(SQLITE_IOERR_SHORT_READ)
-    AZURE_DICOM_RESULT_CODE(SQLITE_IOERR_WRITE)
-    AZURE_DICOM_RESULT_CODE(SQLITE_IOERR_FSYNC)
-    AZURE_DICOM_RESULT_CODE(SQLITE_IOERR_DIR_FSYNC)
-    AZURE_DICOM_RESULT_CODE(SQLITE_IOERR_TRUNCATE)
-    AZURE_DICOM_RESULT_CODE(SQLITE_IOERR_FSTAT)
-    AZURE_DICOM_RESULT_CODE(SQLITE_IOERR_LOCK)
-    AZURE_DICOM_RESULT_CODE(SQLITE_IOERR_NOMEM)
-    AZURE_DICOM_RESULT_CODE(SQLITE_IOERR_SHMOPEN)
-    AZURE_DICOM_RESULT_CODE(SQLITE_IOERR_SHMSIZE)
-    AZURE_DICOM_RESULT_CODE(SQLITE_IOERR_SHMMAP)
-    AZURE_DICOM_RESULT_CODE(SQLITE_CANTOPEN_ISDIR)
-    AZURE_DICOM_RESULT_CODE(SQLITE_CANTOPEN_FULLPATH)
-    AZURE_DICOM_RESULT_CODE(SQLITE_CORRUPT_INDEX)
-    AZURE_DICOM_RESULT_CODE(SQLITE_READONLY_DBMOVED)
-    AZURE_DICOM_RESULT_CODE(SQLITE_READONLY_DIRECTORY)
-    AZURE_DICOM_RESULT_CODE(SQLITE_CONSTRAINT_NOTNULL)
-    AZURE_DICOM_RESULT_CODE(SQLITE_CONSTRAINT_PRIMARYKEY)
-    AZURE_DICOM_RESULT_CODE(SQLITE_CONSTRAINT_TRIGGER)
-    AZURE_DICOM_RESULT_CODE(SQLITE_CONSTRAINT_UNIQUE)
-    default:
-      break;
-  }
-
-  switch (code & PRIMARY_RESULT_CODE_MASK)
-  {
-    AZURE_DICOM_RESULT_CODE(SQLITE_ERROR)
-    AZURE_DICOM_RESULT_CODE(SQLITE_INTERNAL)
-    AZURE_DICOM_RESULT_CODE(SQLITE_PERM)
-    AZURE_DICOM_RESULT_CODE(SQLITE_ABORT)
-    AZURE_DICOM_RESULT_CODE(SQLITE_BUSY)
-    AZURE_DICOM_RESULT_CODE(SQLITE_LOCKED)
-    AZURE_DICOM_RESULT_CODE(SQLITE_NOMEM)
-    AZURE_DICOM_RESULT_CODE(SQLITE_READONLY)
-    AZURE_DICOM_RESULT_CODE(SQLITE_INTERRUPT)
-    AZURE_DICOM_RESULT_CODE(SQLITE_IOERR)
-    AZURE_DICOM_RESULT_CODE(SQLITE_CORRUPT)
-    AZURE_DICOM_RESULT_CODE(SQLITE_NOTFOUND)
-    AZURE_DICOM_RESULT_CODE(SQLITE_FULL)
-    AZURE_DICOM_RESULT_CODE(SQLITE_CANTOPEN)
-    AZURE_DICOM_RESULT_CODE(SQLITE_PROTOCOL)
-    AZURE_DICOM_RESULT_CODE(SQLITE_SCHEMA)
-    AZURE_DICOM_RESULT_CODE(SQLITE_TOOBIG)
-    AZURE_DICOM_RESULT_CODE(SQLITE_CONSTRAINT)
-    AZURE_DICOM_RESULT_CODE(SQLITE_MISMATCH)
-    AZURE_DICOM_RESULT_CODE(SQLITE_MISUSE)
-    AZURE_DICOM_RESULT_CODE(SQLITE_NOLFS)
-    AZURE_DICOM_RESULT_CODE(SQLITE_AUTH)
-    AZURE_DICOM_RESULT_CODE(SQLITE_RANGE)
-    AZURE_DICOM_RESULT_CODE(SQLITE_NOTADB)
-    default:
-      return "SQLITE_UNKNOWN";
-  }
-
-#undef AZURE_DICOM_RESULT_CODE
-}
 
 
-// The connection and its file name, which every error message names.
-struct Database
-{
-  sqlite3* handle;
-  const std::string& path;
-};
 
 
-[[noreturn]] void ThrowSqliteError(const Database& database, int code, const std::string& action)
-{
-  // sqlite3_errmsg() describes the most recent failed call on the connection. That is the call
-  // that returned this code, because callers hold the outbox mutex or run in the constructor.
-  const char* description =
-      (database.handle != nullptr ? sqlite3_errmsg(database.handle) : sqlite3_errstr(code));
-
-  throw Exception(ErrorCode::DatabaseError, "Outbox database " + database.path + ": failed to " +
-                                                action + ": " + description + " (" +
-                                                GetResultCodeName(code) + ")");
-}
 
 
-void Execute(const Database& database, const char* sql, const std::string& action)
-{
-  const int code = sqlite3_exec(database.handle, sql, nullptr, nullptr, nullptr);
-  if (code != SQLITE_OK)
-  {
-    ThrowSqliteError(database, code, action);
-  }
-}
 
 
-int64_t ToSqliteInteger(uint64_t value)
-{
-  const uint64_t maxValue = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-  return static_cast<int64_t>(value < maxValue ? value : maxValue);
-}
 
 
-struct StatementFinalizer
-{
-  void operator()(sqlite3_stmt* statement) const
-  {
-    sqlite3_finalize(statement);
-  }
-};
-
-using StatementPtr = std::unique_ptr<sqlite3_stmt, StatementFinalizer>;
 
 
-StatementPtr Prepare(const Database& database, const std::string& sql)
-{
-  sqlite3_stmt* statement = nullptr;
-  const int code = sqlite3_prepare_v3(database.handle, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT,
-                                      &statement, nullptr);
-  if (code != SQLITE_OK)
-  {
-    ThrowSqliteError(database, code, "prepare the statement \"" + sql + "\"");
-  }
-
-  return StatementPtr(statement);
-}
-
-
-// One use of a cached statement: binds the parameters in order and steps it. The destructor
-// resets the statement, so that one left half-read by an exception keeps no read transaction open.
-class Query
-{
- public:
-  Query(const Database& database, const StatementPtr& statement, const std::string& action)
-      : database_(database), statement_(statement.get()), action_(action)
-  {
-  }
-
-  ~Query()
-  {
-    sqlite3_reset(statement_);
-    sqlite3_clear_bindings(statement_);
-  }
-
-  Query(const Query&) = delete;
-  Query& operator=(const Query&) = delete;
-
-  Query& Bind(int64_t value)
-  {
-    Check(sqlite3_bind_int64(statement_, nextParameter_++, value));
-    return *this;
-  }
-
-  Query& Bind(const std::string& value)
-  {
-    Check(sqlite3_bind_text(statement_, nextParameter_++, value.c_str(),
-                            static_cast<int>(value.size()), SQLITE_TRANSIENT));
-    return *this;
-  }
-
-  Query& Bind(ItemState state)
-  {
-    Check(sqlite3_bind_text(statement_, nextParameter_++, ToString(state), -1, SQLITE_STATIC));
-    return *this;
-  }
-
-  Query& BindNull()
-  {
-    Check(sqlite3_bind_null(statement_, nextParameter_++));
-    return *this;
-  }
-
-  // Returns true when a row is ready, false when the statement is done.
-  bool Step()
-  {
-    const int code = sqlite3_step(statement_);
-    if (code == SQLITE_ROW)
-    {
-      return true;
-    }
-
-    if (code != SQLITE_DONE)
-    {
-      ThrowSqliteError(database_, code, action_);
-    }
-
-    return false;
-  }
-
-  // Runs a statement that changes rows; returns how many it changed.
-  uint64_t Run()
-  {
-    Step();
-    return static_cast<uint64_t>(sqlite3_changes64(database_.handle));
-  }
-
-  bool IsNull(int column) const
-  {
-    return sqlite3_column_type(statement_, column) == SQLITE_NULL;
-  }
-
-  int64_t GetInt64(int column) const
-  {
-    return sqlite3_column_int64(statement_, column);
-  }
-
-  std::string GetText(int column) const
-  {
-    const unsigned char* text = sqlite3_column_text(statement_, column);
-    if (text == nullptr)
-    {
-      return std::string();
-    }
-
-    return std::string(reinterpret_cast<const char*>(text),
-                       static_cast<size_t>(sqlite3_column_bytes(statement_, column)));
-  }
-
-  ItemState GetState(int column) const
-  {
-    const std::string name = GetText(column);
-    ItemState state;
-    if (!ParseItemState(state, name))
-    {
-      throw Exception(ErrorCode::DatabaseError, "Invalid state \"" + name +
-                                                    "\" in the outbox database " + database_.path +
-                                                    ": expected a state name "
-                                                    "such as Pending or Mirrored");
-    }
-
-    return state;
-  }
-
- private:
-  void Check(int code)
-  {
-    if (code != SQLITE_OK)
-    {
-      ThrowSqliteError(database_, code, action_);
-    }
-  }
-
-  const Database& database_;
-  sqlite3_stmt* statement_;
-  std::string action_;
-  int nextParameter_ = 1;
-};
 
 
 OutboxItem ReadItem(const Query& query)
@@ -493,47 +253,6 @@ struct Outbox::Statements
 
 namespace
 {
-// One transaction on the outbox connection, rolled back by the destructor unless committed. A
-// write transaction takes the write lock at BEGIN IMMEDIATE, so another writer makes it fail there
-// with SQLITE_BUSY after the busy timeout, and not half-way when its first read turns into a write.
-class Transaction
-{
- public:
-  Transaction(const Database& database, const StatementPtr& begin, const StatementPtr& commit,
-              const std::string& action)
-      : database_(database), commit_(commit), action_(action)
-  {
-    Query(database_, begin, "begin a transaction to " + action_).Run();
-  }
-
-  ~Transaction()
-  {
-    // After some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY, SQLITE_NOMEM), SQLite may have
-    // rolled the transaction back itself, and a second ROLLBACK would fail. So only a transaction
-    // that is still open is rolled back here.
-    if (!committed_ && sqlite3_get_autocommit(database_.handle) == 0)
-    {
-      sqlite3_exec(database_.handle, "ROLLBACK", nullptr, nullptr, nullptr);
-    }
-  }
-
-  Transaction(const Transaction&) = delete;
-  Transaction& operator=(const Transaction&) = delete;
-
-  void Commit()
-  {
-    Query(database_, commit_, "commit the transaction to " + action_).Run();
-    committed_ = true;
-  }
-
- private:
-  const Database& database_;
-  const StatementPtr& commit_;
-  std::string action_;
-  bool committed_ = false;
-};
-
-
 uint64_t InsertInstance(const Database& database, const StatementPtr& statement,
                         const NewInstance& instance, int64_t now)
 {
