@@ -99,11 +99,28 @@ public:
     return handler_(requests.back());
   }
 
+  HttpResponse Put(const std::string& body, const std::string& contentType) override
+  {
+    methods.push_back("PUT");
+    return Post(body, contentType);
+  }
+
+  HttpResponse Delete(const std::string& url) override
+  {
+    deletes.push_back(url);
+    HttpResponse response;
+    response.status = deleteStatus;
+    return response;
+  }
+
   void InvalidateToken() override
   {
     invalidations++;
   }
 
+  std::vector<std::string> methods;  // "PUT" for each upsert
+  std::vector<std::string> deletes;  // the URL of each DELETE
+  long deleteStatus = 204;
   std::vector<std::vector<std::string>> requests;
   std::vector<std::string> contentTypes;
   unsigned int invalidations = 0;

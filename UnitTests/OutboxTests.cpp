@@ -166,7 +166,7 @@ TEST_F(OutboxTest, NewDatabaseHasNoSequence)
   EXPECT_EQ(outbox.GetFollowerSequence(), -1);
   EXPECT_EQ(outbox.CountByState().Get(ItemState::Pending), 0u);
   EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "1");
+  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "2");
 }
 
 

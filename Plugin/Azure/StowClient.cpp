@@ -13,12 +13,34 @@ StowClient::StowClient(const std::string& stowUrl, const TlsSettings& tls,
 
 HttpResponse StowClient::Post(const std::string& body, const std::string& contentType)
 {
+  return Send("POST", stowUrl_, &body, contentType);
+}
+
+
+HttpResponse StowClient::Put(const std::string& body, const std::string& contentType)
+{
+  return Send("PUT", stowUrl_, &body, contentType);
+}
+
+
+HttpResponse StowClient::Delete(const std::string& url)
+{
+  return Send("DELETE", url, nullptr, "");
+}
+
+
+HttpResponse StowClient::Send(const std::string& method, const std::string& url,
+                              const std::string* body, const std::string& contentType)
+{
   HttpRequest request;
-  request.method = "POST";
-  request.url = stowUrl_;
-  request.body = &body;
+  request.method = method;
+  request.url = url;
+  request.body = body;
   request.timeoutSeconds = timeoutSeconds_;
-  request.headers.emplace_back("Content-Type", contentType);
+  if (!contentType.empty())
+  {
+    request.headers.emplace_back("Content-Type", contentType);
+  }
   request.headers.emplace_back("Accept", "application/dicom+json");
 
   if (tokens_)

@@ -19,6 +19,10 @@ public:
 
   HttpResponse Post(const std::string& body, const std::string& contentType) override;
 
+  HttpResponse Put(const std::string& body, const std::string& contentType) override;
+
+  HttpResponse Delete(const std::string& url) override;
+
   void InvalidateToken() override;
 
   void SetAbortFlag(const std::atomic<bool>* flag) override
@@ -27,6 +31,9 @@ public:
   }
 
 private:
+  HttpResponse Send(const std::string& method, const std::string& url, const std::string* body,
+                    const std::string& contentType);
+
   std::string stowUrl_;
   unsigned int timeoutSeconds_;
   std::shared_ptr<TokenCache> tokens_;

@@ -1308,18 +1308,15 @@ const char* ToString(CredentialType type)
 }
 
 
+Destination Configuration::GetDestination() const
+{
+  return Destination{serviceUrl, apiVersion, partition};
+}
+
+
 std::string Configuration::GetDicomWebBase() const
 {
-  std::string base = serviceUrl;
-  if (!apiVersion.empty())
-  {
-    base += "/" + apiVersion;
-  }
-  if (!partition.empty())
-  {
-    base += "/partitions/" + partition;
-  }
-  return base;
+  return GetDestination().GetDicomWebBase();
 }
 
 

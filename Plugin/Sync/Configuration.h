@@ -1,5 +1,7 @@
 #pragma once
 
+#include "Sync/OutboxItem.h"
+
 #include <json/value.h>
 
 #include <cstdint>
@@ -93,6 +95,8 @@ struct Configuration
   {
     return static_cast<uint64_t>(maxRequestSizeMB) * 1024 * 1024;
   }
+
+  Destination GetDestination() const;
 
   // The STOW-RS URL: {ServiceUrl}[/{ApiVersion}][/partitions/{Partition}]/studies
   std::string GetStowUrl() const;

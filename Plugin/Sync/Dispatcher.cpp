@@ -3,6 +3,8 @@
 #include "Azure/MultipartWriter.h"
 #include "Common/Clock.h"
 #include "Common/Exception.h"
+#include "Common/Md5.h"
+#include "Sync/ServiceDeletion.h"
 
 #include <algorithm>
 #include <chrono>
@@ -50,6 +52,8 @@ struct Dispatcher::Batch
   std::string body;
   std::string contentType;
   bool tokenRefreshed = false;
+  bool upsert = false;                    // sent with PUT, the service's upsert
+  std::map<int64_t, std::string> digests;  // hex MD5 of each item's file, by item ID
 };
 
 
@@ -104,6 +108,33 @@ void Dispatcher::Stop()
   for (std::thread& worker : workers)
   {
     worker.join();
+  }
+}
+
+
+void Dispatcher::Reconfigure(const DispatcherSettings& settings, SenderFactory senderFactory)
+{
+  bool wasRunning = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    wasRunning = !workers_.empty();
+  }
+
+  Stop();
+
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    settings_ = settings;
+    policy_ = RetryPolicy(settings.retry);
+    senderFactory_ = std::move(senderFactory);
+    destinationFailures_ = 0;
+    waitUntil_ = 0;
+    waitReason_.clear();
+  }
+
+  if (wasRunning)
+  {
+    Start();
   }
 }
 
@@ -283,14 +314,80 @@ bool Dispatcher::ProcessOneBatch(IStowSender& sender)
     return false;
   }
 
-  SendItems(sender, items);
+  // Instances that Orthanc stored again with other content, under OnConflict Replace: the v2
+  // API replaces them with PUT; otherwise the old copy is deleted before the new one is sent.
+  std::vector<OutboxItem> posts;
+  std::vector<OutboxItem> upserts;
+  for (const OutboxItem& item : items)
+  {
+    const bool replace = item.contentChanged && settings_.onConflict == ConflictPolicy::Replace;
+    if (replace && settings_.target.apiVersion == "v2")
+    {
+      upserts.push_back(item);
+    }
+    else if (!replace || DeleteOldCopy(sender, item))
+    {
+      posts.push_back(item);
+    }
+  }
+
+  if (!posts.empty())
+  {
+    SendItems(sender, posts, false);
+  }
+  if (!upserts.empty())
+  {
+    SendItems(sender, upserts, true);
+  }
   return true;
 }
 
 
-void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& items)
+bool Dispatcher::DeleteOldCopy(IStowSender& sender, const OutboxItem& item)
+{
+  if (item.sentTo.IsEmpty() && item.destination.empty())
+  {
+    return true;
+  }
+
+  const DeletionResult result = DeleteAtService(sender, item);
+  switch (result.status)
+  {
+    case DeletionStatus::Deleted:
+    case DeletionStatus::NotFound:
+      outbox_.ForgetCreation(item.id, NowMs());
+      logger_.Info("deleted the old copy of instance " + item.instance.sopInstanceUid +
+                   " before sending its new content (OnConflict is Replace): " + result.message);
+      return true;
+
+    case DeletionStatus::Transient:
+      WaitForDestination({item.id}, static_cast<int>(result.httpStatus), result.message, -1);
+      return false;
+
+    case DeletionStatus::Rejected:
+    default:
+    {
+      ItemOutcome outcome;
+      outcome.id = item.id;
+      outcome.state = ItemState::Failed;
+      outcome.statusCode = static_cast<int>(result.httpStatus);
+      outcome.message = "cannot replace the copy at the service, whose content differs: " +
+                        result.message;
+      outbox_.RecordOutcomes({outcome}, NowMs());
+      logger_.Warning("instance " + item.instance.sopInstanceUid + " is Failed: " +
+                      outcome.message);
+      return false;
+    }
+  }
+}
+
+
+void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& items,
+                           bool upsert)
 {
   Batch batch;
+  batch.upsert = upsert;
+  Md5 digest;
   std::vector<ItemOutcome> refused;
   MultipartWriter writer;
 
@@ -317,14 +414,18 @@ void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& i
     }
 
     // The file goes from Orthanc's buffer straight into the body.
-    const bool found = orthanc_.ReadBinary(
-        "/instances/" + item.instance.orthancId + "/file",
-        [&writer](const char* data, size_t size) { writer.AddPart(data, size); });
+    const bool found = orthanc_.ReadBinary("/instances/" + item.instance.orthancId + "/file",
+                                           [&writer, &digest](const char* data, size_t size) {
+                                             writer.AddPart(data, size);
+                                             digest.Update(data, size);
+                                           });
     if (!found)
     {
       outbox_.MarkSkipped(item.id, "deleted from Orthanc before it was sent", NowMs());
       continue;
     }
+
+    batch.digests[item.id] = digest.Finish();
 
     batch.items.push_back(item);
     batch.sopInstanceUids.push_back(item.instance.sopInstanceUid);
@@ -354,7 +455,8 @@ void Dispatcher::PostBatch(IStowSender& sender, Batch& batch)
   HttpResponse response;
   try
   {
-    response = sender.Post(batch.body, batch.contentType);
+    response = batch.upsert ? sender.Put(batch.body, batch.contentType)
+                            : sender.Post(batch.body, batch.contentType);
   }
   catch (const Exception& e)
   {
@@ -443,6 +545,12 @@ void Dispatcher::ApplyPerInstance(const Batch& batch, const StowResponse& parsed
     outcome.id = item.id;
     outcome.statusCode = static_cast<int>(response.status);
     outcome.destination = settings_.destination;
+    outcome.sentTo = settings_.target;
+    auto digest = batch.digests.find(item.id);
+    if (digest != batch.digests.end())
+    {
+      outcome.contentMd5 = digest->second;
+    }
 
     InstanceResult result;
     auto found = parsed.instances.find(item.instance.sopInstanceUid);
@@ -471,6 +579,15 @@ void Dispatcher::ApplyPerInstance(const Batch& batch, const StowResponse& parsed
       case InstanceDisposition::AlreadyPresent:
         outcome.state = ItemState::AlreadyPresent;
         confirmed++;
+        if (item.contentChanged)
+        {
+          outcome.contentConflict = true;
+          outcome.message = std::string("the service holds other content for this SOP Instance "
+                                        "UID and keeps it") +
+                            (settings_.onConflict == ConflictPolicy::Keep
+                                 ? " (OnConflict is Keep)"
+                                 : " (it was stored there again after the old copy was deleted)");
+        }
         break;
 
       case InstanceDisposition::Failed:
@@ -543,8 +660,8 @@ void Dispatcher::HandleTooLarge(IStowSender& sender, Batch& batch, const StowRes
   batch.body.shrink_to_fit();
 
   const size_t half = items.size() / 2;
-  SendItems(sender, std::vector<OutboxItem>(items.begin(), items.begin() + half));
-  SendItems(sender, std::vector<OutboxItem>(items.begin() + half, items.end()));
+  SendItems(sender, std::vector<OutboxItem>(items.begin(), items.begin() + half), batch.upsert);
+  SendItems(sender, std::vector<OutboxItem>(items.begin() + half, items.end()), batch.upsert);
 }
 
 

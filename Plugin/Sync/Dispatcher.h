@@ -5,6 +5,7 @@
 #include "Common/Logger.h"
 #include "Sync/OrthancGateway.h"
 #include "Sync/Outbox.h"
+#include "Sync/Configuration.h"
 #include "Sync/RetryPolicy.h"
 
 #include <atomic>
@@ -36,6 +37,12 @@ public:
   // came, Exception(Unauthorized) when no token could be obtained.
   virtual HttpResponse Post(const std::string& body, const std::string& contentType) = 0;
 
+  // Sends the body with PUT to the same URL: the service's upsert (API v2).
+  virtual HttpResponse Put(const std::string& body, const std::string& contentType) = 0;
+
+  // Sends DICOMweb DELETE to url. Throws as Post() does.
+  virtual HttpResponse Delete(const std::string& url) = 0;
+
   // Forgets the cached token after the service rejected it.
   virtual void InvalidateToken() = 0;
 
@@ -54,6 +61,8 @@ struct DispatcherSettings
   unsigned int leaseSeconds = 360;
   RetrySettings retry;
   std::string destination;  // the STOW-RS URL, recorded with each item and in the logs
+  Destination target;       // the same destination, recorded with each confirmed item
+  ConflictPolicy onConflict = ConflictPolicy::Keep;
   std::string principal;    // the client ID the tokens are for, named in a 403 status
 };
 
@@ -92,6 +101,11 @@ public:
   void Start();
   void Stop();
 
+  // Stops the workers, takes the new settings and sender factory, and starts them again if they
+  // were running. A request in progress is cut and its items are sent again to the new
+  // destination. The pause and the totals stay; a backoff ends.
+  void Reconfigure(const DispatcherSettings& settings, SenderFactory senderFactory);
+
   // Tells idle workers that new items were queued.
   void Wake();
 
@@ -111,7 +125,8 @@ private:
 
   void Run();
   bool WaitUntilSendingAllowed();
-  void SendItems(IStowSender& sender, const std::vector<OutboxItem>& items);
+  void SendItems(IStowSender& sender, const std::vector<OutboxItem>& items, bool upsert);
+  bool DeleteOldCopy(IStowSender& sender, const OutboxItem& item);
   void PostBatch(IStowSender& sender, Batch& batch);
   void ApplyPerInstance(const Batch& batch, const StowResponse& parsed,
                         const HttpResponse& response);

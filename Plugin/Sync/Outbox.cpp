@@ -1,5 +1,6 @@
 #include "Sync/Outbox.h"
 
+#include "Sync/OutboxRows.h"
 #include "Sync/Sqlite.h"
 
 #include "Common/Exception.h"
@@ -19,7 +20,7 @@ namespace
 {
 // PRAGMA user_version of the schema that this code creates. A database with a higher version was
 // written by a newer plugin, and this one rejects it rather than corrupt it.
-const int SCHEMA_VERSION = 1;
+const int SCHEMA_VERSION = 2;
 
 // How long a statement waits for another connection's write lock before it fails with SQLITE_BUSY.
 const int BUSY_TIMEOUT_MS = 5000;
@@ -29,6 +30,10 @@ const mode_t DATABASE_FILE_MODE = 0600;
 
 const char* const FOLLOWER_SEQUENCE_PROPERTY = "FollowerSequence";
 const int64_t NO_FOLLOWER_SEQUENCE = -1;
+
+// The number of copies this plugin has created at the service: each Mirrored outcome takes the
+// next value, and a snapshot records the last one as its position.
+const char* const CREATED_SEQUENCE_PROPERTY = "CreatedSequence";
 
 // The state column stores the names of ToString(ItemState), so that the file reads well in the
 // sqlite3 shell and does not depend on the order of the enum.
@@ -72,18 +77,63 @@ CREATE INDEX items_orthanc_study_id ON items (orthanc_study_id);
 CREATE INDEX items_study_instance_uid ON items (study_instance_uid);
 )sql";
 
-// The columns that ReadItem() expects, in its order.
-const std::string ITEM_COLUMNS =
-    "id, orthanc_id, sop_instance_uid, series_instance_uid, study_instance_uid, orthanc_study_id, "
-    "size, state, attempts, status_code, failure_reason, warning_reason, message, destination, "
-    "queued_at, updated_at, next_attempt_at, lease_until, sent_at";
+// Version 2: where each item was confirmed and whether this plugin created it there, the
+// content digest for OnConflict, the marks of rollbacks and mirrored deletes, and the snapshot
+// and rollback tables. A version 1 file gets these columns with their defaults, so its items
+// count as not created by this plugin and no rollback deletes them.
+const char* const MIGRATION_V2_SQL = R"sql(
+ALTER TABLE items ADD COLUMN sent_service_url TEXT NOT NULL DEFAULT '';
+ALTER TABLE items ADD COLUMN sent_api_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE items ADD COLUMN sent_partition TEXT NOT NULL DEFAULT '';
+ALTER TABLE items ADD COLUMN created_sequence INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE items ADD COLUMN content_md5 TEXT NOT NULL DEFAULT '';
+ALTER TABLE items ADD COLUMN content_changed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE items ADD COLUMN content_conflict INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE items ADD COLUMN rollback_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE items ADD COLUMN delete_requested INTEGER NOT NULL DEFAULT 0;
+
+CREATE INDEX items_created_sequence ON items (created_sequence) WHERE created_sequence > 0;
+CREATE INDEX items_rollback_id ON items (rollback_id) WHERE rollback_id > 0;
+CREATE INDEX items_delete_requested ON items (id) WHERE delete_requested = 1;
+CREATE INDEX items_content_conflict ON items (id) WHERE content_conflict = 1;
+
+CREATE TABLE snapshots (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  label TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  settings TEXT NOT NULL,
+  paused INTEGER NOT NULL,
+  last_created INTEGER NOT NULL,
+  last_queued INTEGER NOT NULL,
+  counts TEXT NOT NULL
+);
+
+CREATE TABLE rollbacks (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  snapshot_id INTEGER NOT NULL,
+  safety_snapshot_id INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  total INTEGER NOT NULL,
+  deleted INTEGER NOT NULL DEFAULT 0,
+  not_found INTEGER NOT NULL DEFAULT 0,
+  failed INTEGER NOT NULL DEFAULT 0,
+  job_id TEXT NOT NULL DEFAULT '',
+  message TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+)sql";
+
+
 
 // Sets an item back to Pending as if it were queued at ?1: due at once, with attempts, status code,
-// reasons and message cleared. The destination stays, for a later rollback.
+// reasons and message cleared. The destination, the creation mark and the digest stay, for a
+// later rollback or conflict check.
 const std::string RESET_TO_PENDING =
     "state = 'Pending', attempts = 0, status_code = 0, failure_reason = 0, warning_reason = 0, "
     "message = '', queued_at = ?1, updated_at = ?1, next_attempt_at = ?1, lease_until = 0, "
-    "sent_at = 0";
+    "sent_at = 0, delete_requested = 0";
 
 const std::string RETRYABLE_STATES = "('Failed', 'Skipped', 'RolledBack')";
 
@@ -102,30 +152,6 @@ const std::string RETRYABLE_STATES = "('Failed', 'Skipped', 'RolledBack')";
 
 
 
-OutboxItem ReadItem(const Query& query)
-{
-  OutboxItem item;
-  item.id = query.GetInt64(0);
-  item.instance.orthancId = query.GetText(1);
-  item.instance.sopInstanceUid = query.GetText(2);
-  item.instance.seriesInstanceUid = query.GetText(3);
-  item.instance.studyInstanceUid = query.GetText(4);
-  item.instance.orthancStudyId = query.GetText(5);
-  item.instance.size = static_cast<uint64_t>(query.GetInt64(6));
-  item.state = query.GetState(7);
-  item.attempts = static_cast<unsigned int>(query.GetInt64(8));
-  item.statusCode = static_cast<int>(query.GetInt64(9));
-  item.failureReason = static_cast<unsigned int>(query.GetInt64(10));
-  item.warningReason = static_cast<unsigned int>(query.GetInt64(11));
-  item.message = query.GetText(12);
-  item.destination = query.GetText(13);
-  item.queuedAt = query.GetInt64(14);
-  item.updatedAt = query.GetInt64(15);
-  item.nextAttemptAt = query.GetInt64(16);
-  item.leaseUntil = query.GetInt64(17);
-  item.sentAt = query.GetInt64(18);
-  return item;
-}
 
 
 bool IsRetryable(ItemState state)
@@ -155,6 +181,50 @@ void CreateDatabaseFile(const std::string& path)
 }  // namespace
 
 
+// The columns that ReadItem() expects, in its order.
+const std::string ITEM_COLUMNS =
+    "id, orthanc_id, sop_instance_uid, series_instance_uid, study_instance_uid, orthanc_study_id, "
+    "size, state, attempts, status_code, failure_reason, warning_reason, message, destination, "
+    "queued_at, updated_at, next_attempt_at, lease_until, sent_at, sent_service_url, "
+    "sent_api_version, sent_partition, created_sequence, content_md5, content_changed, "
+    "content_conflict, rollback_id, delete_requested";
+
+
+OutboxItem ReadItem(const Query& query)
+{
+  OutboxItem item;
+  item.id = query.GetInt64(0);
+  item.instance.orthancId = query.GetText(1);
+  item.instance.sopInstanceUid = query.GetText(2);
+  item.instance.seriesInstanceUid = query.GetText(3);
+  item.instance.studyInstanceUid = query.GetText(4);
+  item.instance.orthancStudyId = query.GetText(5);
+  item.instance.size = static_cast<uint64_t>(query.GetInt64(6));
+  item.state = query.GetState(7);
+  item.attempts = static_cast<unsigned int>(query.GetInt64(8));
+  item.statusCode = static_cast<int>(query.GetInt64(9));
+  item.failureReason = static_cast<unsigned int>(query.GetInt64(10));
+  item.warningReason = static_cast<unsigned int>(query.GetInt64(11));
+  item.message = query.GetText(12);
+  item.destination = query.GetText(13);
+  item.queuedAt = query.GetInt64(14);
+  item.updatedAt = query.GetInt64(15);
+  item.nextAttemptAt = query.GetInt64(16);
+  item.leaseUntil = query.GetInt64(17);
+  item.sentAt = query.GetInt64(18);
+  item.sentTo.serviceUrl = query.GetText(19);
+  item.sentTo.apiVersion = query.GetText(20);
+  item.sentTo.partition = query.GetText(21);
+  item.createdSequence = query.GetInt64(22);
+  item.contentMd5 = query.GetText(23);
+  item.contentChanged = query.GetInt64(24) != 0;
+  item.contentConflict = query.GetInt64(25) != 0;
+  item.rollbackId = query.GetInt64(26);
+  item.deleteRequested = query.GetInt64(27) != 0;
+  return item;
+}
+
+
 struct Outbox::Statements
 {
   StatementPtr beginRead;
@@ -164,6 +234,8 @@ struct Outbox::Statements
   StatementPtr setProperty;
   StatementPtr insertItem;
   StatementPtr requeueItem;
+  StatementPtr requeueChangedItem;
+  StatementPtr keepDeletedItem;
   StatementPtr expireLeases;
   StatementPtr releaseAllLeases;
   StatementPtr selectDue;
@@ -205,6 +277,14 @@ struct Outbox::Statements
     requeueItem =
         Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
                               ", size = ?2 WHERE orthanc_id = ?3 AND state IN " + RETRYABLE_STATES);
+    requeueChangedItem =
+        Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
+                              ", size = ?2, content_changed = 1, content_conflict = 0 "
+                              "WHERE orthanc_id = ?3 AND state IN ('Mirrored', 'AlreadyPresent') "
+                              "AND content_md5 != '' AND content_md5 != ?4");
+    keepDeletedItem = Prepare(database,
+                              "UPDATE items SET delete_requested = 0, updated_at = ?1 "
+                              "WHERE orthanc_id = ?2 AND delete_requested = 1");
     expireLeases = Prepare(database,
                            "UPDATE items SET state = 'Pending', lease_until = 0, updated_at = ?1 "
                            "WHERE state = 'Sending' AND lease_until < ?1");
@@ -222,7 +302,21 @@ struct Outbox::Statements
                             "status_code = ?3, failure_reason = ?4, warning_reason = ?5, "
                             "message = ?6, destination = COALESCE(?7, destination), "
                             "next_attempt_at = COALESCE(?8, next_attempt_at), "
-                            "sent_at = COALESCE(?9, sent_at), lease_until = 0, updated_at = ?10 "
+                            "sent_at = COALESCE(?9, sent_at), lease_until = 0, updated_at = ?10, "
+                            // A copy found again at the same destination stays this plugin's.
+                            "created_sequence = CASE WHEN ?1 = 'Mirrored' THEN ?12 "
+                            "WHEN ?1 != 'AlreadyPresent' THEN created_sequence "
+                            "WHEN sent_service_url = ?13 AND sent_api_version = ?14 "
+                            "AND sent_partition = ?15 THEN created_sequence ELSE 0 END, "
+                            "sent_service_url = CASE WHEN ?9 IS NULL THEN sent_service_url "
+                            "ELSE ?13 END, "
+                            "sent_api_version = CASE WHEN ?9 IS NULL THEN sent_api_version "
+                            "ELSE ?14 END, "
+                            "sent_partition = CASE WHEN ?9 IS NULL THEN sent_partition ELSE ?15 END, "
+                            "content_md5 = CASE WHEN ?16 = '' THEN content_md5 ELSE ?16 END, "
+                            "content_conflict = CASE WHEN ?9 IS NULL THEN content_conflict "
+                            "ELSE ?17 END, "
+                            "content_changed = CASE WHEN ?9 IS NULL THEN content_changed ELSE 0 END "
                             "WHERE id = ?11 AND state = 'Sending'");
     releaseItem = Prepare(database,
                           "UPDATE items SET state = 'Pending', next_attempt_at = ?1, "
@@ -253,6 +347,15 @@ struct Outbox::Statements
 
 namespace
 {
+int64_t ReadIntegerProperty(const Database& database, const StatementPtr& getProperty,
+                            const char* name, int64_t fallback)
+{
+  Query query(database, getProperty, std::string("read the property ") + name);
+  query.Bind(std::string(name));
+  return query.Step() ? query.GetInt64(0) : fallback;
+}
+
+
 uint64_t InsertInstance(const Database& database, const StatementPtr& statement,
                         const NewInstance& instance, int64_t now)
 {
@@ -393,6 +496,13 @@ void Outbox::CreateSchema()
   if (version == 0)
   {
     Execute(database, SCHEMA_SQL, "create the schema");
+  }
+  if (version < 2)
+  {
+    Execute(database, MIGRATION_V2_SQL, "migrate the schema to version 2");
+  }
+  if (version < SCHEMA_VERSION)
+  {
     Execute(database, ("PRAGMA user_version = " + std::to_string(SCHEMA_VERSION)).c_str(),
             "store the schema version");
   }
@@ -480,6 +590,23 @@ QueueResult Outbox::QueueInTransaction(const std::vector<NewInstance>& instances
               .Bind(ToSqliteInteger(instance.size))
               .Bind(instance.orthancId)
               .Run();
+
+      // Stored again in Orthanc: a delete waiting for the service no longer applies.
+      Query(database, statements_->keepDeletedItem, "keep the instance " + instance.orthancId)
+          .Bind(now)
+          .Bind(instance.orthancId)
+          .Run();
+    }
+
+    if (requeued == 0 && !instance.contentMd5.empty())
+    {
+      requeued = Query(database, statements_->requeueChangedItem,
+                       "requeue the changed instance " + instance.orthancId)
+                     .Bind(now)
+                     .Bind(ToSqliteInteger(instance.size))
+                     .Bind(instance.orthancId)
+                     .Bind(instance.contentMd5)
+                     .Run();
     }
 
     if (requeued > 0)
@@ -579,6 +706,9 @@ void Outbox::RecordOutcomes(const std::vector<ItemOutcome>& outcomes, int64_t no
   const std::string action = "record the outcomes of " + std::to_string(outcomes.size()) + " items";
   Transaction transaction(database, statements_->beginWrite, statements_->commit, action);
 
+  int64_t createdSequence = ReadIntegerProperty(database, statements_->getProperty, CREATED_SEQUENCE_PROPERTY, 0);
+  const int64_t firstCreatedSequence = createdSequence;
+
   for (const ItemOutcome& outcome : outcomes)
   {
     if (outcome.state == ItemState::Sending)
@@ -627,7 +757,28 @@ void Outbox::RecordOutcomes(const std::vector<ItemOutcome>& outcomes, int64_t no
       query.BindNull();
     }
 
-    query.Bind(now).Bind(outcome.id).Run();
+    if (outcome.state == ItemState::Mirrored)
+    {
+      createdSequence++;
+    }
+
+    query.Bind(now)
+        .Bind(outcome.id)
+        .Bind(createdSequence)
+        .Bind(outcome.sentTo.serviceUrl)
+        .Bind(outcome.sentTo.apiVersion)
+        .Bind(outcome.sentTo.partition)
+        .Bind(outcome.contentMd5)
+        .Bind(static_cast<int64_t>(outcome.contentConflict ? 1 : 0))
+        .Run();
+  }
+
+  if (createdSequence != firstCreatedSequence)
+  {
+    Query(database, statements_->setProperty, "store the creation sequence")
+        .Bind(std::string(CREATED_SEQUENCE_PROPERTY))
+        .Bind(createdSequence)
+        .Run();
   }
 
   transaction.Commit();

@@ -3,6 +3,7 @@
 #include "OutboxItem.h"
 
 #include <array>
+#include <map>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -48,6 +49,86 @@ struct StudySummary
   StateCounts counts;
   uint64_t instances = 0;
   uint64_t bytes = 0;
+};
+
+
+// A named point in time that a rollback returns to.
+struct SnapshotRecord
+{
+  int64_t id = 0;
+  std::string label;
+  std::string reason;    // "Manual", "SettingsChange" or "Rollback"
+  int64_t createdAt = 0;
+  std::string settings;  // the redacted effective settings, as JSON text
+  bool paused = false;
+  int64_t lastCreated = 0;  // the creation sequence reached: later creations are rolled back
+  int64_t lastQueued = 0;   // the highest item ID: later items still pending are dropped
+  StateCounts counts;
+};
+
+
+// The instances to delete at one destination.
+struct DestinationShare
+{
+  Destination destination;
+  uint64_t instances = 0;
+  uint64_t bytes = 0;
+};
+
+
+// What rolling back to a snapshot would do to the outbox and the service.
+struct RollbackPlan
+{
+  std::vector<DestinationShare> destinations;
+  uint64_t instances = 0;  // to delete at the service
+  uint64_t bytes = 0;
+  std::vector<OutboxItem> firstItems;
+  uint64_t droppedPending = 0;  // queued after the snapshot and not sent yet
+  std::vector<OutboxItem> firstDropped;
+  uint64_t alreadyPresentKept = 0;  // confirmed after the snapshot but not created by the plugin
+};
+
+
+enum class RollbackState
+{
+  Running,
+  Success,
+  Failure,
+  Canceled
+};
+
+const char* ToString(RollbackState state);
+
+
+struct RollbackRecord
+{
+  int64_t id = 0;
+  int64_t snapshotId = 0;
+  int64_t safetySnapshotId = 0;  // taken just before the rollback, to undo it
+  RollbackState state = RollbackState::Running;
+  uint64_t total = 0;
+  uint64_t deleted = 0;
+  uint64_t notFound = 0;  // already gone from the service: counts as done
+  uint64_t failed = 0;
+  std::string jobId;
+  std::string message;
+  int64_t createdAt = 0;
+  int64_t updatedAt = 0;
+
+  uint64_t GetRemaining() const
+  {
+    const uint64_t done = deleted + notFound + failed;
+    return done < total ? total - done : 0;
+  }
+};
+
+
+// The outcome of deleting one item at the service for a rollback.
+enum class RemovalOutcome
+{
+  Deleted,
+  NotFound,
+  Failed
 };
 
 
@@ -126,6 +207,64 @@ public:
   // Marks the item of an instance deleted from Orthanc before it was sent as Skipped. An item that
   // is neither Pending nor Sending is left alone.
   void MarkSkipped(int64_t id, const std::string& message, int64_t now);
+
+  // Returns the hex MD5 recorded for each of these instances whose item the service confirmed
+  // (Mirrored or AlreadyPresent), keyed by Orthanc ID. Others are absent.
+  std::map<std::string, std::string> GetConfirmedDigests(const std::vector<std::string>& orthancIds);
+
+  uint64_t CountConflicts();
+
+  // A property of the plugin (runtime settings), or fallback when it was never set.
+  std::string GetProperty(const std::string& name, const std::string& fallback);
+  void SetProperty(const std::string& name, const std::string& value);
+
+  // Stores a snapshot with the outbox position and counts read in the same transaction; fills in
+  // snapshot.id, the position and the counts.
+  void InsertSnapshot(SnapshotRecord& snapshot);
+  bool GetSnapshot(SnapshotRecord& snapshot, int64_t id);
+  std::vector<SnapshotRecord> ListSnapshots();
+
+  // Lists what a rollback to the snapshot would delete and drop, with at most firstCount items
+  // of each kind.
+  RollbackPlan PlanRollback(const SnapshotRecord& snapshot, size_t firstCount);
+
+  // In one transaction: records a rollback to target, marks each item of the plan for deletion
+  // (unless deleteFromService is false) and marks the pending items queued after the snapshot
+  // as Skipped. Returns the rollback's ID. Throws Exception(Conflict) while another rollback runs.
+  int64_t StartRollback(const SnapshotRecord& target, int64_t safetySnapshotId,
+                        bool deleteFromService, int64_t now);
+
+  // The items that the rollback has yet to delete, in ID order.
+  std::vector<OutboxItem> ListRollbackItems(int64_t rollbackId, size_t limit);
+
+  // Records the deletion of an item: Deleted and NotFound make it RolledBack, Failed leaves it
+  // in its state with the message and takes it out of the rollback.
+  void RecordRemoval(int64_t rollbackId, int64_t itemId, RemovalOutcome outcome,
+                     const std::string& message, int64_t now);
+
+  // Ends a rollback. Canceled also takes its remaining items out of it.
+  void FinishRollback(int64_t rollbackId, RollbackState state, const std::string& message,
+                      int64_t now);
+  void SetRollbackJob(int64_t rollbackId, const std::string& jobId);
+  bool GetRollback(RollbackRecord& rollback, int64_t rollbackId);
+  bool GetLastRollback(RollbackRecord& rollback);
+  std::vector<int64_t> ListRunningRollbacks();
+
+  // Marks the item of an instance deleted in Orthanc for deletion at the service, if this plugin
+  // created its copy there. Returns true when it was marked.
+  bool RequestDeletion(const std::string& orthancId, int64_t now);
+  std::vector<OutboxItem> ListDeletionRequests(size_t limit);
+  uint64_t CountDeletionRequests();
+
+  // Removes the item after the service deleted its copy, unless it was stored again meanwhile.
+  void CompleteDeletion(int64_t itemId);
+
+  // Keeps the item but gives up its deletion, with the reason in its message.
+  void AbandonDeletion(int64_t itemId, const std::string& message, int64_t now);
+
+  // Records that this plugin's copy of the item at the service was deleted before a new one is
+  // sent (OnConflict Replace without an upsert).
+  void ForgetCreation(int64_t itemId, int64_t now);
 
 private:
   struct Statements;

@@ -38,4 +38,28 @@ bool ParseItemState(ItemState& state, const std::string& name)
 
   return false;
 }
+
+
+std::string Destination::GetDicomWebBase() const
+{
+  std::string base = serviceUrl;
+  if (!apiVersion.empty())
+  {
+    base += "/" + apiVersion;
+  }
+  if (!partition.empty())
+  {
+    base += "/partitions/" + partition;
+  }
+  return base;
+}
+
+
+std::string Destination::GetInstanceUrl(const std::string& studyInstanceUid,
+                                        const std::string& seriesInstanceUid,
+                                        const std::string& sopInstanceUid) const
+{
+  return GetDicomWebBase() + "/studies/" + studyInstanceUid + "/series/" + seriesInstanceUid +
+         "/instances/" + sopInstanceUid;
+}
 }  // namespace AzureDicom

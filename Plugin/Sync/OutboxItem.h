@@ -27,6 +27,39 @@ const char* ToString(ItemState state);
 bool ParseItemState(ItemState& state, const std::string& name);
 
 
+// Where an item was sent: the service, its API version and data partition.
+struct Destination
+{
+  std::string serviceUrl;  // no trailing slash
+  std::string apiVersion;  // "v1", "v2", or "" for a plain DICOMweb server
+  std::string partition;   // "" for none
+
+  bool IsEmpty() const
+  {
+    return serviceUrl.empty();
+  }
+
+  bool operator==(const Destination& other) const
+  {
+    return serviceUrl == other.serviceUrl && apiVersion == other.apiVersion &&
+           partition == other.partition;
+  }
+
+  bool operator!=(const Destination& other) const
+  {
+    return !(*this == other);
+  }
+
+  // The base of the DICOMweb routes: {ServiceUrl}[/{ApiVersion}][/partitions/{Partition}]
+  std::string GetDicomWebBase() const;
+
+  // The URL of one instance, for DICOMweb DELETE.
+  std::string GetInstanceUrl(const std::string& studyInstanceUid,
+                             const std::string& seriesInstanceUid,
+                             const std::string& sopInstanceUid) const;
+};
+
+
 // An instance that Orthanc stored, as the change follower or a back-fill queues it.
 struct NewInstance
 {
@@ -36,6 +69,10 @@ struct NewInstance
   std::string studyInstanceUid;
   std::string orthancStudyId;
   uint64_t size = 0;  // bytes of the DICOM file
+
+  // Hex MD5 of the file, set by the change follower only for an instance that the outbox has
+  // already confirmed at the service, so that a copy with other content is sent again.
+  std::string contentMd5;
 };
 
 
@@ -51,6 +88,16 @@ struct OutboxItem
   unsigned int warningReason = 0;  // WarningReason (0008,1196) of the last response, 0 if none
   std::string message;        // the service's or the plugin's message about the item
   std::string destination;    // the STOW-RS URL the item was last sent to
+  Destination sentTo;         // where the service confirmed it (Mirrored or AlreadyPresent)
+
+  // Position of this plugin's creation of the copy at sentTo in the order of all creations, or
+  // 0 when the plugin did not create it (AlreadyPresent) or a delete removed it since.
+  int64_t createdSequence = 0;
+  std::string contentMd5;        // of the file last sent, "" before the first send
+  bool contentChanged = false;   // Orthanc stored other content after the last confirmation
+  bool contentConflict = false;  // the service kept other content (OnConflict is Keep)
+  int64_t rollbackId = 0;        // the rollback that is to delete the item at the service
+  bool deleteRequested = false;  // deleted in Orthanc, to delete at the service (MirrorDeletes)
   int64_t queuedAt = 0;
   int64_t updatedAt = 0;
   int64_t nextAttemptAt = 0;
@@ -71,5 +118,8 @@ struct ItemOutcome
   unsigned int warningReason = 0;
   std::string message;
   std::string destination;
+  Destination sentTo;       // where the item was sent; recorded when the outcome confirms it
+  std::string contentMd5;   // of the file that was sent
+  bool contentConflict = false;
 };
 }  // namespace AzureDicom

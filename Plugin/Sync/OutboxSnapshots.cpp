@@ -1,0 +1,720 @@
+// The outbox's snapshots, rollbacks, mirrored deletes and properties. These run rarely, so their
+// statements are prepared on each call instead of being cached with the item statements.
+
+#include "Sync/Outbox.h"
+
+#include "Sync/OutboxRows.h"
+#include "Sync/Sqlite.h"
+
+#include <json/json.h>
+
+namespace AzureDicom
+{
+namespace
+{
+const char* const ROLLBACK_COLUMNS =
+    "id, snapshot_id, safety_snapshot_id, state, total, deleted, not_found, failed, job_id, "
+    "message, created_at, updated_at";
+
+const char* const SNAPSHOT_COLUMNS =
+    "id, label, reason, created_at, settings, paused, last_created, last_queued, counts";
+
+// Items that this plugin created at the service after a snapshot's position.
+const char* const CREATED_AFTER =
+    "created_sequence > ?1 AND state IN ('Mirrored', 'AlreadyPresent') AND rollback_id = 0 "
+    "AND delete_requested = 0";
+
+// Items queued after a snapshot that have not reached the service.
+const char* const QUEUED_AFTER = "id > ?1 AND state IN ('Pending', 'Sending')";
+
+
+// A transaction with its own BEGIN and COMMIT statements.
+class LocalTransaction
+{
+public:
+  LocalTransaction(const Database& database, bool write, const std::string& action) :
+      begin_(Prepare(database, write ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")),
+      commit_(Prepare(database, "COMMIT")),
+      transaction_(database, begin_, commit_, action)
+  {
+  }
+
+  void Commit()
+  {
+    transaction_.Commit();
+  }
+
+private:
+  StatementPtr begin_;
+  StatementPtr commit_;
+  Transaction transaction_;
+};
+
+
+bool ParseRollbackState(RollbackState& state, const std::string& name)
+{
+  for (RollbackState candidate : {RollbackState::Running, RollbackState::Success,
+                                  RollbackState::Failure, RollbackState::Canceled})
+  {
+    if (name == ToString(candidate))
+    {
+      state = candidate;
+      return true;
+    }
+  }
+  return false;
+}
+
+
+std::string WriteCounts(const StateCounts& counts)
+{
+  Json::Value json(Json::objectValue);
+  for (unsigned int i = 0; i < ITEM_STATE_COUNT; i++)
+  {
+    json[ToString(static_cast<ItemState>(i))] = Json::UInt64(counts.counts[i]);
+  }
+
+  Json::StreamWriterBuilder builder;
+  builder["indentation"] = "";
+  return Json::writeString(builder, json);
+}
+
+
+StateCounts ReadCounts(const std::string& text)
+{
+  StateCounts counts;
+  Json::Value json;
+  Json::CharReaderBuilder builder;
+  std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
+  std::string errors;
+  if (reader->parse(text.data(), text.data() + text.size(), &json, &errors) && json.isObject())
+  {
+    for (unsigned int i = 0; i < ITEM_STATE_COUNT; i++)
+    {
+      const Json::Value& value = json[ToString(static_cast<ItemState>(i))];
+      counts.counts[i] = value.isUInt64() ? value.asUInt64() : 0;
+    }
+  }
+  return counts;
+}
+
+
+SnapshotRecord ReadSnapshot(const Query& query)
+{
+  SnapshotRecord snapshot;
+  snapshot.id = query.GetInt64(0);
+  snapshot.label = query.GetText(1);
+  snapshot.reason = query.GetText(2);
+  snapshot.createdAt = query.GetInt64(3);
+  snapshot.settings = query.GetText(4);
+  snapshot.paused = query.GetInt64(5) != 0;
+  snapshot.lastCreated = query.GetInt64(6);
+  snapshot.lastQueued = query.GetInt64(7);
+  snapshot.counts = ReadCounts(query.GetText(8));
+  return snapshot;
+}
+
+
+RollbackRecord ReadRollback(const Query& query, const std::string& path)
+{
+  RollbackRecord rollback;
+  rollback.id = query.GetInt64(0);
+  rollback.snapshotId = query.GetInt64(1);
+  rollback.safetySnapshotId = query.GetInt64(2);
+  if (!ParseRollbackState(rollback.state, query.GetText(3)))
+  {
+    throw Exception(ErrorCode::DatabaseError, "Invalid rollback state \"" + query.GetText(3) +
+                                                  "\" in the outbox database " + path);
+  }
+  rollback.total = static_cast<uint64_t>(query.GetInt64(4));
+  rollback.deleted = static_cast<uint64_t>(query.GetInt64(5));
+  rollback.notFound = static_cast<uint64_t>(query.GetInt64(6));
+  rollback.failed = static_cast<uint64_t>(query.GetInt64(7));
+  rollback.jobId = query.GetText(8);
+  rollback.message = query.GetText(9);
+  rollback.createdAt = query.GetInt64(10);
+  rollback.updatedAt = query.GetInt64(11);
+  return rollback;
+}
+
+
+uint64_t CountRows(const Database& database, const std::string& sql, int64_t parameter,
+                   const std::string& action)
+{
+  StatementPtr statement = Prepare(database, sql);
+  Query query(database, statement, action);
+  if (parameter >= 0)
+  {
+    query.Bind(parameter);
+  }
+  return query.Step() ? static_cast<uint64_t>(query.GetInt64(0)) : 0;
+}
+
+
+std::vector<OutboxItem> SelectItems(const Database& database, const std::string& where,
+                                    int64_t parameter, size_t limit, const std::string& action)
+{
+  StatementPtr statement = Prepare(database, "SELECT " + ITEM_COLUMNS + " FROM items WHERE " +
+                                                 where + " ORDER BY id LIMIT ?2");
+  Query query(database, statement, action);
+  query.Bind(parameter).Bind(ToSqliteInteger(limit));
+
+  std::vector<OutboxItem> items;
+  while (query.Step())
+  {
+    items.push_back(ReadItem(query));
+  }
+  return items;
+}
+
+
+uint64_t RunUpdate(const Database& database, const std::string& sql,
+                   const std::vector<int64_t>& integers, const std::string& text,
+                   const std::string& action)
+{
+  StatementPtr statement = Prepare(database, sql);
+  Query query(database, statement, action);
+  for (int64_t value : integers)
+  {
+    query.Bind(value);
+  }
+  if (!text.empty())
+  {
+    query.Bind(text);
+  }
+  return query.Run();
+}
+}  // namespace
+
+
+const char* ToString(RollbackState state)
+{
+  switch (state)
+  {
+    case RollbackState::Running:
+      return "Running";
+    case RollbackState::Success:
+      return "Success";
+    case RollbackState::Failure:
+      return "Failure";
+    case RollbackState::Canceled:
+      return "Canceled";
+    default:
+      return "Unknown";
+  }
+}
+
+
+std::map<std::string, std::string> Outbox::GetConfirmedDigests(
+    const std::vector<std::string>& orthancIds)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "read the digests of " + std::to_string(orthancIds.size()) + " items";
+  LocalTransaction transaction(database, false, action);
+
+  StatementPtr statement = Prepare(database,
+                                   "SELECT content_md5 FROM items WHERE orthanc_id = ?1 AND state "
+                                   "IN ('Mirrored', 'AlreadyPresent') AND content_md5 != ''");
+  std::map<std::string, std::string> digests;
+  for (const std::string& orthancId : orthancIds)
+  {
+    Query query(database, statement, action);
+    query.Bind(orthancId);
+    if (query.Step())
+    {
+      digests[orthancId] = query.GetText(0);
+    }
+  }
+
+  transaction.Commit();
+  return digests;
+}
+
+
+uint64_t Outbox::CountConflicts()
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "count the conflicts";
+  LocalTransaction transaction(database, false, action);
+  const uint64_t count =
+      CountRows(database, "SELECT COUNT(*) FROM items WHERE content_conflict = 1", -1, action);
+  transaction.Commit();
+  return count;
+}
+
+
+std::string Outbox::GetProperty(const std::string& name, const std::string& fallback)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "read the property " + name;
+  LocalTransaction transaction(database, false, action);
+
+  std::string value = fallback;
+  {
+    StatementPtr statement = Prepare(database, "SELECT value FROM properties WHERE name = ?1");
+    Query query(database, statement, action);
+    query.Bind(name);
+    if (query.Step())
+    {
+      value = query.GetText(0);
+    }
+  }
+
+  transaction.Commit();
+  return value;
+}
+
+
+void Outbox::SetProperty(const std::string& name, const std::string& value)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "store the property " + name;
+  LocalTransaction transaction(database, true, action);
+
+  StatementPtr statement = Prepare(database,
+                                   "INSERT INTO properties (name, value) VALUES (?1, ?2) "
+                                   "ON CONFLICT (name) DO UPDATE SET value = excluded.value");
+  Query(database, statement, action).Bind(name).Bind(value).Run();
+
+  transaction.Commit();
+}
+
+
+void Outbox::InsertSnapshot(SnapshotRecord& snapshot)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "take a snapshot";
+  LocalTransaction transaction(database, true, action);
+
+  snapshot.lastCreated = static_cast<int64_t>(CountRows(
+      database, "SELECT COALESCE(MAX(value), 0) FROM properties WHERE name = 'CreatedSequence'",
+      -1, action));
+  snapshot.lastQueued = static_cast<int64_t>(
+      CountRows(database, "SELECT COALESCE(MAX(id), 0) FROM items", -1, action));
+
+  snapshot.counts = StateCounts();
+  {
+    StatementPtr statement = Prepare(database, "SELECT state, COUNT(*) FROM items GROUP BY state");
+    Query query(database, statement, action);
+    while (query.Step())
+    {
+      snapshot.counts.counts[static_cast<size_t>(query.GetState(0))] =
+          static_cast<uint64_t>(query.GetInt64(1));
+    }
+  }
+
+  StatementPtr insert = Prepare(database,
+                                "INSERT INTO snapshots (label, reason, created_at, settings, "
+                                "paused, last_created, last_queued, counts) "
+                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+  Query(database, insert, action)
+      .Bind(snapshot.label)
+      .Bind(snapshot.reason)
+      .Bind(snapshot.createdAt)
+      .Bind(snapshot.settings)
+      .Bind(static_cast<int64_t>(snapshot.paused ? 1 : 0))
+      .Bind(snapshot.lastCreated)
+      .Bind(snapshot.lastQueued)
+      .Bind(WriteCounts(snapshot.counts))
+      .Run();
+  snapshot.id = sqlite3_last_insert_rowid(database.handle);
+
+  transaction.Commit();
+}
+
+
+bool Outbox::GetSnapshot(SnapshotRecord& snapshot, int64_t id)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "read the snapshot " + std::to_string(id);
+  LocalTransaction transaction(database, false, action);
+
+  bool found = false;
+  {
+    StatementPtr statement = Prepare(
+        database, std::string("SELECT ") + SNAPSHOT_COLUMNS + " FROM snapshots WHERE id = ?1");
+    Query query(database, statement, action);
+    query.Bind(id);
+    if (query.Step())
+    {
+      snapshot = ReadSnapshot(query);
+      found = true;
+    }
+  }
+
+  transaction.Commit();
+  return found;
+}
+
+
+std::vector<SnapshotRecord> Outbox::ListSnapshots()
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "list the snapshots";
+  LocalTransaction transaction(database, false, action);
+
+  std::vector<SnapshotRecord> snapshots;
+  {
+    StatementPtr statement =
+        Prepare(database, std::string("SELECT ") + SNAPSHOT_COLUMNS + " FROM snapshots ORDER BY id");
+    Query query(database, statement, action);
+    while (query.Step())
+    {
+      snapshots.push_back(ReadSnapshot(query));
+    }
+  }
+
+  transaction.Commit();
+  return snapshots;
+}
+
+
+RollbackPlan Outbox::PlanRollback(const SnapshotRecord& snapshot, size_t firstCount)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "plan the rollback to snapshot " + std::to_string(snapshot.id);
+  LocalTransaction transaction(database, false, action);
+
+  RollbackPlan plan;
+  {
+    StatementPtr statement = Prepare(
+        database, std::string("SELECT sent_service_url, sent_api_version, sent_partition, "
+                              "COUNT(*), SUM(size) FROM items WHERE ") +
+                      CREATED_AFTER +
+                      " GROUP BY sent_service_url, sent_api_version, sent_partition "
+                      "ORDER BY sent_service_url, sent_api_version, sent_partition");
+    Query query(database, statement, action);
+    query.Bind(snapshot.lastCreated);
+    while (query.Step())
+    {
+      DestinationShare share;
+      share.destination = Destination{query.GetText(0), query.GetText(1), query.GetText(2)};
+      share.instances = static_cast<uint64_t>(query.GetInt64(3));
+      share.bytes = static_cast<uint64_t>(query.GetInt64(4));
+      plan.instances += share.instances;
+      plan.bytes += share.bytes;
+      plan.destinations.push_back(share);
+    }
+  }
+
+  plan.firstItems = SelectItems(database, CREATED_AFTER, snapshot.lastCreated, firstCount, action);
+  plan.droppedPending = CountRows(
+      database, std::string("SELECT COUNT(*) FROM items WHERE ") + QUEUED_AFTER,
+      snapshot.lastQueued, action);
+  plan.firstDropped = SelectItems(database, QUEUED_AFTER, snapshot.lastQueued, firstCount, action);
+  plan.alreadyPresentKept =
+      CountRows(database,
+                "SELECT COUNT(*) FROM items WHERE state = 'AlreadyPresent' AND "
+                "created_sequence = 0 AND sent_at > ?1",
+                snapshot.createdAt, action);
+
+  transaction.Commit();
+  return plan;
+}
+
+
+int64_t Outbox::StartRollback(const SnapshotRecord& target, int64_t safetySnapshotId,
+                              bool deleteFromService, int64_t now)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "start the rollback to snapshot " + std::to_string(target.id);
+  LocalTransaction transaction(database, true, action);
+
+  if (CountRows(database, "SELECT COUNT(*) FROM rollbacks WHERE state = 'Running'", -1, action) > 0)
+  {
+    throw Exception(ErrorCode::Conflict,
+                    "another rollback is running: wait until it ends (see \"Rollback\" in GET "
+                    "/azure-dicom/status) or cancel its job");
+  }
+
+  StatementPtr insert = Prepare(database,
+                                "INSERT INTO rollbacks (snapshot_id, safety_snapshot_id, state, "
+                                "total, created_at, updated_at) VALUES (?1, ?2, 'Running', 0, ?3, ?3)");
+  Query(database, insert, action).Bind(target.id).Bind(safetySnapshotId).Bind(now).Run();
+  const int64_t rollbackId = sqlite3_last_insert_rowid(database.handle);
+
+  uint64_t total = 0;
+  if (deleteFromService)
+  {
+    total = RunUpdate(database,
+                      std::string("UPDATE items SET rollback_id = ?2, updated_at = ?3 WHERE ") +
+                          CREATED_AFTER,
+                      {target.lastCreated, rollbackId, now}, "", action);
+  }
+
+  RunUpdate(database,
+            std::string("UPDATE items SET state = 'Skipped', lease_until = 0, updated_at = ?2, "
+                        "message = ?3 WHERE ") +
+                QUEUED_AFTER,
+            {target.lastQueued, now},
+            "dropped by the rollback to snapshot " + std::to_string(target.id) +
+                " before it was sent",
+            action);
+
+  RunUpdate(database, "UPDATE rollbacks SET total = ?1 WHERE id = ?2",
+            {static_cast<int64_t>(total), rollbackId}, "", action);
+
+  transaction.Commit();
+  return rollbackId;
+}
+
+
+std::vector<OutboxItem> Outbox::ListRollbackItems(int64_t rollbackId, size_t limit)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "list the items of rollback " + std::to_string(rollbackId);
+  LocalTransaction transaction(database, false, action);
+  std::vector<OutboxItem> items = SelectItems(
+      database, "rollback_id = ?1 AND state IN ('Mirrored', 'AlreadyPresent')", rollbackId, limit,
+      action);
+  transaction.Commit();
+  return items;
+}
+
+
+void Outbox::RecordRemoval(int64_t rollbackId, int64_t itemId, RemovalOutcome outcome,
+                           const std::string& message, int64_t now)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "record the deletion of item " + std::to_string(itemId);
+  LocalTransaction transaction(database, true, action);
+
+  // Two jobs can run the same rollback after a restart: only the first to record an item counts.
+  uint64_t changed = 0;
+  if (outcome == RemovalOutcome::Failed)
+  {
+    changed = RunUpdate(database,
+                        "UPDATE items SET rollback_id = 0, updated_at = ?3, message = ?4 "
+                        "WHERE id = ?1 AND rollback_id = ?2",
+                        {itemId, rollbackId, now}, message, action);
+  }
+  else
+  {
+    changed = RunUpdate(database,
+                        "UPDATE items SET state = 'RolledBack', created_sequence = 0, "
+                        "content_conflict = 0, updated_at = ?3, message = ?4 "
+                        "WHERE id = ?1 AND rollback_id = ?2 AND state != 'RolledBack'",
+                        {itemId, rollbackId, now}, message, action);
+  }
+
+  if (changed > 0)
+  {
+    const char* column = outcome == RemovalOutcome::Deleted    ? "deleted"
+                         : outcome == RemovalOutcome::NotFound ? "not_found"
+                                                               : "failed";
+    RunUpdate(database,
+              std::string("UPDATE rollbacks SET ") + column + " = " + column +
+                  " + 1, updated_at = ?1 WHERE id = ?2",
+              {now, rollbackId}, "", action);
+  }
+
+  transaction.Commit();
+}
+
+
+void Outbox::FinishRollback(int64_t rollbackId, RollbackState state, const std::string& message,
+                            int64_t now)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "finish the rollback " + std::to_string(rollbackId);
+  LocalTransaction transaction(database, true, action);
+
+  if (state == RollbackState::Canceled)
+  {
+    RunUpdate(database,
+              "UPDATE items SET rollback_id = 0, updated_at = ?2 WHERE rollback_id = ?1 AND "
+              "state IN ('Mirrored', 'AlreadyPresent')",
+              {rollbackId, now}, "", action);
+  }
+
+  StatementPtr statement = Prepare(database,
+                                   "UPDATE rollbacks SET state = ?1, message = ?2, updated_at = ?3 "
+                                   "WHERE id = ?4 AND state = 'Running'");
+  Query(database, statement, action)
+      .Bind(std::string(ToString(state)))
+      .Bind(message)
+      .Bind(now)
+      .Bind(rollbackId)
+      .Run();
+
+  transaction.Commit();
+}
+
+
+void Outbox::SetRollbackJob(int64_t rollbackId, const std::string& jobId)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "record the job of rollback " + std::to_string(rollbackId);
+  LocalTransaction transaction(database, true, action);
+  RunUpdate(database, "UPDATE rollbacks SET job_id = ?2 WHERE id = ?1", {rollbackId}, jobId,
+            action);
+  transaction.Commit();
+}
+
+
+bool Outbox::GetRollback(RollbackRecord& rollback, int64_t rollbackId)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "read the rollback " + std::to_string(rollbackId);
+  LocalTransaction transaction(database, false, action);
+
+  bool found = false;
+  {
+    StatementPtr statement = Prepare(
+        database, std::string("SELECT ") + ROLLBACK_COLUMNS + " FROM rollbacks WHERE id = ?1");
+    Query query(database, statement, action);
+    query.Bind(rollbackId);
+    if (query.Step())
+    {
+      rollback = ReadRollback(query, path_);
+      found = true;
+    }
+  }
+
+  transaction.Commit();
+  return found;
+}
+
+
+bool Outbox::GetLastRollback(RollbackRecord& rollback)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "read the last rollback";
+  LocalTransaction transaction(database, false, action);
+
+  bool found = false;
+  {
+    StatementPtr statement =
+        Prepare(database, std::string("SELECT ") + ROLLBACK_COLUMNS +
+                              " FROM rollbacks ORDER BY id DESC LIMIT 1");
+    Query query(database, statement, action);
+    if (query.Step())
+    {
+      rollback = ReadRollback(query, path_);
+      found = true;
+    }
+  }
+
+  transaction.Commit();
+  return found;
+}
+
+
+std::vector<int64_t> Outbox::ListRunningRollbacks()
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "list the running rollbacks";
+  LocalTransaction transaction(database, false, action);
+
+  std::vector<int64_t> ids;
+  {
+    StatementPtr statement =
+        Prepare(database, "SELECT id FROM rollbacks WHERE state = 'Running' ORDER BY id");
+    Query query(database, statement, action);
+    while (query.Step())
+    {
+      ids.push_back(query.GetInt64(0));
+    }
+  }
+
+  transaction.Commit();
+  return ids;
+}
+
+
+bool Outbox::RequestDeletion(const std::string& orthancId, int64_t now)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "request the deletion of " + orthancId;
+  LocalTransaction transaction(database, true, action);
+
+  StatementPtr statement = Prepare(database,
+                                   "UPDATE items SET delete_requested = 1, updated_at = ?1 "
+                                   "WHERE orthanc_id = ?2 AND created_sequence > 0 AND "
+                                   "state IN ('Mirrored', 'AlreadyPresent') AND rollback_id = 0");
+  const uint64_t changed = Query(database, statement, action).Bind(now).Bind(orthancId).Run();
+
+  transaction.Commit();
+  return changed > 0;
+}
+
+
+std::vector<OutboxItem> Outbox::ListDeletionRequests(size_t limit)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "list the deletion requests";
+  LocalTransaction transaction(database, false, action);
+  std::vector<OutboxItem> items =
+      SelectItems(database, "delete_requested = 1 AND id > ?1", 0, limit, action);
+  transaction.Commit();
+  return items;
+}
+
+
+uint64_t Outbox::CountDeletionRequests()
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "count the deletion requests";
+  LocalTransaction transaction(database, false, action);
+  const uint64_t count =
+      CountRows(database, "SELECT COUNT(*) FROM items WHERE delete_requested = 1", -1, action);
+  transaction.Commit();
+  return count;
+}
+
+
+void Outbox::CompleteDeletion(int64_t itemId)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "remove the deleted item " + std::to_string(itemId);
+  LocalTransaction transaction(database, true, action);
+  RunUpdate(database, "DELETE FROM items WHERE id = ?1 AND delete_requested = 1", {itemId}, "",
+            action);
+  transaction.Commit();
+}
+
+
+void Outbox::AbandonDeletion(int64_t itemId, const std::string& message, int64_t now)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "give up the deletion of item " + std::to_string(itemId);
+  LocalTransaction transaction(database, true, action);
+  RunUpdate(database,
+            "UPDATE items SET delete_requested = 0, updated_at = ?2, message = ?3 WHERE id = ?1",
+            {itemId, now}, message, action);
+  transaction.Commit();
+}
+
+
+void Outbox::ForgetCreation(int64_t itemId, int64_t now)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "record the deletion of the old copy of item " + std::to_string(itemId);
+  LocalTransaction transaction(database, true, action);
+  RunUpdate(database, "UPDATE items SET created_sequence = 0, updated_at = ?2 WHERE id = ?1",
+            {itemId, now}, "", action);
+  transaction.Commit();
+}
+}  // namespace AzureDicom
