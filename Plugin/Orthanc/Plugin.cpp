@@ -5,6 +5,7 @@
 #include "Orthanc/OrthancApi.h"
 #include "Orthanc/PluginContext.h"
 #include "Orthanc/RestRoutes.h"
+#include "Orthanc/RollbackJob.h"
 #include "Sync/Configuration.h"
 
 #include <orthanc/OrthancCPlugin.h>
@@ -75,8 +76,7 @@ OrthancPluginErrorCode OnStoredInstance(const OrthancPluginDicomInstance* /* ins
 
 
 OrthancPluginErrorCode OnChange(OrthancPluginChangeType changeType,
-                                OrthancPluginResourceType /* resourceType */,
-                                const char* /* resourceId */)
+                                OrthancPluginResourceType resourceType, const char* resourceId)
 {
   if (!pluginContext)
   {
@@ -93,10 +93,17 @@ OrthancPluginErrorCode OnChange(OrthancPluginChangeType changeType,
     {
       pluginContext->Stop();
     }
+    else if (changeType == OrthancPluginChangeType_Deleted &&
+             resourceType == OrthancPluginResourceType_Instance && resourceId != nullptr)
+    {
+      // Orthanc reports the deletion of every instance, also when a whole study is deleted. The
+      // outbox is updated here, without any REST call, and the deletion worker does the rest.
+      pluginContext->HandleDeletedInstance(resourceId);
+    }
   }
   catch (const std::exception& e)
   {
-    pluginContext->GetLogger().Error(std::string("cannot start mirroring: ") + e.what());
+    pluginContext->GetLogger().Error(std::string("cannot handle a change of Orthanc: ") + e.what());
   }
   return OrthancPluginErrorCode_Success;
 }
@@ -141,9 +148,11 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* orthan
     }
 
     const std::string databasePath = GetDatabasePath(orthanc, configuration, settings);
-    pluginContext = std::make_unique<AzureDicom::PluginContext>(orthanc, settings, databasePath);
-    pluginContext->GetLogger().Warning("mirroring to " + settings.GetStowUrl() + " (outbox " +
-                                       databasePath + ")");
+    pluginContext = std::make_unique<AzureDicom::PluginContext>(
+        orthanc, configuration["AzureDicom"], databasePath);
+    pluginContext->GetLogger().Warning("mirroring to " +
+                                       pluginContext->GetConfiguration().GetStowUrl() +
+                                       " (outbox " + databasePath + ")");
   }
   catch (const std::exception& e)
   {
@@ -152,6 +161,7 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* orthan
   }
 
   AzureDicom::RegisterRestRoutes(orthanc, GetPluginContext);
+  AzureDicom::RollbackJob::RegisterUnserializer(orthanc, GetPluginContext);
   OrthancPluginRegisterOnStoredInstanceCallback(orthanc, OnStoredInstance);
   OrthancPluginRegisterOnChangeCallback(orthanc, OnChange);
   return 0;

@@ -3,14 +3,48 @@
 #include "Azure/StowClient.h"
 #include "Common/Clock.h"
 #include "Common/Exception.h"
+#include "Orthanc/RollbackJob.h"
 #include "Sync/OutboxJson.h"
+#include "Sync/RuntimeSettings.h"
 
 namespace AzureDicom
 {
-PluginContext::PluginContext(OrthancPluginContext* orthanc, const Configuration& configuration,
+namespace
+{
+const char* const RUNTIME_SETTINGS_PROPERTY = "RuntimeSettings";
+const char* const PAUSED_PROPERTY = "Paused";
+
+
+DispatcherSettings GetDispatcherSettings(const Configuration& configuration,
+                                         const CredentialManager& credentials)
+{
+  DispatcherSettings settings;
+  settings.workers = configuration.workers;
+  settings.maxInstancesPerRequest = configuration.maxInstancesPerRequest;
+  settings.maxRequestBytes = configuration.GetMaxRequestBytes();
+  settings.leaseSeconds = configuration.leaseSeconds;
+  settings.retry = configuration.retry;
+  settings.destination = configuration.GetStowUrl();
+  settings.target = configuration.GetDestination();
+  settings.onConflict = configuration.onConflict;
+  settings.principal = credentials.GetPrincipal();
+  return settings;
+}
+
+
+bool PinsOtherSecretVersion(const Configuration& current, const Configuration& next)
+{
+  const auto& currentVault = current.credentials.keyVault;
+  const auto& nextVault = next.credentials.keyVault;
+  return currentVault && nextVault && currentVault->secretVersion != nextVault->secretVersion;
+}
+}  // namespace
+
+
+PluginContext::PluginContext(OrthancPluginContext* orthanc, const Json::Value& fileSection,
                              const std::string& databasePath) :
     orthanc_(orthanc),
-    configuration_(configuration),
+    fileSection_(fileSection),
     databasePath_(databasePath),
     logger_(orthanc),
     gateway_(orthanc)
@@ -27,30 +61,100 @@ PluginContext::PluginContext(OrthancPluginContext* orthanc, const Configuration&
                         "Orthanc's StorageDirectory");
   }
 
-  credentials_ =
-      std::make_unique<CredentialManager>(configuration.credentials, configuration.tls, &logger_);
+  LoadRuntimeSettings();
 
-  DispatcherSettings settings;
-  settings.workers = configuration.workers;
-  settings.maxInstancesPerRequest = configuration.maxInstancesPerRequest;
-  settings.maxRequestBytes = configuration.GetMaxRequestBytes();
-  settings.leaseSeconds = configuration.leaseSeconds;
-  settings.retry = configuration.retry;
-  settings.destination = configuration.GetStowUrl();
-  settings.principal = credentials_->GetPrincipal();
+  credentials_ = std::make_shared<CredentialManager>(configuration_.credentials,
+                                                     configuration_.tls, &logger_);
+  dispatcher_ = std::make_unique<Dispatcher>(*outbox_, gateway_, logger_,
+                                             GetDispatcherSettings(configuration_, *credentials_),
+                                             MakeSenderFactory(configuration_, credentials_));
+  if (paused_)
+  {
+    dispatcher_->Pause();
+  }
 
-  const std::string stowUrl = configuration.GetStowUrl();
-  const TlsSettings tls = configuration.tls;
-  const unsigned int timeout = configuration.requestTimeoutSeconds;
-  std::shared_ptr<TokenCache> tokens = credentials_->GetTokens();
-  dispatcher_ = std::make_unique<Dispatcher>(
-      *outbox_, gateway_, logger_, settings, [stowUrl, tls, timeout, tokens]() {
-        return std::make_unique<StowClient>(stowUrl, tls, timeout, tokens);
-      });
+  deletions_ = std::make_unique<DeletionWorker>(*outbox_, logger_, configuration_.retry,
+                                                MakeSenderFactory(configuration_, credentials_));
 
   Dispatcher* dispatcher = dispatcher_.get();
   follower_ = std::make_unique<ChangeFollower>(gateway_, *outbox_, logger_,
                                                [dispatcher]() { dispatcher->Wake(); });
+}
+
+
+void PluginContext::LoadRuntimeSettings()
+{
+  std::string error;
+  const std::string text = outbox_->GetProperty(RUNTIME_SETTINGS_PROPERTY, "{}");
+  if (!ParseJson(overrides_, error, text.data(), text.size()) || !overrides_.isObject())
+  {
+    overrides_ = Json::Value(Json::objectValue);
+  }
+  paused_ = outbox_->GetProperty(PAUSED_PROPERTY, "false") == "true";
+
+  try
+  {
+    configuration_ = ParseConfiguration(MergeSettings(fileSection_, overrides_));
+  }
+  catch (const Exception& e)
+  {
+    // The file changed so that a stored runtime value no longer fits: the file wins.
+    logger_.Warning(std::string("the runtime settings stored in the outbox do not fit the "
+                                "configuration file, which is used alone: ") +
+                    e.what());
+    overrides_ = Json::Value(Json::objectValue);
+    configuration_ = ParseConfiguration(fileSection_);
+  }
+
+  if (!overrides_.empty())
+  {
+    const Json::Value flat = FlattenOverrides(overrides_);
+    std::string names;
+    for (const std::string& key : flat.getMemberNames())
+    {
+      names += (names.empty() ? "" : ", ") + key;
+    }
+    logger_.Warning("runtime settings changed through the REST API apply over the "
+                    "configuration file: " + names + " (GET /azure-dicom/settings shows them)");
+  }
+  if (paused_)
+  {
+    logger_.Warning("sending is paused, as an administrator left it (POST /azure-dicom/resume)");
+  }
+}
+
+
+Dispatcher::SenderFactory PluginContext::MakeSenderFactory(
+    const Configuration& configuration, const std::shared_ptr<CredentialManager>& credentials)
+{
+  const std::string stowUrl = configuration.GetStowUrl();
+  const TlsSettings tls = configuration.tls;
+  const unsigned int timeout = configuration.requestTimeoutSeconds;
+  std::shared_ptr<TokenCache> tokens = credentials->GetTokens();
+  return [stowUrl, tls, timeout, tokens]() {
+    return std::make_unique<StowClient>(stowUrl, tls, timeout, tokens);
+  };
+}
+
+
+Configuration PluginContext::GetConfiguration()
+{
+  std::lock_guard<std::mutex> lock(settingsMutex_);
+  return configuration_;
+}
+
+
+std::shared_ptr<CredentialManager> PluginContext::GetCredentials()
+{
+  std::lock_guard<std::mutex> lock(settingsMutex_);
+  return credentials_;
+}
+
+
+std::unique_ptr<IStowSender> PluginContext::CreateSender()
+{
+  std::lock_guard<std::mutex> lock(settingsMutex_);
+  return MakeSenderFactory(configuration_, credentials_)();
 }
 
 
@@ -73,6 +177,11 @@ void PluginContext::Start()
 
   follower_->Start();
   dispatcher_->Start();
+  if (GetConfiguration().mirrorDeletes)
+  {
+    deletions_->Start();
+  }
+  ResumeRollbacks();
 
   std::lock_guard<std::mutex> lock(mutex_);
   if (!monitor_.joinable())
@@ -97,6 +206,7 @@ void PluginContext::Stop()
 
   follower_->Stop();
   dispatcher_->Stop();
+  deletions_->Stop();
 }
 
 
@@ -117,7 +227,7 @@ void PluginContext::RunMonitor()
 
     // Reads the Key Vault secret again once RefreshSeconds have passed, even while the token
     // made with it is still valid, so that the status shows a rotation or a revoked access.
-    std::shared_ptr<SecretProvider> secrets = credentials_->GetSecretProvider();
+    std::shared_ptr<SecretProvider> secrets = GetCredentials()->GetSecretProvider();
     if (secrets)
     {
       std::string error;
@@ -194,6 +304,7 @@ void PluginContext::UpdateMetrics()
 Json::Value PluginContext::GetStatus()
 {
   const int64_t now = NowMs();
+  const Configuration configuration = GetConfiguration();
   const DispatcherStatus dispatcher = dispatcher_->GetStatus();
 
   // New instances that cannot be queued (outbox disk full or locked) stop the mirror as surely
@@ -237,16 +348,263 @@ Json::Value PluginContext::GetStatus()
     status["LastError"]["StatusCode"] = dispatcher.lastErrorStatus;
   }
 
-  status["Destination"]["ServiceUrl"] = configuration_.serviceUrl;
-  status["Destination"]["ApiVersion"] = configuration_.apiVersion;
-  status["Destination"]["Partition"] = configuration_.partition;
-  status["Destination"]["StowUrl"] = configuration_.GetStowUrl();
+  status["Destination"] = ToJson(configuration.GetDestination());
+  status["Destination"]["StowUrl"] = configuration.GetStowUrl();
 
-  status["Credentials"] = credentials_->GetStatus();
+  status["Credentials"] = GetCredentials()->GetStatus();
+  status["Conflicts"] = Json::UInt64(outbox_->CountConflicts());
+
+  const DeletionStatusCounts deletions = deletions_->GetStatus();
+  status["Deletes"]["Enabled"] = configuration.mirrorDeletes;
+  status["Deletes"]["Pending"] = Json::UInt64(outbox_->CountDeletionRequests());
+  status["Deletes"]["Done"] = Json::UInt64(deletions.done);
+  status["Deletes"]["LastError"] = deletions.lastError;
+
+  RollbackRecord rollback;
+  status["Rollback"] =
+      outbox_->GetLastRollback(rollback) ? ToJson(rollback) : Json::Value(Json::nullValue);
 
   status["Follower"]["Sequence"] = Json::Int64(outbox_->GetFollowerSequence());
   status["Follower"]["LastError"] = follower_->GetLastError();
-  status["Workers"] = configuration_.workers;
+  status["Workers"] = configuration.workers;
   return status;
+}
+}  // namespace AzureDicom
+
+
+namespace AzureDicom
+{
+Json::Value PluginContext::GetSettings()
+{
+  std::lock_guard<std::mutex> lock(settingsMutex_);
+  return GetSettingsLocked();
+}
+
+
+Json::Value PluginContext::GetSettingsLocked()
+{
+  Json::Value answer;
+  answer["Settings"] = ToRedactedJson(configuration_);
+  answer["Paused"] = paused_;
+  answer["RuntimeKeys"] = Json::arrayValue;
+  for (const std::string& key : GetRuntimeKeys())
+  {
+    answer["RuntimeKeys"].append(key);
+  }
+  answer["RuntimeKeys"].append("Paused");
+  answer["Overridden"] = FlattenOverrides(overrides_);
+  return answer;
+}
+
+
+Json::Value PluginContext::GetRuntimeValuesLocked()
+{
+  Json::Value values = GetRuntimeValues(configuration_);
+  values["Paused"] = paused_;
+  return values;
+}
+
+
+Json::Value PluginContext::GetRuntimeValuesNow()
+{
+  std::lock_guard<std::mutex> lock(settingsMutex_);
+  return GetRuntimeValuesLocked();
+}
+
+
+Json::Value PluginContext::GetRuntimeValuesOf(const SnapshotRecord& snapshot)
+{
+  Json::Value settings;
+  std::string error;
+  ParseJson(settings, error, snapshot.settings.data(), snapshot.settings.size());
+
+  // The snapshot holds ToRedactedJson() of a parsed configuration, so its values are normalized.
+  Json::Value values = FlattenOverrides(settings);
+  values["Paused"] = snapshot.paused;
+  return values;
+}
+
+
+Json::Value PluginContext::ChangeSettings(const Json::Value& body)
+{
+  std::lock_guard<std::mutex> lock(settingsMutex_);
+
+  bool paused = paused_;
+  if (body.isMember("Paused"))
+  {
+    if (!body["Paused"].isBool())
+    {
+      throw Exception(ErrorCode::BadRequest,
+                      "\"Paused\" must be true or false (nothing was changed)");
+    }
+    paused = body["Paused"].asBool();
+  }
+
+  const Json::Value overrides = UpdateOverrides(fileSection_, overrides_, body);
+  Json::Value next = GetRuntimeValues(ParseConfiguration(MergeSettings(fileSection_, overrides)));
+  next["Paused"] = paused;
+  const Json::Value diff = DiffValues(GetRuntimeValuesLocked(), next);
+
+  Json::Value answer;
+  answer["Changed"] = Json::arrayValue;
+  answer["Snapshot"] = Json::nullValue;
+  if (!diff.empty())
+  {
+    answer["Snapshot"] = ToJson(TakeSnapshotLocked("before a change of settings", "SettingsChange"));
+    StoreAndApply(overrides, paused);
+    std::string names;
+    for (const Json::Value& entry : diff)
+    {
+      answer["Changed"].append(entry["Key"]);
+      names += (names.empty() ? "" : ", ") + entry["Key"].asString();
+    }
+    logger_.Warning("an administrator changed " + names + " (snapshot " +
+                    answer["Snapshot"]["ID"].asString() + " holds the previous settings): sending to " +
+                    configuration_.GetStowUrl() + (paused_ ? " (paused)" : ""));
+  }
+
+  const Json::Value settings = GetSettingsLocked();
+  for (const std::string& name : settings.getMemberNames())
+  {
+    answer[name] = settings[name];
+  }
+  return answer;
+}
+
+
+void PluginContext::SetPaused(bool paused)
+{
+  std::lock_guard<std::mutex> lock(settingsMutex_);
+  outbox_->SetProperty(PAUSED_PROPERTY, paused ? "true" : "false");
+  paused_ = paused;
+  if (paused)
+  {
+    dispatcher_->Pause();
+  }
+  else
+  {
+    dispatcher_->Resume();
+  }
+}
+
+
+void PluginContext::RestoreSettings(const SnapshotRecord& snapshot)
+{
+  std::lock_guard<std::mutex> lock(settingsMutex_);
+  const Json::Value values = GetRuntimeValuesOf(snapshot);
+  StoreAndApply(MakeOverrides(fileSection_, values), values["Paused"].asBool());
+  logger_.Warning("restored the settings of snapshot " + std::to_string(snapshot.id) +
+                  ": sending to " + configuration_.GetStowUrl() + (paused_ ? " (paused)" : ""));
+}
+
+
+void PluginContext::StoreAndApply(const Json::Value& overrides, bool paused)
+{
+  const Configuration next = ParseConfiguration(MergeSettings(fileSection_, overrides));
+
+  // Built before anything is stored, because a credential that cannot be built fails the change.
+  std::shared_ptr<CredentialManager> credentials = credentials_;
+  if (PinsOtherSecretVersion(configuration_, next))
+  {
+    credentials = std::make_shared<CredentialManager>(next.credentials, next.tls, &logger_);
+  }
+
+  outbox_->SetProperty(RUNTIME_SETTINGS_PROPERTY, WriteJson(overrides));
+  outbox_->SetProperty(PAUSED_PROPERTY, paused ? "true" : "false");
+  overrides_ = overrides;
+
+  const bool destinationChanged = GetRuntimeValues(next) != GetRuntimeValues(configuration_) ||
+                                  credentials != credentials_;
+  configuration_ = next;
+  credentials_ = credentials;
+  if (destinationChanged)
+  {
+    dispatcher_->Reconfigure(GetDispatcherSettings(next, *credentials),
+                             MakeSenderFactory(next, credentials));
+    deletions_->Reconfigure(MakeSenderFactory(next, credentials));
+  }
+
+  if (paused != paused_)
+  {
+    paused_ = paused;
+    if (paused)
+    {
+      dispatcher_->Pause();
+    }
+    else
+    {
+      dispatcher_->Resume();
+    }
+  }
+}
+
+
+SnapshotRecord PluginContext::TakeSnapshot(const std::string& label, const std::string& reason)
+{
+  std::lock_guard<std::mutex> lock(settingsMutex_);
+  return TakeSnapshotLocked(label, reason);
+}
+
+
+SnapshotRecord PluginContext::TakeSnapshotLocked(const std::string& label,
+                                                 const std::string& reason)
+{
+  SnapshotRecord snapshot;
+  snapshot.label = label;
+  snapshot.reason = reason;
+  snapshot.createdAt = NowMs();
+  snapshot.settings = WriteJson(ToRedactedJson(configuration_));
+  snapshot.paused = paused_;
+  outbox_->InsertSnapshot(snapshot);
+  logger_.Info("took snapshot " + std::to_string(snapshot.id) + " (" + reason + "): " +
+               std::to_string(snapshot.lastCreated) + " instances created at the service so far");
+  return snapshot;
+}
+
+
+bool PluginContext::ClaimRollbackJob(int64_t rollbackId)
+{
+  std::lock_guard<std::mutex> lock(rollbackMutex_);
+  return rollbackJobs_.insert(rollbackId).second;
+}
+
+
+void PluginContext::ReleaseRollbackJob(int64_t rollbackId)
+{
+  std::lock_guard<std::mutex> lock(rollbackMutex_);
+  rollbackJobs_.erase(rollbackId);
+}
+
+
+void PluginContext::ResumeRollbacks()
+{
+  for (int64_t rollbackId : outbox_->ListRunningRollbacks())
+  {
+    {
+      std::lock_guard<std::mutex> lock(rollbackMutex_);
+      if (rollbackJobs_.count(rollbackId) > 0)
+      {
+        continue;  // Orthanc re-created its job from the job registry
+      }
+    }
+
+    const std::string jobId = RollbackJob::Submit(*this, rollbackId);
+    logger_.Warning("resuming rollback " + std::to_string(rollbackId) +
+                    " that was running when Orthanc stopped, as job " + jobId);
+  }
+}
+
+
+void PluginContext::HandleDeletedInstance(const std::string& orthancId)
+{
+  if (!GetConfiguration().mirrorDeletes)
+  {
+    return;
+  }
+
+  if (outbox_->RequestDeletion(orthancId, NowMs()))
+  {
+    deletions_->Wake();
+  }
 }
 }  // namespace AzureDicom

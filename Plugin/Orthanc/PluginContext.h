@@ -4,12 +4,14 @@
 #include "Orthanc/OrthancApi.h"
 #include "Sync/ChangeFollower.h"
 #include "Sync/Configuration.h"
+#include "Sync/DeletionWorker.h"
 #include "Sync/Dispatcher.h"
 #include "Sync/Outbox.h"
 
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 
 namespace AzureDicom
@@ -19,8 +21,9 @@ namespace AzureDicom
 class PluginContext
 {
 public:
-  // Opens the outbox; the threads start with Start(), once Orthanc has started.
-  PluginContext(OrthancPluginContext* orthanc, const Configuration& configuration,
+  // Opens the outbox and applies the runtime settings stored there over the file's section; the
+  // threads start with Start(), once Orthanc has started.
+  PluginContext(OrthancPluginContext* orthanc, const Json::Value& fileSection,
                 const std::string& databasePath);
   ~PluginContext();
 
@@ -32,10 +35,8 @@ public:
     return orthanc_;
   }
 
-  const Configuration& GetConfiguration() const
-  {
-    return configuration_;
-  }
+  // The effective configuration: the file's section with the runtime settings over it.
+  Configuration GetConfiguration();
 
   ILogger& GetLogger()
   {
@@ -62,30 +63,79 @@ public:
     return *follower_;
   }
 
-  CredentialManager& GetCredentials()
-  {
-    return *credentials_;
-  }
+  // Replaced when a settings change pins another Key Vault secret version.
+  std::shared_ptr<CredentialManager> GetCredentials();
+
+  // A sender to the current destination with the current credentials, for rollback jobs.
+  std::unique_ptr<IStowSender> CreateSender();
 
   Json::Value GetStatus();
+
+  // GET /azure-dicom/settings.
+  Json::Value GetSettings();
+
+  // PUT /azure-dicom/settings: checks the body, takes a snapshot, stores and applies the change.
+  // Throws Exception(BadRequest) naming the key; nothing changes then.
+  Json::Value ChangeSettings(const Json::Value& body);
+
+  // Pauses or resumes sending, and stores it so that a restart keeps it.
+  void SetPaused(bool paused);
+
+  // Takes a snapshot of the effective settings, the outbox position and the counts.
+  SnapshotRecord TakeSnapshot(const std::string& label, const std::string& reason);
+
+  // The runtime values of the settings now, and those of a snapshot, as {dotted key: value}
+  // with "Paused".
+  Json::Value GetRuntimeValuesNow();
+  static Json::Value GetRuntimeValuesOf(const SnapshotRecord& snapshot);
+
+  // Restores the runtime settings and the pause of a snapshot, without taking another.
+  void RestoreSettings(const SnapshotRecord& snapshot);
+
+  // Records that a job in this process runs the rollback; returns false when one already does.
+  bool ClaimRollbackJob(int64_t rollbackId);
+  void ReleaseRollbackJob(int64_t rollbackId);
+
+  // Marks an instance deleted in Orthanc for deletion at the service, when MirrorDeletes is on.
+  void HandleDeletedInstance(const std::string& orthancId);
 
   // Publishes the counts and totals to Orthanc's metrics (/tools/metrics-prometheus).
   void UpdateMetrics();
 
 private:
+  void LoadRuntimeSettings();
+  Json::Value GetSettingsLocked();
+  Json::Value GetRuntimeValuesLocked();
+  SnapshotRecord TakeSnapshotLocked(const std::string& label, const std::string& reason);
   void RunMonitor();
+  void ResumeRollbacks();
+
+  // Stores and applies new overrides and pause. The caller holds settingsMutex_.
+  void StoreAndApply(const Json::Value& overrides, bool paused);
+
+  Dispatcher::SenderFactory MakeSenderFactory(const Configuration& configuration,
+                                              const std::shared_ptr<CredentialManager>& credentials);
 
   static const unsigned int METRICS_INTERVAL_MS = 5000;
 
   OrthancPluginContext* orthanc_;
-  Configuration configuration_;
+  Json::Value fileSection_;  // the "AzureDicom" section of Orthanc's configuration file
   std::string databasePath_;
   OrthancLogger logger_;
   OrthancGateway gateway_;
   std::unique_ptr<Outbox> outbox_;
-  std::unique_ptr<CredentialManager> credentials_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<ChangeFollower> follower_;
+  std::unique_ptr<DeletionWorker> deletions_;
+
+  std::mutex settingsMutex_;  // protects the four members below; held during a whole change
+  Configuration configuration_;
+  Json::Value overrides_;  // the runtime settings that differ from the file's
+  bool paused_ = false;
+  std::shared_ptr<CredentialManager> credentials_;
+
+  std::mutex rollbackMutex_;
+  std::set<int64_t> rollbackJobs_;  // rollbacks that a job of this process runs
 
   std::mutex mutex_;
   std::condition_variable stopMonitor_;

@@ -3,6 +3,7 @@
 #include "Common/Clock.h"
 #include "Common/Exception.h"
 #include "Azure/Preflight.h"
+#include "Orthanc/RollbackJob.h"
 #include "Orthanc/SyncJob.h"
 #include "Sync/OutboxJson.h"
 
@@ -19,6 +20,7 @@ PluginContext* (*contextGetter)() = nullptr;
 const size_t DEFAULT_PAGE_SIZE = 100;
 const size_t MAX_PAGE_SIZE = 1000;
 const int DEFAULT_JOB_PRIORITY = 0;
+const size_t MAX_LABEL_LENGTH = 200;
 
 
 // The input of a route: the parsed request, and the output to write the response to.
@@ -344,21 +346,21 @@ void PostRetry(const RouteRequest& request)
 
 void PostPause(const RouteRequest& request)
 {
-  request.context.GetDispatcher().Pause();
+  request.context.SetPaused(true);
   request.Answer(request.context.GetStatus());
 }
 
 
 void PostResume(const RouteRequest& request)
 {
-  request.context.GetDispatcher().Resume();
+  request.context.SetPaused(false);
   request.Answer(request.context.GetStatus());
 }
 
 
 void GetCredentials(const RouteRequest& request)
 {
-  request.Answer(request.context.GetCredentials().GetStatus());
+  request.Answer(request.context.GetCredentials()->GetStatus());
 }
 
 
@@ -367,7 +369,7 @@ void PostCredentialsRefresh(const RouteRequest& request)
   Json::Value answer;
   try
   {
-    request.context.GetCredentials().Refresh(NowMs());
+    request.context.GetCredentials()->Refresh(NowMs());
     request.context.GetLogger().Info("credentials refreshed by an administrator");
     request.context.GetDispatcher().Resume();
     answer["Refreshed"] = true;
@@ -381,7 +383,7 @@ void PostCredentialsRefresh(const RouteRequest& request)
     answer["Error"] = e.what();
     answer["Hint"] = GetCredentialHint(e.what());
   }
-  answer["Credentials"] = request.context.GetCredentials().GetStatus();
+  answer["Credentials"] = request.context.GetCredentials()->GetStatus();
 
   // A failed refresh is a failure of the upstream service, so scripts see it in the status.
   AnswerJson(request.context.GetOrthanc(), request.output, answer,
@@ -392,16 +394,119 @@ void PostCredentialsRefresh(const RouteRequest& request)
 void PostCheck(const RouteRequest& request)
 {
   const Json::Value result = RunPreflight(request.context.GetConfiguration(),
-                                          request.context.GetCredentials(), NowMs());
+                                          *request.context.GetCredentials(), NowMs());
   request.context.GetLogger().Info(std::string("preflight check ") +
                                    (result["Passed"].asBool() ? "passed" : "failed"));
   request.Answer(result);
 }
 
 
+void GetSettings(const RouteRequest& request)
+{
+  request.Answer(request.context.GetSettings());
+}
+
+
+void PutSettings(const RouteRequest& request)
+{
+  request.Answer(request.context.ChangeSettings(request.GetJsonBody()));
+}
+
+
+void ListSnapshots(const RouteRequest& request)
+{
+  Json::Value answer;
+  answer["Snapshots"] = Json::arrayValue;
+  for (const SnapshotRecord& snapshot : request.context.GetOutbox().ListSnapshots())
+  {
+    answer["Snapshots"].append(ToJson(snapshot));
+  }
+  request.Answer(answer);
+}
+
+
+void PostSnapshot(const RouteRequest& request)
+{
+  const Json::Value body = request.GetJsonBody();
+  CheckKeys(body, {"Label"});
+
+  std::string label;
+  if (body.isMember("Label"))
+  {
+    if (!body["Label"].isString() || body["Label"].asString().size() > MAX_LABEL_LENGTH)
+    {
+      throw Exception(ErrorCode::BadRequest, "\"Label\" must be a string of at most " +
+                                                 std::to_string(MAX_LABEL_LENGTH) + " characters");
+    }
+    label = body["Label"].asString();
+  }
+
+  const SnapshotRecord snapshot = request.context.TakeSnapshot(label, "Manual");
+  request.Answer(ToJson(snapshot));
+}
+
+
+SnapshotRecord FindSnapshot(const RouteRequest& request)
+{
+  const std::string id = request.GetGroup(0);
+  SnapshotRecord snapshot;
+  const bool isNumber = !id.empty() && id.size() < 19 &&
+                        id.find_first_not_of("0123456789") == std::string::npos;
+  if (!isNumber || !request.context.GetOutbox().GetSnapshot(snapshot, std::stoll(id)))
+  {
+    throw Exception(ErrorCode::NotFound, "no snapshot has the ID \"" + id +
+                                             "\"; GET /azure-dicom/snapshots lists them");
+  }
+  return snapshot;
+}
+
+
+void GetSnapshot(const RouteRequest& request)
+{
+  request.Answer(ToJson(FindSnapshot(request)));
+}
+
+
+void PostRollback(const RouteRequest& request)
+{
+  const Json::Value body = request.GetJsonBody();
+  CheckKeys(body, {"DryRun", "Confirm", "DeleteFromService"});
+
+  for (const char* name : {"DryRun", "DeleteFromService"})
+  {
+    if (body.isMember(name) && !body[name].isBool())
+    {
+      throw Exception(ErrorCode::BadRequest, std::string("\"") + name + "\" must be true or false");
+    }
+  }
+  if (body.isMember("Confirm") && !body["Confirm"].isString())
+  {
+    throw Exception(ErrorCode::BadRequest, "\"Confirm\" must be the snapshot's ID as a string");
+  }
+
+  const SnapshotRecord snapshot = FindSnapshot(request);
+  const bool dryRun = body.get("DryRun", true).asBool();
+  if (dryRun)
+  {
+    request.Answer(PlanRollback(request.context, snapshot));
+    return;
+  }
+
+  const std::string id = std::to_string(snapshot.id);
+  if (body.get("Confirm", "").asString() != id)
+  {
+    throw Exception(ErrorCode::BadRequest,
+                    "\"Confirm\" must be \"" + id + "\", the ID of the snapshot to roll back "
+                    "to, after a dry run has shown the plan; nothing was changed");
+  }
+
+  request.Answer(RunRollback(request.context, snapshot, body.get("DeleteFromService", true).asBool()));
+}
+
+
 // Runs a handler behind the checks every route shares: the method, a running plugin, and
 // errors turned into JSON responses.
-template <RouteHandler handler, OrthancPluginHttpMethod method>
+template <RouteHandler onGet, RouteHandler onPost, RouteHandler onPut>
 OrthancPluginErrorCode Serve(OrthancPluginRestOutput* output, const char* /* url */,
                              const OrthancPluginHttpRequest* http)
 {
@@ -412,10 +517,34 @@ OrthancPluginErrorCode Serve(OrthancPluginRestOutput* output, const char* /* url
   }
 
   OrthancPluginContext* orthanc = context->GetOrthanc();
-  if (http->method != method)
+  RouteHandler handler = nullptr;
+  switch (http->method)
   {
-    OrthancPluginSendMethodNotAllowed(orthanc, output,
-                                      method == OrthancPluginHttpMethod_Get ? "GET" : "POST");
+    case OrthancPluginHttpMethod_Get:
+      handler = onGet;
+      break;
+    case OrthancPluginHttpMethod_Post:
+      handler = onPost;
+      break;
+    case OrthancPluginHttpMethod_Put:
+      handler = onPut;
+      break;
+    default:
+      break;
+  }
+
+  if (handler == nullptr)
+  {
+    std::string allowed;
+    for (const auto& method : {std::make_pair(onGet, "GET"), std::make_pair(onPost, "POST"),
+                               std::make_pair(onPut, "PUT")})
+    {
+      if (method.first != nullptr)
+      {
+        allowed += (allowed.empty() ? "" : ",") + std::string(method.second);
+      }
+    }
+    OrthancPluginSendMethodNotAllowed(orthanc, output, allowed.c_str());
     return OrthancPluginErrorCode_Success;
   }
 
@@ -449,18 +578,22 @@ void RegisterRestRoutes(OrthancPluginContext* orthanc, PluginContext* (*getConte
     OrthancPluginRestCallback callback;
   };
   const Route routes[] = {
-      {"/azure-dicom/status", Serve<GetStatus, OrthancPluginHttpMethod_Get>},
-      {"/azure-dicom/instances", Serve<ListInstances, OrthancPluginHttpMethod_Get>},
-      {"/azure-dicom/instances/([^/]+)", Serve<GetInstance, OrthancPluginHttpMethod_Get>},
-      {"/azure-dicom/studies/([^/]+)", Serve<GetStudy, OrthancPluginHttpMethod_Get>},
-      {"/azure-dicom/sync", Serve<PostSync, OrthancPluginHttpMethod_Post>},
-      {"/azure-dicom/retry", Serve<PostRetry, OrthancPluginHttpMethod_Post>},
-      {"/azure-dicom/pause", Serve<PostPause, OrthancPluginHttpMethod_Post>},
-      {"/azure-dicom/resume", Serve<PostResume, OrthancPluginHttpMethod_Post>},
-      {"/azure-dicom/credentials", Serve<GetCredentials, OrthancPluginHttpMethod_Get>},
+      {"/azure-dicom/status", Serve<GetStatus, nullptr, nullptr>},
+      {"/azure-dicom/instances", Serve<ListInstances, nullptr, nullptr>},
+      {"/azure-dicom/instances/([^/]+)", Serve<GetInstance, nullptr, nullptr>},
+      {"/azure-dicom/studies/([^/]+)", Serve<GetStudy, nullptr, nullptr>},
+      {"/azure-dicom/sync", Serve<nullptr, PostSync, nullptr>},
+      {"/azure-dicom/retry", Serve<nullptr, PostRetry, nullptr>},
+      {"/azure-dicom/pause", Serve<nullptr, PostPause, nullptr>},
+      {"/azure-dicom/resume", Serve<nullptr, PostResume, nullptr>},
+      {"/azure-dicom/credentials", Serve<GetCredentials, nullptr, nullptr>},
       {"/azure-dicom/credentials/refresh",
-       Serve<PostCredentialsRefresh, OrthancPluginHttpMethod_Post>},
-      {"/azure-dicom/check", Serve<PostCheck, OrthancPluginHttpMethod_Post>},
+       Serve<nullptr, PostCredentialsRefresh, nullptr>},
+      {"/azure-dicom/check", Serve<nullptr, PostCheck, nullptr>},
+      {"/azure-dicom/settings", Serve<GetSettings, nullptr, PutSettings>},
+      {"/azure-dicom/snapshots", Serve<ListSnapshots, PostSnapshot, nullptr>},
+      {"/azure-dicom/snapshots/([^/]+)", Serve<GetSnapshot, nullptr, nullptr>},
+      {"/azure-dicom/snapshots/([^/]+)/rollback", Serve<nullptr, PostRollback, nullptr>},
   };
 
   for (const Route& route : routes)

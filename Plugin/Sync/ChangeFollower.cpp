@@ -2,6 +2,7 @@
 
 #include "Common/Clock.h"
 #include "Common/Exception.h"
+#include "Common/Md5.h"
 
 #include <algorithm>
 #include <chrono>
@@ -99,6 +100,7 @@ uint64_t ChangeFollower::Poll()
       }
     }
 
+    AddDigestsOfConfirmed(instances);
     inserted += outbox_.QueueFromChanges(instances, reached, NowMs()).inserted;
     sequence = reached;
 
@@ -205,6 +207,40 @@ void ChangeFollower::Run()
       SetLastError(e.what());
       failing = true;
       delayMs = ERROR_DELAY_MS;
+    }
+  }
+}
+
+
+void ChangeFollower::AddDigestsOfConfirmed(std::vector<NewInstance>& instances)
+{
+  std::vector<std::string> ids;
+  for (const NewInstance& instance : instances)
+  {
+    ids.push_back(instance.orthancId);
+  }
+
+  // Only an instance that the service already confirmed is read here: Orthanc stored it again
+  // (OverwriteInstances, or a modification that kept its UIDs), and the outbox sends it again
+  // only if its content changed.
+  const std::map<std::string, std::string> digests = outbox_.GetConfirmedDigests(ids);
+  if (digests.empty())
+  {
+    return;
+  }
+
+  for (NewInstance& instance : instances)
+  {
+    if (digests.count(instance.orthancId) == 0)
+    {
+      continue;
+    }
+
+    Md5 digest;
+    if (orthanc_.ReadBinary("/instances/" + instance.orthancId + "/file",
+                            [&digest](const char* data, size_t size) { digest.Update(data, size); }))
+    {
+      instance.contentMd5 = digest.Finish();
     }
   }
 }

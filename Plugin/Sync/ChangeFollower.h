@@ -40,6 +40,9 @@ public:
   std::string GetLastError();
 
 private:
+  // Sets contentMd5 of the instances whose items the service has confirmed.
+  void AddDigestsOfConfirmed(std::vector<NewInstance>& instances);
+
   void Run();
   void SetLastError(const std::string& message);
 

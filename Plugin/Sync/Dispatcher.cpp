@@ -23,6 +23,8 @@ const unsigned int ERROR_WAIT_MS = 5000;
 // one by one from a modality go out in one request instead of one request each.
 const unsigned int BATCH_WINDOW_MS = 100;
 
+const long HTTP_METHOD_NOT_ALLOWED = 405;
+
 std::string FormatMegabytes(uint64_t bytes)
 {
   char text[32];
@@ -468,6 +470,28 @@ void Dispatcher::PostBatch(IStowSender& sender, Batch& batch)
     }
 
     WaitForDestination(ids, 0, e.what(), -1);
+    return;
+  }
+
+  if (batch.upsert && response.status == HTTP_METHOD_NOT_ALLOWED)
+  {
+    // A service without the upsert: the old copies are deleted and the new ones sent with POST.
+    logger_.Warning("the service does not accept PUT (HTTP 405) at " + settings_.destination +
+                    ": replacing " + std::to_string(batch.items.size()) +
+                    " instances by DELETE and POST instead");
+    std::vector<OutboxItem> posts;
+    for (const OutboxItem& item : batch.items)
+    {
+      if (DeleteOldCopy(sender, item))
+      {
+        posts.push_back(item);
+      }
+    }
+    batch.body.clear();
+    if (!posts.empty())
+    {
+      SendItems(sender, posts, false);
+    }
     return;
   }
 
