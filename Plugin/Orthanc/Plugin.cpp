@@ -136,15 +136,10 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* orthan
       return 0;
     }
 
-    if (!settings.tls.verifyPeer &&
-        !AzureDicom::IsLoopbackHost(AzureDicom::GetUrlHost(settings.serviceUrl,
-                                                           "AzureDicom.ServiceUrl")))
+    const std::string tlsWarning = AzureDicom::GetUnverifiedTlsWarning(settings);
+    if (!tlsWarning.empty())
     {
-      OrthancPluginLogWarning(orthanc, "AzureDicom: AzureDicom.Tls.VerifyPeer is false: the "
-                                       "certificates of the service, Entra ID and Key Vault are "
-                                       "not checked, so tokens and images can reach an "
-                                       "impostor; set it to true and use Tls.CaCertificates "
-                                       "for a private CA");
+      OrthancPluginLogWarning(orthanc, ("AzureDicom: " + tlsWarning).c_str());
     }
 
     const std::string databasePath = GetDatabasePath(orthanc, configuration, settings);

@@ -515,6 +515,11 @@ void PluginContext::StoreAndApply(const Json::Value& overrides, bool paused)
 
   const bool destinationChanged = GetRuntimeValues(next) != GetRuntimeValues(configuration_) ||
                                   credentials != credentials_;
+  const std::string tlsWarning = GetUnverifiedTlsWarning(next);
+  if (destinationChanged && !tlsWarning.empty())
+  {
+    logger_.Warning(tlsWarning);
+  }
   configuration_ = next;
   credentials_ = credentials;
   if (destinationChanged)

@@ -1308,6 +1308,20 @@ const char* ToString(CredentialType type)
 }
 
 
+std::string GetUnverifiedTlsWarning(const Configuration& configuration)
+{
+  if (configuration.tls.verifyPeer ||
+      IsLoopbackHost(GetUrlHost(configuration.serviceUrl, "AzureDicom.ServiceUrl")))
+  {
+    return "";
+  }
+
+  return "AzureDicom.Tls.VerifyPeer is false: the certificates of the service, Entra ID and Key "
+         "Vault are not checked, so tokens and images can reach an impostor; set it to true and "
+         "use Tls.CaCertificates for a private CA";
+}
+
+
 Destination Configuration::GetDestination() const
 {
   return Destination{serviceUrl, apiVersion, partition};

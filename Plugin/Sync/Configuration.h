@@ -122,6 +122,10 @@ Configuration ParseConfiguration(const Json::Value& section);
 // list only the keys that their Type takes, so that the result parses again.
 Json::Value ToRedactedJson(const Configuration& configuration);
 
+// Returns a warning when Tls.VerifyPeer is false for a ServiceUrl that is not on loopback, or ""
+// when the certificates are checked or the service is local.
+std::string GetUnverifiedTlsWarning(const Configuration& configuration);
+
 // Returns true for the hosts where plain http:// is allowed: "localhost" (case-insensitive),
 // 127.0.0.0/8, ::1 with or without brackets, and 127.0.0.0/8 as an IPv4-mapped IPv6 address.
 bool IsLoopbackHost(const std::string& host);
