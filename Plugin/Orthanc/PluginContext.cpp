@@ -14,6 +14,10 @@ namespace
 const char* const RUNTIME_SETTINGS_PROPERTY = "RuntimeSettings";
 const char* const PAUSED_PROPERTY = "Paused";
 
+// The windows of the dashboard's request tiles.
+const unsigned int REQUEST_WINDOW_SHORT_SECONDS = 5 * 60;
+const unsigned int REQUEST_WINDOW_LONG_SECONDS = 60 * 60;
+
 
 DispatcherSettings GetDispatcherSettings(const Configuration& configuration,
                                          const CredentialManager& credentials)
@@ -266,6 +270,13 @@ void PluginContext::UpdateMetrics()
   const StateCounts counts = outbox_->CountByState();
   const DispatcherStatus status = dispatcher_->GetStatus();
 
+  StatusSample sample;
+  sample.timeMs = NowMs();
+  sample.counts = counts;
+  sample.sentInstances = status.instances;
+  sample.sentBytes = status.bytes;
+  history_.Add(sample);
+
   static const char* const names[ITEM_STATE_COUNT] = {
       "azure_dicom_pending", "azure_dicom_sending", "azure_dicom_mirrored",
       "azure_dicom_already_present", "azure_dicom_failed", "azure_dicom_skipped",
@@ -374,6 +385,45 @@ Json::Value PluginContext::GetStatus()
 
 namespace AzureDicom
 {
+Json::Value PluginContext::GetStatusHistory()
+{
+  const int64_t now = NowMs();
+
+  Json::Value answer;
+  answer["IntervalSeconds"] = StatusHistory::INTERVAL_SECONDS;
+  answer["Samples"] = Json::arrayValue;
+  for (const StatusSample& sample : history_.Get(now))
+  {
+    Json::Value entry;
+    entry["Time"] = FormatIsoTime(sample.timeMs);
+    entry["Counts"] = ToJson(sample.counts);
+    entry["SentInstances"] = Json::UInt64(sample.sentInstances);
+    entry["SentBytes"] = Json::UInt64(sample.sentBytes);
+    answer["Samples"].append(entry);
+  }
+
+  for (const auto& window : {std::make_pair(REQUEST_WINDOW_SHORT_SECONDS, "Last5Minutes"),
+                             std::make_pair(REQUEST_WINDOW_LONG_SECONDS, "Last60Minutes")})
+  {
+    const RequestSummary summary = dispatcher_->SummarizeRequests(now, window.first);
+    Json::Value tile;
+    tile["WindowSeconds"] = summary.windowSeconds;
+    tile["Requests"] = Json::UInt64(summary.requests);
+    tile["RequestsPerSecond"] = summary.requestsPerSecond;
+    tile["P95LatencyMs"] = summary.p95LatencyMs;
+    tile["Errors"] = Json::UInt64(summary.errors);
+    tile["ErrorRate"] = summary.errorRate;
+    tile["ErrorsByStatus"] = Json::objectValue;
+    for (const auto& entry : summary.errorsByStatus)
+    {
+      tile["ErrorsByStatus"][std::to_string(entry.first)] = Json::UInt64(entry.second);
+    }
+    answer["Requests"][window.second] = tile;
+  }
+  return answer;
+}
+
+
 Json::Value PluginContext::GetSettings()
 {
   std::lock_guard<std::mutex> lock(settingsMutex_);

@@ -7,6 +7,7 @@
 #include "Sync/DeletionWorker.h"
 #include "Sync/Dispatcher.h"
 #include "Sync/Outbox.h"
+#include "Sync/StatusHistory.h"
 
 #include <condition_variable>
 #include <memory>
@@ -71,6 +72,9 @@ public:
 
   Json::Value GetStatus();
 
+  // GET /azure-dicom/status/history: the samples of the last hour and the request tiles.
+  Json::Value GetStatusHistory();
+
   // GET /azure-dicom/settings.
   Json::Value GetSettings();
 
@@ -127,6 +131,7 @@ private:
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<ChangeFollower> follower_;
   std::unique_ptr<DeletionWorker> deletions_;
+  StatusHistory history_;  // thread-safe on its own
 
   std::mutex settingsMutex_;  // protects the four members below; held during a whole change
   Configuration configuration_;

@@ -136,6 +136,12 @@ void GetStatus(const RouteRequest& request)
 }
 
 
+void GetStatusHistory(const RouteRequest& request)
+{
+  request.Answer(request.context.GetStatusHistory());
+}
+
+
 size_t ReadPageSize(const RouteRequest& request)
 {
   std::string text;
@@ -579,6 +585,7 @@ void RegisterRestRoutes(OrthancPluginContext* orthanc, PluginContext* (*getConte
   };
   const Route routes[] = {
       {"/azure-dicom/status", Serve<GetStatus, nullptr, nullptr>},
+      {"/azure-dicom/status/history", Serve<GetStatusHistory, nullptr, nullptr>},
       {"/azure-dicom/instances", Serve<ListInstances, nullptr, nullptr>},
       {"/azure-dicom/instances/([^/]+)", Serve<GetInstance, nullptr, nullptr>},
       {"/azure-dicom/studies/([^/]+)", Serve<GetStudy, nullptr, nullptr>},

@@ -455,13 +455,20 @@ void Dispatcher::PostBatch(IStowSender& sender, Batch& batch)
 {
   const std::vector<int64_t> ids = GetIds(batch.items);
   HttpResponse response;
+  const int64_t startedAt = NowMs();
   try
   {
     response = batch.upsert ? sender.Put(batch.body, batch.contentType)
                             : sender.Post(batch.body, batch.contentType);
+    requestStatistics_.Record(NowMs(), response.status, response.elapsedMs);
   }
   catch (const Exception& e)
   {
+    if (!aborting_)
+    {
+      requestStatistics_.Record(NowMs(), 0, static_cast<double>(NowMs() - startedAt));
+    }
+
     if (aborting_)
     {
       // Orthanc is stopping: the items are sent again after the restart.

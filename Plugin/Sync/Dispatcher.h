@@ -5,6 +5,7 @@
 #include "Common/Logger.h"
 #include "Sync/OrthancGateway.h"
 #include "Sync/Outbox.h"
+#include "Sync/RequestStatistics.h"
 #include "Sync/Configuration.h"
 #include "Sync/RetryPolicy.h"
 
@@ -116,6 +117,12 @@ public:
 
   DispatcherStatus GetStatus();
 
+  // The STOW-RS requests of the last windowSeconds: rate, p95 latency and errors by status.
+  RequestSummary SummarizeRequests(int64_t nowMs, unsigned int windowSeconds)
+  {
+    return requestStatistics_.Summarize(nowMs, windowSeconds);
+  }
+
   // Claims and sends one batch with the given sender, in the calling thread; returns false
   // when no item was due. The worker threads call it in a loop.
   bool ProcessOneBatch(IStowSender& sender);
@@ -170,5 +177,6 @@ private:
   };
   std::deque<Sample> recent_;  // requests of the last minute that got a response, for the throughput
   std::mt19937 random_;
+  RequestStatistics requestStatistics_;  // thread-safe on its own
 };
 }  // namespace AzureDicom
