@@ -304,6 +304,58 @@ std::vector<std::string> GetInstanceIds(OrthancGateway& orthanc,
 }
 
 
+const char* GetLevelName(ResourceLevel level)
+{
+  static const char* const names[] = {"Patient", "Study", "Series", "Instance"};
+  return names[static_cast<int>(level)];
+}
+
+
+// One word for a badge: Failed wins over Pending, which wins over NotMirrored.
+const char* Summarize(const StateCounts& counts, uint64_t notQueued)
+{
+  if (counts.Get(ItemState::Failed) > 0)
+  {
+    return "Failed";
+  }
+  if (counts.Get(ItemState::Pending) + counts.Get(ItemState::Sending) > 0)
+  {
+    return "Pending";
+  }
+  if (notQueued + counts.Get(ItemState::Skipped) + counts.Get(ItemState::RolledBack) > 0)
+  {
+    return "NotMirrored";
+  }
+  return "Mirrored";
+}
+
+
+void GetResource(const RouteRequest& request)
+{
+  ResourceReference resource;
+  if (!LookUpResource(resource, request.context.GetGateway(), request.GetGroup(0)))
+  {
+    throw Exception(ErrorCode::NotFound, "no patient, study, series or instance has the ID or "
+                                         "UID \"" + request.GetGroup(0) + "\"");
+  }
+
+  const std::vector<std::string> ids = GetInstanceIds(request.context.GetGateway(), {resource});
+  uint64_t notQueued = 0;
+  uint64_t bytes = 0;
+  const StateCounts counts = request.context.GetOutbox().CountInstances(ids, notQueued, bytes);
+
+  Json::Value answer;
+  answer["Level"] = GetLevelName(resource.level);
+  answer["ID"] = resource.orthancId;
+  answer["Instances"] = Json::UInt64(ids.size());
+  answer["NotQueued"] = Json::UInt64(notQueued);
+  answer["Bytes"] = Json::UInt64(bytes);
+  answer["Counts"] = ToJson(counts);
+  answer["Summary"] = Summarize(counts, notQueued);
+  request.Answer(answer);
+}
+
+
 void PostRetry(const RouteRequest& request)
 {
   const Json::Value body = request.GetJsonBody();
@@ -589,6 +641,7 @@ void RegisterRestRoutes(OrthancPluginContext* orthanc, PluginContext* (*getConte
       {"/azure-dicom/instances", Serve<ListInstances, nullptr, nullptr>},
       {"/azure-dicom/instances/([^/]+)", Serve<GetInstance, nullptr, nullptr>},
       {"/azure-dicom/studies/([^/]+)", Serve<GetStudy, nullptr, nullptr>},
+      {"/azure-dicom/resources/([^/]+)", Serve<GetResource, nullptr, nullptr>},
       {"/azure-dicom/sync", Serve<nullptr, PostSync, nullptr>},
       {"/azure-dicom/retry", Serve<nullptr, PostRetry, nullptr>},
       {"/azure-dicom/pause", Serve<nullptr, PostPause, nullptr>},

@@ -214,6 +214,11 @@ public:
 
   uint64_t CountConflicts();
 
+  // Counts the items of these Orthanc instances per state; instances without an item count in
+  // notQueued. bytes sums the sizes of the items found.
+  StateCounts CountInstances(const std::vector<std::string>& orthancIds, uint64_t& notQueued,
+                             uint64_t& bytes);
+
   // A property of the plugin (runtime settings), or fallback when it was never set.
   std::string GetProperty(const std::string& name, const std::string& fallback);
   void SetProperty(const std::string& name, const std::string& value);

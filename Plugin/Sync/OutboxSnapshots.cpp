@@ -232,6 +232,40 @@ std::map<std::string, std::string> Outbox::GetConfirmedDigests(
 }
 
 
+StateCounts Outbox::CountInstances(const std::vector<std::string>& orthancIds,
+                                   uint64_t& notQueued, uint64_t& bytes)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Database database{db_.get(), path_};
+  const std::string action = "count the items of " + std::to_string(orthancIds.size()) +
+                             " instances";
+  LocalTransaction transaction(database, false, action);
+
+  StatementPtr statement =
+      Prepare(database, "SELECT state, size FROM items WHERE orthanc_id = ?1");
+  StateCounts counts;
+  notQueued = 0;
+  bytes = 0;
+  for (const std::string& orthancId : orthancIds)
+  {
+    Query query(database, statement, action);
+    query.Bind(orthancId);
+    if (query.Step())
+    {
+      counts.counts[static_cast<size_t>(query.GetState(0))]++;
+      bytes += static_cast<uint64_t>(query.GetInt64(1));
+    }
+    else
+    {
+      notQueued++;
+    }
+  }
+
+  transaction.Commit();
+  return counts;
+}
+
+
 uint64_t Outbox::CountConflicts()
 {
   std::lock_guard<std::mutex> lock(mutex_);
