@@ -40,8 +40,10 @@ OrthancPluginJob* Unserialize(const char* jobType, const char* serialized)
   const std::string text = serialized != nullptr ? serialized : "";
   if (!ParseJson(json, error, text.data(), text.size()) || !json["Rollback"].isString())
   {
-    context->GetLogger().Error("cannot resume a rollback job from Orthanc's job registry: "
-                               "invalid content " + text);
+    context->GetLogger().Error(
+        "cannot resume a rollback job from Orthanc's job registry: "
+        "invalid content " +
+        text);
     return nullptr;
   }
 
@@ -100,12 +102,11 @@ Json::Value RunRollback(PluginContext& context, const SnapshotRecord& snapshot,
   dispatcher.Start();
 
   const std::string jobId = RollbackJob::Submit(context, rollbackId);
-  context.GetLogger().Warning("rollback " + std::to_string(rollbackId) + " to snapshot " +
-                              std::to_string(snapshot.id) + " started as job " + jobId + ": " +
-                              plan["Delete"]["Instances"].asString() +
-                              " instances to delete at the service, " +
-                              plan["DroppedPending"]["Instances"].asString() +
-                              " pending instances dropped");
+  context.GetLogger().Warning(
+      "rollback " + std::to_string(rollbackId) + " to snapshot " + std::to_string(snapshot.id) +
+      " started as job " + jobId + ": " + plan["Delete"]["Instances"].asString() +
+      " instances to delete at the service, " + plan["DroppedPending"]["Instances"].asString() +
+      " pending instances dropped");
 
   Json::Value answer;
   answer["ID"] = jobId;
@@ -117,10 +118,8 @@ Json::Value RunRollback(PluginContext& context, const SnapshotRecord& snapshot,
 }
 
 
-RollbackJob::RollbackJob(PluginContext& context, int64_t rollbackId) :
-    context_(context),
-    rollbackId_(rollbackId),
-    claimed_(context.ClaimRollbackJob(rollbackId))
+RollbackJob::RollbackJob(PluginContext& context, int64_t rollbackId)
+    : context_(context), rollbackId_(rollbackId), claimed_(context.ClaimRollbackJob(rollbackId))
 {
 }
 
@@ -145,7 +144,8 @@ OrthancPluginJob* RollbackJob::CreateHandle(std::unique_ptr<RollbackJob> job)
       [](void* self) { return static_cast<RollbackJob*>(self)->GetContent(); },
       [](void* self) { return static_cast<RollbackJob*>(self)->GetSerialized(); },
       [](void* self) { return static_cast<RollbackJob*>(self)->Step(); },
-      [](void* self, OrthancPluginJobStopReason reason) {
+      [](void* self, OrthancPluginJobStopReason reason)
+      {
         static_cast<RollbackJob*>(self)->Stop(reason);
         return OrthancPluginErrorCode_Success;
       },
@@ -241,8 +241,8 @@ OrthancPluginJobStepStatus RollbackJob::Step()
                                              target + " could not delete it: " + result.message,
                                              NowMs());
           context_.GetLogger().Warning("rollback " + std::to_string(rollbackId_) +
-                                       " cannot delete instance " +
-                                       item.instance.sopInstanceUid + ": " + result.message);
+                                       " cannot delete instance " + item.instance.sopInstanceUid +
+                                       ": " + result.message);
           break;
       }
     }
@@ -272,10 +272,11 @@ OrthancPluginJobStepStatus RollbackJob::Finish()
   }
 
   context_.GetOutbox().FinishRollback(rollbackId_, RollbackState::Success, "", NowMs());
-  context_.GetLogger().Warning("rollback " + std::to_string(rollbackId_) + " ended: " +
-                               std::to_string(rollback.deleted) + " instances deleted at the "
-                               "service, " + std::to_string(rollback.notFound) +
-                               " already absent");
+  context_.GetLogger().Warning("rollback " + std::to_string(rollbackId_) +
+                               " ended: " + std::to_string(rollback.deleted) +
+                               " instances deleted at the "
+                               "service, " +
+                               std::to_string(rollback.notFound) + " already absent");
   return OrthancPluginJobStepStatus_Success;
 }
 

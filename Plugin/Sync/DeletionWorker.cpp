@@ -16,11 +16,8 @@ const double BACKOFF_JITTER = 0.5;
 
 
 DeletionWorker::DeletionWorker(Outbox& outbox, ILogger& logger, const RetrySettings& retry,
-                               Dispatcher::SenderFactory senderFactory) :
-    outbox_(outbox),
-    logger_(logger),
-    policy_(retry),
-    senderFactory_(std::move(senderFactory))
+                               Dispatcher::SenderFactory senderFactory)
+    : outbox_(outbox), logger_(logger), policy_(retry), senderFactory_(std::move(senderFactory))
 {
 }
 
@@ -148,9 +145,9 @@ bool DeletionWorker::DeleteOne(IStowSender& sender, const OutboxItem& item)
     case DeletionStatus::NotFound:
     {
       outbox_.CompleteDeletion(item.id);
-      logger_.Info("deleted instance " + item.instance.sopInstanceUid +
-                   " at the service after it was deleted in Orthanc (MirrorDeletes): " +
-                   result.message);
+      logger_.Info(
+          "deleted instance " + item.instance.sopInstanceUid +
+          " at the service after it was deleted in Orthanc (MirrorDeletes): " + result.message);
       std::lock_guard<std::mutex> lock(mutex_);
       status_.done++;
       failures_ = 0;

@@ -32,10 +32,10 @@ const char* const QUEUED_AFTER = "id > ?1 AND state IN ('Pending', 'Sending')";
 class LocalTransaction
 {
 public:
-  LocalTransaction(const Database& database, bool write, const std::string& action) :
-      begin_(Prepare(database, write ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")),
-      commit_(Prepare(database, "COMMIT")),
-      transaction_(database, begin_, commit_, action)
+  LocalTransaction(const Database& database, bool write, const std::string& action)
+      : begin_(Prepare(database, write ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")),
+        commit_(Prepare(database, "COMMIT")),
+        transaction_(database, begin_, commit_, action)
   {
   }
 
@@ -154,8 +154,8 @@ uint64_t CountRows(const Database& database, const std::string& sql, int64_t par
 std::vector<OutboxItem> SelectItems(const Database& database, const std::string& where,
                                     int64_t parameter, size_t limit, const std::string& action)
 {
-  StatementPtr statement = Prepare(database, "SELECT " + ITEM_COLUMNS + " FROM items WHERE " +
-                                                 where + " ORDER BY id LIMIT ?2");
+  StatementPtr statement = Prepare(
+      database, "SELECT " + ITEM_COLUMNS + " FROM items WHERE " + where + " ORDER BY id LIMIT ?2");
   Query query(database, statement, action);
   query.Bind(parameter).Bind(ToSqliteInteger(limit));
 
@@ -232,17 +232,16 @@ std::map<std::string, std::string> Outbox::GetConfirmedDigests(
 }
 
 
-StateCounts Outbox::CountInstances(const std::vector<std::string>& orthancIds,
-                                   uint64_t& notQueued, uint64_t& bytes)
+StateCounts Outbox::CountInstances(const std::vector<std::string>& orthancIds, uint64_t& notQueued,
+                                   uint64_t& bytes)
 {
   std::lock_guard<std::mutex> lock(mutex_);
   const Database database{db_.get(), path_};
-  const std::string action = "count the items of " + std::to_string(orthancIds.size()) +
-                             " instances";
+  const std::string action =
+      "count the items of " + std::to_string(orthancIds.size()) + " instances";
   LocalTransaction transaction(database, false, action);
 
-  StatementPtr statement =
-      Prepare(database, "SELECT state, size FROM items WHERE orthanc_id = ?1");
+  StatementPtr statement = Prepare(database, "SELECT state, size FROM items WHERE orthanc_id = ?1");
   StateCounts counts;
   notQueued = 0;
   bytes = 0;
@@ -326,8 +325,8 @@ void Outbox::InsertSnapshot(SnapshotRecord& snapshot)
   LocalTransaction transaction(database, true, action);
 
   snapshot.lastCreated = static_cast<int64_t>(CountRows(
-      database, "SELECT COALESCE(MAX(value), 0) FROM properties WHERE name = 'CreatedSequence'",
-      -1, action));
+      database, "SELECT COALESCE(MAX(value), 0) FROM properties WHERE name = 'CreatedSequence'", -1,
+      action));
   snapshot.lastQueued = static_cast<int64_t>(
       CountRows(database, "SELECT COALESCE(MAX(id), 0) FROM items", -1, action));
 
@@ -396,8 +395,8 @@ std::vector<SnapshotRecord> Outbox::ListSnapshots()
 
   std::vector<SnapshotRecord> snapshots;
   {
-    StatementPtr statement =
-        Prepare(database, std::string("SELECT ") + SNAPSHOT_COLUMNS + " FROM snapshots ORDER BY id");
+    StatementPtr statement = Prepare(
+        database, std::string("SELECT ") + SNAPSHOT_COLUMNS + " FROM snapshots ORDER BY id");
     Query query(database, statement, action);
     while (query.Step())
     {
@@ -419,12 +418,12 @@ RollbackPlan Outbox::PlanRollback(const SnapshotRecord& snapshot, size_t firstCo
 
   RollbackPlan plan;
   {
-    StatementPtr statement = Prepare(
-        database, std::string("SELECT sent_service_url, sent_api_version, sent_partition, "
-                              "COUNT(*), SUM(size) FROM items WHERE ") +
-                      CREATED_AFTER +
-                      " GROUP BY sent_service_url, sent_api_version, sent_partition "
-                      "ORDER BY sent_service_url, sent_api_version, sent_partition");
+    StatementPtr statement =
+        Prepare(database, std::string("SELECT sent_service_url, sent_api_version, sent_partition, "
+                                      "COUNT(*), SUM(size) FROM items WHERE ") +
+                              CREATED_AFTER +
+                              " GROUP BY sent_service_url, sent_api_version, sent_partition "
+                              "ORDER BY sent_service_url, sent_api_version, sent_partition");
     Query query(database, statement, action);
     query.Bind(snapshot.lastCreated);
     while (query.Step())
@@ -440,9 +439,9 @@ RollbackPlan Outbox::PlanRollback(const SnapshotRecord& snapshot, size_t firstCo
   }
 
   plan.firstItems = SelectItems(database, CREATED_AFTER, snapshot.lastCreated, firstCount, action);
-  plan.droppedPending = CountRows(
-      database, std::string("SELECT COUNT(*) FROM items WHERE ") + QUEUED_AFTER,
-      snapshot.lastQueued, action);
+  plan.droppedPending =
+      CountRows(database, std::string("SELECT COUNT(*) FROM items WHERE ") + QUEUED_AFTER,
+                snapshot.lastQueued, action);
   plan.firstDropped = SelectItems(database, QUEUED_AFTER, snapshot.lastQueued, firstCount, action);
   plan.alreadyPresentKept =
       CountRows(database,
@@ -470,29 +469,30 @@ int64_t Outbox::StartRollback(const SnapshotRecord& target, int64_t safetySnapsh
                     "/azure-dicom/status) or cancel its job");
   }
 
-  StatementPtr insert = Prepare(database,
-                                "INSERT INTO rollbacks (snapshot_id, safety_snapshot_id, state, "
-                                "total, created_at, updated_at) VALUES (?1, ?2, 'Running', 0, ?3, ?3)");
+  StatementPtr insert =
+      Prepare(database,
+              "INSERT INTO rollbacks (snapshot_id, safety_snapshot_id, state, "
+              "total, created_at, updated_at) VALUES (?1, ?2, 'Running', 0, ?3, ?3)");
   Query(database, insert, action).Bind(target.id).Bind(safetySnapshotId).Bind(now).Run();
   const int64_t rollbackId = sqlite3_last_insert_rowid(database.handle);
 
   uint64_t total = 0;
   if (deleteFromService)
   {
-    total = RunUpdate(database,
-                      std::string("UPDATE items SET rollback_id = ?2, updated_at = ?3 WHERE ") +
-                          CREATED_AFTER,
-                      {target.lastCreated, rollbackId, now}, "", action);
+    total = RunUpdate(
+        database,
+        std::string("UPDATE items SET rollback_id = ?2, updated_at = ?3 WHERE ") + CREATED_AFTER,
+        {target.lastCreated, rollbackId, now}, "", action);
   }
 
-  RunUpdate(database,
-            std::string("UPDATE items SET state = 'Skipped', lease_until = 0, updated_at = ?2, "
-                        "message = ?3 WHERE ") +
-                QUEUED_AFTER,
-            {target.lastQueued, now},
-            "dropped by the rollback to snapshot " + std::to_string(target.id) +
-                " before it was sent",
-            action);
+  RunUpdate(
+      database,
+      std::string("UPDATE items SET state = 'Skipped', lease_until = 0, updated_at = ?2, "
+                  "message = ?3 WHERE ") +
+          QUEUED_AFTER,
+      {target.lastQueued, now},
+      "dropped by the rollback to snapshot " + std::to_string(target.id) + " before it was sent",
+      action);
 
   RunUpdate(database, "UPDATE rollbacks SET total = ?1 WHERE id = ?2",
             {static_cast<int64_t>(total), rollbackId}, "", action);
@@ -508,9 +508,9 @@ std::vector<OutboxItem> Outbox::ListRollbackItems(int64_t rollbackId, size_t lim
   const Database database{db_.get(), path_};
   const std::string action = "list the items of rollback " + std::to_string(rollbackId);
   LocalTransaction transaction(database, false, action);
-  std::vector<OutboxItem> items = SelectItems(
-      database, "rollback_id = ?1 AND state IN ('Mirrored', 'AlreadyPresent')", rollbackId, limit,
-      action);
+  std::vector<OutboxItem> items =
+      SelectItems(database, "rollback_id = ?1 AND state IN ('Mirrored', 'AlreadyPresent')",
+                  rollbackId, limit, action);
   transaction.Commit();
   return items;
 }
@@ -633,9 +633,8 @@ bool Outbox::GetLastRollback(RollbackRecord& rollback)
 
   bool found = false;
   {
-    StatementPtr statement =
-        Prepare(database, std::string("SELECT ") + ROLLBACK_COLUMNS +
-                              " FROM rollbacks ORDER BY id DESC LIMIT 1");
+    StatementPtr statement = Prepare(database, std::string("SELECT ") + ROLLBACK_COLUMNS +
+                                                   " FROM rollbacks ORDER BY id DESC LIMIT 1");
     Query query(database, statement, action);
     if (query.Step())
     {
@@ -745,7 +744,8 @@ void Outbox::ForgetCreation(int64_t itemId, int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
   const Database database{db_.get(), path_};
-  const std::string action = "record the deletion of the old copy of item " + std::to_string(itemId);
+  const std::string action =
+      "record the deletion of the old copy of item " + std::to_string(itemId);
   LocalTransaction transaction(database, true, action);
   RunUpdate(database, "UPDATE items SET created_sequence = 0, updated_at = ?2 WHERE id = ?1",
             {itemId, now}, "", action);

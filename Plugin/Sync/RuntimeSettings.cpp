@@ -105,7 +105,8 @@ void CollectLeaves(std::vector<std::string>& keys, const Json::Value& body,
   for (const std::string& name : body.getMemberNames())
   {
     const std::string key = prefix.empty() ? name : prefix + "." + name;
-    const bool isParent = std::string(SECRET_VERSION_KEY).compare(0, key.size() + 1, key + ".") == 0;
+    const bool isParent =
+        std::string(SECRET_VERSION_KEY).compare(0, key.size() + 1, key + ".") == 0;
     if (isParent && body[name].isObject())
     {
       CollectLeaves(keys, body[name], key);
@@ -122,7 +123,7 @@ void CollectLeaves(std::vector<std::string>& keys, const Json::Value& body,
 const std::vector<std::string>& GetRuntimeKeys()
 {
   static const std::vector<std::string> keys = {
-      "ServiceUrl",        "ApiVersion", "Partition", "Workers", "MaxInstancesPerRequest",
+      "ServiceUrl",       "ApiVersion",      "Partition", "Workers", "MaxInstancesPerRequest",
       "MaxRequestSizeMB", SECRET_VERSION_KEY};
   return keys;
 }
@@ -198,8 +199,8 @@ Json::Value UpdateOverrides(const Json::Value& fileSection, const Json::Value& o
     throw Exception(ErrorCode::BadRequest, std::string(e.what()) + " (nothing was changed)");
   }
 
-  // Stored in the normalized form of the parsed values, and only where they differ from the
-  // file, so that a later change of the file takes effect for the keys not overridden.
+  // Keeps the normalized parsed values, and only those that differ from the file, so that a
+  // later change of the file applies to the keys not overridden.
   return MakeOverrides(fileSection, GetRuntimeValues(parsed));
 }
 
@@ -210,7 +211,8 @@ Json::Value GetRuntimeValues(const Configuration& configuration)
   values["ServiceUrl"] = configuration.serviceUrl;
   values["ApiVersion"] = configuration.apiVersion;
   values["Partition"] = configuration.partition;
-  // Signed, as JsonCpp reads small numbers back from text, because Json::Value compares types.
+  // Signed integers, because JsonCpp parses small numbers from text as signed and the ==
+  // operator of Json::Value also compares the type.
   values["Workers"] = static_cast<Json::Int>(configuration.workers);
   values["MaxInstancesPerRequest"] = static_cast<Json::Int>(configuration.maxInstancesPerRequest);
   values["MaxRequestSizeMB"] = static_cast<Json::Int>(configuration.maxRequestSizeMB);

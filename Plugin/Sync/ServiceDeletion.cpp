@@ -55,8 +55,8 @@ std::string GetServiceInstanceUrl(const OutboxItem& item)
 
   std::string base = item.destination;
   const size_t suffixLength = std::char_traits<char>::length(STUDIES_SUFFIX);
-  if (base.size() >= suffixLength && base.compare(base.size() - suffixLength, suffixLength,
-                                                  STUDIES_SUFFIX) == 0)
+  if (base.size() >= suffixLength &&
+      base.compare(base.size() - suffixLength, suffixLength, STUDIES_SUFFIX) == 0)
   {
     base.resize(base.size() - suffixLength);
   }
