@@ -133,7 +133,7 @@ CREATE TABLE rollbacks (
 const std::string RESET_TO_PENDING =
     "state = 'Pending', attempts = 0, status_code = 0, failure_reason = 0, warning_reason = 0, "
     "message = '', queued_at = ?1, updated_at = ?1, next_attempt_at = ?1, lease_until = 0, "
-    "sent_at = 0, delete_requested = 0";
+    "sent_at = 0, delete_requested = 0, rollback_id = 0";
 
 const std::string RETRYABLE_STATES = "('Failed', 'Skipped', 'RolledBack')";
 
@@ -282,9 +282,10 @@ struct Outbox::Statements
                               ", size = ?2, content_changed = 1, content_conflict = 0 "
                               "WHERE orthanc_id = ?3 AND state IN ('Mirrored', 'AlreadyPresent') "
                               "AND content_md5 != '' AND content_md5 != ?4");
-    keepDeletedItem = Prepare(database,
-                              "UPDATE items SET delete_requested = 0, updated_at = ?1 "
-                              "WHERE orthanc_id = ?2 AND delete_requested = 1");
+    // The deletion worker may be deleting the service's copy right now, so the item is sent
+    // again: the service then creates it, or answers that it already has it.
+    keepDeletedItem = Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
+                                            " WHERE orthanc_id = ?2 AND delete_requested = 1");
     expireLeases = Prepare(database,
                            "UPDATE items SET state = 'Pending', lease_until = 0, updated_at = ?1 "
                            "WHERE state = 'Sending' AND lease_until < ?1");
@@ -292,7 +293,7 @@ struct Outbox::Statements
                                "UPDATE items SET state = 'Pending', lease_until = 0, "
                                "updated_at = ?1 WHERE state = 'Sending'");
     selectDue = Prepare(database, selectItems +
-                                      "WHERE state = 'Pending' AND next_attempt_at <= ?1 "
+                                      "WHERE state = 'Pending' AND next_attempt_at <= ?1 AND rollback_id = 0 "
                                       "ORDER BY next_attempt_at, id LIMIT ?2");
     markSending = Prepare(database,
                           "UPDATE items SET state = 'Sending', lease_until = ?1, updated_at = ?2 "
@@ -592,10 +593,11 @@ QueueResult Outbox::QueueInTransaction(const std::vector<NewInstance>& instances
               .Run();
 
       // Stored again in Orthanc: a delete waiting for the service no longer applies.
-      Query(database, statements_->keepDeletedItem, "keep the instance " + instance.orthancId)
-          .Bind(now)
-          .Bind(instance.orthancId)
-          .Run();
+      requeued += Query(database, statements_->keepDeletedItem,
+                        "keep the instance " + instance.orthancId)
+                      .Bind(now)
+                      .Bind(instance.orthancId)
+                      .Run();
     }
 
     if (requeued == 0 && !instance.contentMd5.empty())

@@ -239,7 +239,8 @@ public:
   int64_t StartRollback(const SnapshotRecord& target, int64_t safetySnapshotId,
                         bool deleteFromService, int64_t now);
 
-  // The items that the rollback has yet to delete, in ID order.
+  // The items that the rollback has yet to delete, in ID order. The dispatcher claims none of
+  // them meanwhile.
   std::vector<OutboxItem> ListRollbackItems(int64_t rollbackId, size_t limit);
 
   // Records the deletion of an item: Deleted and NotFound make it RolledBack, Failed leaves it

@@ -19,9 +19,10 @@ const char* const ROLLBACK_COLUMNS =
 const char* const SNAPSHOT_COLUMNS =
     "id, label, reason, created_at, settings, paused, last_created, last_queued, counts";
 
-// Items that this plugin created at the service after a snapshot's position.
+// Items whose copy at the service this plugin created after a snapshot's position, whatever
+// their state now (an item stored again with other content is Pending while its copy stays).
 const char* const CREATED_AFTER =
-    "created_sequence > ?1 AND state IN ('Mirrored', 'AlreadyPresent') AND rollback_id = 0 "
+    "created_sequence > ?1 AND state != 'RolledBack' AND rollback_id = 0 "
     "AND delete_requested = 0";
 
 // Items queued after a snapshot that have not reached the service.
@@ -169,7 +170,7 @@ std::vector<OutboxItem> SelectItems(const Database& database, const std::string&
 
 
 uint64_t RunUpdate(const Database& database, const std::string& sql,
-                   const std::vector<int64_t>& integers, const std::string& text,
+                   const std::vector<int64_t>& integers, const std::vector<std::string>& texts,
                    const std::string& action)
 {
   StatementPtr statement = Prepare(database, sql);
@@ -178,7 +179,7 @@ uint64_t RunUpdate(const Database& database, const std::string& sql,
   {
     query.Bind(value);
   }
-  if (!text.empty())
+  for (const std::string& text : texts)
   {
     query.Bind(text);
   }
@@ -482,7 +483,7 @@ int64_t Outbox::StartRollback(const SnapshotRecord& target, int64_t safetySnapsh
     total = RunUpdate(
         database,
         std::string("UPDATE items SET rollback_id = ?2, updated_at = ?3 WHERE ") + CREATED_AFTER,
-        {target.lastCreated, rollbackId, now}, "", action);
+        {target.lastCreated, rollbackId, now}, {}, action);
   }
 
   RunUpdate(
@@ -491,11 +492,11 @@ int64_t Outbox::StartRollback(const SnapshotRecord& target, int64_t safetySnapsh
                   "message = ?3 WHERE ") +
           QUEUED_AFTER,
       {target.lastQueued, now},
-      "dropped by the rollback to snapshot " + std::to_string(target.id) + " before it was sent",
+      {"dropped by the rollback to snapshot " + std::to_string(target.id) + " before it was sent"},
       action);
 
   RunUpdate(database, "UPDATE rollbacks SET total = ?1 WHERE id = ?2",
-            {static_cast<int64_t>(total), rollbackId}, "", action);
+            {static_cast<int64_t>(total), rollbackId}, {}, action);
 
   transaction.Commit();
   return rollbackId;
@@ -508,9 +509,8 @@ std::vector<OutboxItem> Outbox::ListRollbackItems(int64_t rollbackId, size_t lim
   const Database database{db_.get(), path_};
   const std::string action = "list the items of rollback " + std::to_string(rollbackId);
   LocalTransaction transaction(database, false, action);
-  std::vector<OutboxItem> items =
-      SelectItems(database, "rollback_id = ?1 AND state IN ('Mirrored', 'AlreadyPresent')",
-                  rollbackId, limit, action);
+  std::vector<OutboxItem> items = SelectItems(
+      database, "rollback_id = ?1 AND state != 'RolledBack'", rollbackId, limit, action);
   transaction.Commit();
   return items;
 }
@@ -531,7 +531,7 @@ void Outbox::RecordRemoval(int64_t rollbackId, int64_t itemId, RemovalOutcome ou
     changed = RunUpdate(database,
                         "UPDATE items SET rollback_id = 0, updated_at = ?3, message = ?4 "
                         "WHERE id = ?1 AND rollback_id = ?2",
-                        {itemId, rollbackId, now}, message, action);
+                        {itemId, rollbackId, now}, {message}, action);
   }
   else
   {
@@ -539,7 +539,7 @@ void Outbox::RecordRemoval(int64_t rollbackId, int64_t itemId, RemovalOutcome ou
                         "UPDATE items SET state = 'RolledBack', created_sequence = 0, "
                         "content_conflict = 0, updated_at = ?3, message = ?4 "
                         "WHERE id = ?1 AND rollback_id = ?2 AND state != 'RolledBack'",
-                        {itemId, rollbackId, now}, message, action);
+                        {itemId, rollbackId, now}, {message}, action);
   }
 
   if (changed > 0)
@@ -550,7 +550,7 @@ void Outbox::RecordRemoval(int64_t rollbackId, int64_t itemId, RemovalOutcome ou
     RunUpdate(database,
               std::string("UPDATE rollbacks SET ") + column + " = " + column +
                   " + 1, updated_at = ?1 WHERE id = ?2",
-              {now, rollbackId}, "", action);
+              {now, rollbackId}, {}, action);
   }
 
   transaction.Commit();
@@ -569,8 +569,8 @@ void Outbox::FinishRollback(int64_t rollbackId, RollbackState state, const std::
   {
     RunUpdate(database,
               "UPDATE items SET rollback_id = 0, updated_at = ?2 WHERE rollback_id = ?1 AND "
-              "state IN ('Mirrored', 'AlreadyPresent')",
-              {rollbackId, now}, "", action);
+              "state != 'RolledBack'",
+              {rollbackId, now}, {}, action);
   }
 
   StatementPtr statement = Prepare(database,
@@ -593,7 +593,7 @@ void Outbox::SetRollbackJob(int64_t rollbackId, const std::string& jobId)
   const Database database{db_.get(), path_};
   const std::string action = "record the job of rollback " + std::to_string(rollbackId);
   LocalTransaction transaction(database, true, action);
-  RunUpdate(database, "UPDATE rollbacks SET job_id = ?2 WHERE id = ?1", {rollbackId}, jobId,
+  RunUpdate(database, "UPDATE rollbacks SET job_id = ?2 WHERE id = ?1", {rollbackId}, {jobId},
             action);
   transaction.Commit();
 }
@@ -681,7 +681,7 @@ bool Outbox::RequestDeletion(const std::string& orthancId, int64_t now)
   StatementPtr statement = Prepare(database,
                                    "UPDATE items SET delete_requested = 1, updated_at = ?1 "
                                    "WHERE orthanc_id = ?2 AND created_sequence > 0 AND "
-                                   "state IN ('Mirrored', 'AlreadyPresent') AND rollback_id = 0");
+                                   "state != 'RolledBack' AND rollback_id = 0");
   const uint64_t changed = Query(database, statement, action).Bind(now).Bind(orthancId).Run();
 
   transaction.Commit();
@@ -721,7 +721,7 @@ void Outbox::CompleteDeletion(int64_t itemId)
   const Database database{db_.get(), path_};
   const std::string action = "remove the deleted item " + std::to_string(itemId);
   LocalTransaction transaction(database, true, action);
-  RunUpdate(database, "DELETE FROM items WHERE id = ?1 AND delete_requested = 1", {itemId}, "",
+  RunUpdate(database, "DELETE FROM items WHERE id = ?1 AND delete_requested = 1", {itemId}, {},
             action);
   transaction.Commit();
 }
@@ -735,7 +735,7 @@ void Outbox::AbandonDeletion(int64_t itemId, const std::string& message, int64_t
   LocalTransaction transaction(database, true, action);
   RunUpdate(database,
             "UPDATE items SET delete_requested = 0, updated_at = ?2, message = ?3 WHERE id = ?1",
-            {itemId, now}, message, action);
+            {itemId, now}, {message}, action);
   transaction.Commit();
 }
 
@@ -748,7 +748,7 @@ void Outbox::ForgetCreation(int64_t itemId, int64_t now)
       "record the deletion of the old copy of item " + std::to_string(itemId);
   LocalTransaction transaction(database, true, action);
   RunUpdate(database, "UPDATE items SET created_sequence = 0, updated_at = ?2 WHERE id = ?1",
-            {itemId, now}, "", action);
+            {itemId, now}, {}, action);
   transaction.Commit();
 }
 }  // namespace AzureDicom
