@@ -2,6 +2,7 @@
 // the callbacks and REST routes, and starts the threads once Orthanc has started.
 
 #include "Common/Exception.h"
+#include "Orthanc/ExplorerResources.h"
 #include "Orthanc/OrthancApi.h"
 #include "Orthanc/PluginContext.h"
 #include "Orthanc/RestRoutes.h"
@@ -156,6 +157,7 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* orthan
   }
 
   AzureDicom::RegisterRestRoutes(orthanc, GetPluginContext);
+  AzureDicom::RegisterExplorerResources(orthanc);
   AzureDicom::RollbackJob::RegisterUnserializer(orthanc, GetPluginContext);
   OrthancPluginRegisterOnStoredInstanceCallback(orthanc, OnStoredInstance);
   OrthancPluginRegisterOnChangeCallback(orthanc, OnChange);
