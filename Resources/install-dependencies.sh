@@ -10,7 +10,18 @@ packages=(
   libgtest-dev libgmock-dev
   python3 python3-pydicom python3-requests python3-yaml dcmtk openssl shellcheck
   iproute2 util-linux
+  chromium chromium-driver
 )
+
+# The browser tests need Node.js and npm. An installed Node.js is kept, because Debian 12's
+# nodejs is version 18 and playwright-core declares Node.js 20 or newer.
+# NOTE: where no Node.js is installed, this installs Debian's 18, older than that minimum.
+if ! command -v node >/dev/null 2>&1; then
+  packages+=(nodejs)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  packages+=(npm)
+fi
 
 missing=()
 for package in "${packages[@]}"; do
