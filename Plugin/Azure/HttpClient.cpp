@@ -4,8 +4,11 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <memory>
 #include <mutex>
 
@@ -91,6 +94,53 @@ std::string TrimSpaces(const std::string& text)
 
 // Keeps the first maxResponseBytes of the body and reads the rest without storing it, so that
 // the connection stays usable for the next request.
+// Where libcurl's read callback is in a RequestBody.
+struct UploadState
+{
+  const RequestBody* body;
+  size_t segment = 0;
+  size_t offset = 0;  // within the segment
+};
+
+
+size_t OnReadBody(char* buffer, size_t size, size_t count, void* userData)
+{
+  UploadState& state = *static_cast<UploadState*>(userData);
+  const std::vector<BodySegment>& segments = state.body->GetSegments();
+  const size_t capacity = size * count;
+  size_t written = 0;
+  while (written < capacity && state.segment < segments.size())
+  {
+    const BodySegment& segment = segments[state.segment];
+    const size_t length = std::min(capacity - written, segment.size - state.offset);
+    std::memcpy(buffer + written, segment.data + state.offset, length);
+    written += length;
+    state.offset += length;
+    if (state.offset == segment.size)
+    {
+      state.segment++;
+      state.offset = 0;
+    }
+  }
+  return written;
+}
+
+
+// libcurl rewinds the body to send it again, for example after a connection that the server
+// closed was reused; only a rewind to the start is needed.
+int OnSeekBody(void* userData, curl_off_t offset, int origin)
+{
+  if (offset != 0 || origin != SEEK_SET)
+  {
+    return CURL_SEEKFUNC_CANTSEEK;
+  }
+  UploadState& state = *static_cast<UploadState*>(userData);
+  state.segment = 0;
+  state.offset = 0;
+  return CURL_SEEKFUNC_OK;
+}
+
+
 size_t OnBodyData(char* data, size_t size, size_t count, void* userData)
 {
   TransferState& state = *static_cast<TransferState*>(userData);
@@ -342,8 +392,18 @@ void HttpClient::SetMethodAndBody(const HttpRequest& request)
                                                   "DELETE");
   }
 
-  const bool sendsBody = request.method == "POST" || request.method == "PUT" || hasBody;
-  if (sendsBody)
+  const bool sendsBody =
+      request.method == "POST" || request.method == "PUT" || hasBody || request.pieces != nullptr;
+  if (request.pieces != nullptr)
+  {
+    // A null CURLOPT_POSTFIELDS makes libcurl read the body through the read callback.
+    CheckOption(curl_easy_setopt(curl_, CURLOPT_POST, 1L), "CURLOPT_POST");
+    CheckOption(curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, nullptr), "CURLOPT_POSTFIELDS");
+    CheckOption(curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE,
+                                 static_cast<curl_off_t>(request.pieces->GetSize())),
+                "CURLOPT_POSTFIELDSIZE_LARGE");
+  }
+  else if (sendsBody)
   {
     // CURLOPT_POSTFIELDS keeps the pointer and does not copy the body. An absent body is sent
     // as an explicit zero length, because libcurl would otherwise call strlen on it.
@@ -382,6 +442,17 @@ HttpResponse HttpClient::Execute(const HttpRequest& request)
   CheckOption(curl_easy_setopt(curl_, CURLOPT_ERRORBUFFER, errorBuffer.data()),
               "CURLOPT_ERRORBUFFER");
 
+  UploadState upload{request.pieces};
+  if (request.pieces != nullptr)
+  {
+    CheckOption(curl_easy_setopt(curl_, CURLOPT_READFUNCTION, OnReadBody),
+                "CURLOPT_READFUNCTION");
+    CheckOption(curl_easy_setopt(curl_, CURLOPT_READDATA, &upload), "CURLOPT_READDATA");
+    CheckOption(curl_easy_setopt(curl_, CURLOPT_SEEKFUNCTION, OnSeekBody),
+                "CURLOPT_SEEKFUNCTION");
+    CheckOption(curl_easy_setopt(curl_, CURLOPT_SEEKDATA, &upload), "CURLOPT_SEEKDATA");
+  }
+
   const auto start = std::chrono::steady_clock::now();
   const CURLcode code = curl_easy_perform(curl_);
   response.elapsedMs =
@@ -392,6 +463,8 @@ HttpResponse HttpClient::Execute(const HttpRequest& request)
   curl_easy_setopt(curl_, CURLOPT_ERRORBUFFER, nullptr);
   curl_easy_setopt(curl_, CURLOPT_WRITEDATA, nullptr);
   curl_easy_setopt(curl_, CURLOPT_HEADERDATA, nullptr);
+  curl_easy_setopt(curl_, CURLOPT_READDATA, nullptr);
+  curl_easy_setopt(curl_, CURLOPT_SEEKDATA, nullptr);
 
   if (code != CURLE_OK)
   {

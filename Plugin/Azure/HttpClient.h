@@ -1,5 +1,6 @@
 #pragma once
 
+#include "Common/Buffer.h"
 #include "Sync/Configuration.h"
 
 #include <atomic>
@@ -19,6 +20,10 @@ struct HttpRequest
   std::string url;
   std::vector<std::pair<std::string, std::string>> headers;
   const std::string* body = nullptr;  // not owned; large STOW-RS bodies are not copied
+
+  // A body in pieces, streamed to the connection without being joined; not owned. It replaces
+  // body when set.
+  const RequestBody* pieces = nullptr;
   unsigned int timeoutSeconds = 60;   // the whole transfer; 0 means no limit
 };
 

@@ -43,47 +43,51 @@ std::string MakeRandomBoundary()
 MultipartWriter::MultipartWriter() : boundary_(MakeRandomBoundary()) {}
 
 
-void MultipartWriter::Reserve(size_t bytes, size_t partCount)
+void MultipartWriter::AddText(std::string text)
 {
-  const size_t delimiterSize = std::strlen(DASHES) + boundary_.size() + std::strlen(CRLF);
-  const size_t partOverhead = delimiterSize + std::strlen(PART_HEADERS) + std::strlen(CRLF);
-  const size_t closeSize = delimiterSize + std::strlen(DASHES);
-
-  body_.reserve(body_.size() + bytes + partCount * partOverhead + closeSize);
+  buffers_.push_back(std::make_unique<StringBuffer>(std::move(text)));
+  body_.Add(buffers_.back()->GetData(), buffers_.back()->GetSize());
 }
 
 
 void MultipartWriter::AddPart(const std::string& dicom)
 {
-  AddPart(dicom.data(), dicom.size());
+  AddPart(std::make_unique<StringBuffer>(dicom));
 }
 
 
 void MultipartWriter::AddPart(const char* data, size_t size)
 {
-  if (finished_)
+  AddPart(std::make_unique<StringBuffer>(std::string(data, size)));
+}
+
+
+void MultipartWriter::AddPart(std::unique_ptr<IBuffer> dicom)
+{
+  if (closed_)
   {
     throw Exception(ErrorCode::InternalError,
-                    "MultipartWriter::AddPart() was called after Finish() closed the body");
+                    "MultipartWriter::AddPart() was called after the body was closed");
   }
 
   // RFC 2046 delimits a part with CRLF "--" boundary. The stricter test for "--" boundary anywhere
   // in the part is enough: the boundary is hex digits, so no match can straddle the part's end and
   // the CRLF that this writer appends after it.
   const std::string dashBoundary = DASHES + boundary_;
-  if (memmem(data, size, dashBoundary.data(), dashBoundary.size()) != nullptr)
+  if (memmem(dicom->GetData(), dicom->GetSize(), dashBoundary.data(), dashBoundary.size()) !=
+      nullptr)
   {
     throw Exception(ErrorCode::InternalError,
                     "part " + std::to_string(parts_ + 1) + " of a STOW-RS request (" +
-                        std::to_string(size) + " bytes) contains the multipart boundary " +
-                        boundary_ + ", expected random bytes never to match it");
+                        std::to_string(dicom->GetSize()) +
+                        " bytes) contains the multipart boundary " + boundary_ +
+                        ", expected random bytes never to match it");
   }
 
-  body_.append(dashBoundary);
-  body_.append(CRLF);
-  body_.append(PART_HEADERS);
-  body_.append(data, size);
-  body_.append(CRLF);
+  // The CRLF that ends the previous part goes with this part's delimiter.
+  AddText((parts_ > 0 ? CRLF : "") + dashBoundary + CRLF + PART_HEADERS);
+  buffers_.push_back(std::move(dicom));
+  body_.Add(buffers_.back()->GetData(), buffers_.back()->GetSize());
   parts_++;
 }
 
@@ -94,25 +98,28 @@ std::string MultipartWriter::GetContentType() const
 }
 
 
-const std::string& MultipartWriter::Finish()
+void MultipartWriter::Close()
 {
-  if (finished_)
+  if (closed_)
   {
-    return body_;
+    return;
   }
 
   if (parts_ == 0)
   {
     throw Exception(ErrorCode::InternalError,
-                    "MultipartWriter::Finish() was called with no part, expected at least one "
+                    "MultipartWriter::Close() was called with no part, expected at least one "
                     "instance in a STOW-RS request");
   }
 
-  body_.append(DASHES);
-  body_.append(boundary_);
-  body_.append(DASHES);
-  body_.append(CRLF);
-  finished_ = true;
-  return body_;
+  AddText(std::string(CRLF) + DASHES + boundary_ + DASHES + CRLF);
+  closed_ = true;
+}
+
+
+std::string MultipartWriter::Finish()
+{
+  Close();
+  return body_.ToString();
 }
 }  // namespace AzureDicom

@@ -1,13 +1,18 @@
 #pragma once
 
+#include "Common/Buffer.h"
+
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace AzureDicom
 {
 // Builds a multipart/related body (RFC 2387) of DICOM instances for STOW-RS. Each part has the
 // Content-Type exactly "application/dicom", because the Azure DICOM service responds with 415 to a
 // part with parameters. The boundary is 128 random bits in hex; AddPart() throws
-// Exception(InternalError) in the unlikely case that a part contains it.
+// Exception(InternalError) in the unlikely case that a part contains it. The body refers to the
+// instances' buffers without copying them, so the writer must outlive the request.
 class MultipartWriter
 {
 public:
@@ -15,12 +20,11 @@ public:
   // generator fails.
   MultipartWriter();
 
-  // Reserves room for the parts to come, to avoid copies of large bodies. bytes is the total size
-  // of their instances and partCount their number, which adds the size of their headers.
-  void Reserve(size_t bytes, size_t partCount = 0);
+  // Appends one instance and keeps its buffer. Throws Exception(InternalError), leaving the body
+  // as it was, if the instance contains the boundary or if the body is closed.
+  void AddPart(std::unique_ptr<IBuffer> dicom);
 
-  // Appends one instance. Throws Exception(InternalError), leaving the body as it was, if the
-  // instance contains the boundary or if Finish() was called.
+  // Appends a copy of one instance.
   void AddPart(const std::string& dicom);
   void AddPart(const char* data, size_t size);
 
@@ -29,10 +33,19 @@ public:
   // service responds with 400).
   std::string GetContentType() const;
 
-  // Closes the body and returns it. Calling it again returns the same body. Throws
-  // Exception(InternalError) when no part was added, because RFC 2046 requires at least one part
-  // and a STOW-RS request without an instance has nothing to store.
-  const std::string& Finish();
+  // Closes the body, once; later calls do nothing. Throws Exception(InternalError) when no part
+  // was added, because RFC 2046 requires at least one part and a STOW-RS request without an
+  // instance has nothing to store.
+  void Close();
+
+  // The body in pieces, complete once closed.
+  const RequestBody& GetBody() const
+  {
+    return body_;
+  }
+
+  // Closes the body and returns a copy of it in one string, for tests and small bodies.
+  std::string Finish();
 
   size_t GetPartCount() const
   {
@@ -40,9 +53,12 @@ public:
   }
 
 private:
+  void AddText(std::string text);
+
   std::string boundary_;
-  std::string body_;
+  std::vector<std::unique_ptr<IBuffer>> buffers_;  // every byte that body_ refers to
+  RequestBody body_;
   size_t parts_ = 0;
-  bool finished_ = false;
+  bool closed_ = false;
 };
 }  // namespace AzureDicom

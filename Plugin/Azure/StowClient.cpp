@@ -13,29 +13,38 @@ StowClient::StowClient(const std::string& stowUrl, const TlsSettings& tls,
 
 HttpResponse StowClient::Post(const std::string& body, const std::string& contentType)
 {
-  return Send("POST", stowUrl_, &body, contentType);
+  return Execute("POST", stowUrl_, &body, nullptr, contentType);
 }
 
 
 HttpResponse StowClient::Put(const std::string& body, const std::string& contentType)
 {
-  return Send("PUT", stowUrl_, &body, contentType);
+  return Execute("PUT", stowUrl_, &body, nullptr, contentType);
 }
 
 
 HttpResponse StowClient::Delete(const std::string& url)
 {
-  return Send("DELETE", url, nullptr, "");
+  return Execute("DELETE", url, nullptr, nullptr, "");
 }
 
 
-HttpResponse StowClient::Send(const std::string& method, const std::string& url,
-                              const std::string* body, const std::string& contentType)
+HttpResponse StowClient::Send(const RequestBody& body, const std::string& contentType,
+                              bool upsert)
+{
+  return Execute(upsert ? "PUT" : "POST", stowUrl_, nullptr, &body, contentType);
+}
+
+
+HttpResponse StowClient::Execute(const std::string& method, const std::string& url,
+                                 const std::string* body, const RequestBody* pieces,
+                                 const std::string& contentType)
 {
   HttpRequest request;
   request.method = method;
   request.url = url;
   request.body = body;
+  request.pieces = pieces;
   request.timeoutSeconds = timeoutSeconds_;
   if (!contentType.empty())
   {

@@ -23,6 +23,9 @@ public:
 
   HttpResponse Delete(const std::string& url) override;
 
+  // Streams the pieces to the connection without joining them.
+  HttpResponse Send(const RequestBody& body, const std::string& contentType, bool upsert) override;
+
   void InvalidateToken() override;
 
   void SetAbortFlag(const std::atomic<bool>* flag) override
@@ -31,8 +34,9 @@ public:
   }
 
 private:
-  HttpResponse Send(const std::string& method, const std::string& url, const std::string* body,
-                    const std::string& contentType);
+  HttpResponse Execute(const std::string& method, const std::string& url,
+                       const std::string* body, const RequestBody* pieces,
+                       const std::string& contentType);
 
   std::string stowUrl_;
   unsigned int timeoutSeconds_;

@@ -128,6 +128,49 @@ bool OrthancGateway::ReadBinary(const std::string& uri,
 }
 
 
+namespace
+{
+// A buffer that Orthanc allocated, freed through its API.
+class OrthancBuffer final : public IBuffer
+{
+public:
+  explicit OrthancBuffer(OrthancPluginContext* context) : buffer_(context)
+  {
+  }
+
+  OrthancPluginMemoryBuffer* Get()
+  {
+    return buffer_.Get();
+  }
+
+  const char* GetData() const override
+  {
+    return buffer_.GetData();
+  }
+
+  size_t GetSize() const override
+  {
+    return buffer_.GetSize();
+  }
+
+private:
+  MemoryBuffer buffer_;
+};
+}  // namespace
+
+
+std::unique_ptr<IBuffer> OrthancGateway::ReadBuffer(const std::string& uri)
+{
+  auto buffer = std::make_unique<OrthancBuffer>(context_);
+  if (!CheckRestCall(context_, OrthancPluginRestApiGet(context_, buffer->Get(), uri.c_str()), "GET",
+                     uri))
+  {
+    return nullptr;
+  }
+  return buffer;
+}
+
+
 bool OrthancGateway::PostJson(Json::Value& answer, const std::string& uri, const std::string& body)
 {
   MemoryBuffer buffer(context_);

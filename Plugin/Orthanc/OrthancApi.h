@@ -45,6 +45,9 @@ public:
   bool ReadBinary(const std::string& uri,
                   const std::function<void(const char* data, size_t size)>& consumer) override;
 
+  // Keeps Orthanc's own buffer: the file is in memory once.
+  std::unique_ptr<IBuffer> ReadBuffer(const std::string& uri) override;
+
   // POST to Orthanc's REST API; returns false on 404. Throws on other failures.
   bool PostJson(Json::Value& answer, const std::string& uri, const std::string& body);
 

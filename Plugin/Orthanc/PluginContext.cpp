@@ -378,6 +378,7 @@ Json::Value PluginContext::GetStatus()
   status["Follower"]["Sequence"] = Json::Int64(outbox_->GetFollowerSequence());
   status["Follower"]["LastError"] = follower_->GetLastError();
   status["Workers"] = configuration.workers;
+  status["ActiveWorkers"] = dispatcher.activeWorkers;
   return status;
 }
 }  // namespace AzureDicom

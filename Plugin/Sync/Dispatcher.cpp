@@ -25,6 +25,9 @@ const unsigned int BATCH_WINDOW_MS = 100;
 
 const long HTTP_METHOD_NOT_ALLOWED = 405;
 
+// After throttling, one more worker may send again after this many accepted requests in a row.
+const unsigned int SUCCESSES_TO_GROW = 10;
+
 std::string FormatMegabytes(uint64_t bytes)
 {
   char text[32];
@@ -51,8 +54,13 @@ struct Dispatcher::Batch
 {
   std::vector<OutboxItem> items;
   std::vector<std::string> sopInstanceUids;
-  std::string body;
+  std::unique_ptr<MultipartWriter> body;  // refers to the files that Orthanc returned
   std::string contentType;
+
+  uint64_t GetBodySize() const
+  {
+    return body ? body->GetBody().GetSize() : 0;
+  }
   bool tokenRefreshed = false;
   bool upsert = false;                    // sent with PUT, the service's upsert
   std::map<int64_t, std::string> digests;  // hex MD5 of each item's file, by item ID
@@ -69,6 +77,7 @@ Dispatcher::Dispatcher(Outbox& outbox, IOrthancGateway& orthanc, ILogger& logger
     senderFactory_(std::move(senderFactory)),
     random_(std::random_device()())
 {
+  activeWorkers_ = settings_.workers;
 }
 
 
@@ -88,9 +97,11 @@ void Dispatcher::Start()
 
   stopping_ = false;
   aborting_ = false;
+  activeWorkers_ = settings_.workers;
+  successesSinceChange_ = 0;
   for (unsigned int i = 0; i < settings_.workers; i++)
   {
-    workers_.emplace_back(&Dispatcher::Run, this);
+    workers_.emplace_back(&Dispatcher::Run, this, i);
   }
   logger_.Info("sending to " + settings_.destination + " with " +
                std::to_string(settings_.workers) + " workers");
@@ -199,6 +210,7 @@ DispatcherStatus Dispatcher::GetStatus()
   status.instancesPerSecond = recentInstances / windowSeconds;
   status.megabytesPerSecond = recentBytes / (1024.0 * 1024.0) / windowSeconds;
 
+  status.activeWorkers = activeWorkers_;
   status.paused = paused_;
   if (paused_)
   {
@@ -234,7 +246,7 @@ double Dispatcher::GetJitter()
 }
 
 
-bool Dispatcher::WaitUntilSendingAllowed()
+bool Dispatcher::WaitUntilSendingAllowed(unsigned int workerIndex)
 {
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;)
@@ -245,7 +257,7 @@ bool Dispatcher::WaitUntilSendingAllowed()
     }
 
     const int64_t now = NowMs();
-    if (paused_)
+    if (paused_ || workerIndex >= activeWorkers_)
     {
       changed_.wait(lock);
     }
@@ -261,12 +273,12 @@ bool Dispatcher::WaitUntilSendingAllowed()
 }
 
 
-void Dispatcher::Run()
+void Dispatcher::Run(unsigned int workerIndex)
 {
   std::unique_ptr<IStowSender> sender = senderFactory_();
   sender->SetAbortFlag(&aborting_);
 
-  while (WaitUntilSendingAllowed())
+  while (WaitUntilSendingAllowed(workerIndex))
   {
     bool sent = false;
     unsigned int idleMs = IDLE_WAIT_MS;
@@ -391,14 +403,7 @@ void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& i
   batch.upsert = upsert;
   Md5 digest;
   std::vector<ItemOutcome> refused;
-  MultipartWriter writer;
-
-  uint64_t expectedBytes = 0;
-  for (const OutboxItem& item : items)
-  {
-    expectedBytes += item.instance.size;
-  }
-  writer.Reserve(std::min<uint64_t>(expectedBytes, settings_.maxRequestBytes) + 4096);
+  auto writer = std::make_unique<MultipartWriter>();
 
   for (const OutboxItem& item : items)
   {
@@ -415,19 +420,18 @@ void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& i
       continue;
     }
 
-    // The file goes from Orthanc's buffer straight into the body.
-    const bool found = orthanc_.ReadBinary("/instances/" + item.instance.orthancId + "/file",
-                                           [&writer, &digest](const char* data, size_t size) {
-                                             writer.AddPart(data, size);
-                                             digest.Update(data, size);
-                                           });
-    if (!found)
+    // The body refers to Orthanc's buffer of the file, which is in memory once.
+    std::unique_ptr<IBuffer> file =
+        orthanc_.ReadBuffer("/instances/" + item.instance.orthancId + "/file");
+    if (!file)
     {
       outbox_.MarkSkipped(item.id, "deleted from Orthanc before it was sent", NowMs());
       continue;
     }
 
+    digest.Update(file->GetData(), file->GetSize());
     batch.digests[item.id] = digest.Finish();
+    writer->AddPart(std::move(file));
 
     batch.items.push_back(item);
     batch.sopInstanceUids.push_back(item.instance.sopInstanceUid);
@@ -445,8 +449,9 @@ void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& i
     return;
   }
 
-  batch.contentType = writer.GetContentType();
-  batch.body = writer.Finish();
+  batch.contentType = writer->GetContentType();
+  writer->Close();
+  batch.body = std::move(writer);
   PostBatch(sender, batch);
 }
 
@@ -458,8 +463,7 @@ void Dispatcher::PostBatch(IStowSender& sender, Batch& batch)
   const int64_t startedAt = NowMs();
   try
   {
-    response = batch.upsert ? sender.Put(batch.body, batch.contentType)
-                            : sender.Post(batch.body, batch.contentType);
+    response = sender.Send(batch.body->GetBody(), batch.contentType, batch.upsert);
     requestStatistics_.Record(NowMs(), response.status, response.elapsedMs);
   }
   catch (const Exception& e)
@@ -494,7 +498,7 @@ void Dispatcher::PostBatch(IStowSender& sender, Batch& batch)
         posts.push_back(item);
       }
     }
-    batch.body.clear();
+    batch.body.reset();
     if (!posts.empty())
     {
       SendItems(sender, posts, false);
@@ -649,12 +653,13 @@ void Dispatcher::ApplyPerInstance(const Batch& batch, const StowResponse& parsed
     outcomes.push_back(outcome);
   }
 
+  // Counted first, so that a status that shows the items confirmed also counts them as sent.
+  RecordRequest(batch.GetBodySize(), confirmed, response.elapsedMs);
   outbox_.RecordOutcomes(outcomes, now);
-  RecordRequest(batch.body.size(), confirmed, response.elapsedMs);
 
   logger_.Info(
       "sent " + std::to_string(batch.items.size()) + " instances (" +
-      FormatMegabytes(batch.body.size()) + ") to " + settings_.destination + ": HTTP " +
+      FormatMegabytes(batch.GetBodySize()) + ") to " + settings_.destination + ": HTTP " +
       std::to_string(response.status) + " in " + std::to_string(static_cast<long>(response.elapsedMs)) +
       " ms; " + std::to_string(tally[InstanceDisposition::Mirrored]) + " mirrored, " +
       std::to_string(tally[InstanceDisposition::AlreadyPresent]) + " already present, " +
@@ -684,11 +689,10 @@ void Dispatcher::HandleTooLarge(IStowSender& sender, Batch& batch, const StowRes
 
   // The service's limit is lower than MaxRequestSizeMB: halve the batch until it fits. The
   // items stay claimed, and their files are read again for each half.
-  logger_.Warning("the service rejected a request of " + FormatMegabytes(batch.body.size()) +
+  logger_.Warning("the service rejected a request of " + FormatMegabytes(batch.GetBodySize()) +
                   " as too large (413): splitting the batch of " +
                   std::to_string(items.size()) + " instances; lower MaxRequestSizeMB");
-  batch.body.clear();
-  batch.body.shrink_to_fit();
+  batch.body.reset();
 
   const size_t half = items.size() / 2;
   SendItems(sender, std::vector<OutboxItem>(items.begin(), items.begin() + half), batch.upsert);
@@ -718,6 +722,16 @@ void Dispatcher::WaitForDestination(const std::vector<int64_t>& ids, int statusC
     failures = destinationFailures_;
     waitUntil = waitUntil_;
     waitReason_ = message;
+
+    // Throttling: fewer concurrent requests from now on, growing again after successes.
+    if ((statusCode == 429 || statusCode == 503) && activeWorkers_ > 1)
+    {
+      activeWorkers_ = std::max(1u, activeWorkers_ / 2);
+      successesSinceChange_ = 0;
+      logger_.Warning("the service throttles (HTTP " + std::to_string(statusCode) +
+                      "): sending with " + std::to_string(activeWorkers_) + " of " +
+                      std::to_string(settings_.workers) + " workers");
+    }
     lastErrorTime_ = now;
     lastError_ = message;
     lastErrorStatus_ = statusCode;
@@ -744,11 +758,24 @@ void Dispatcher::WaitForDestination(const std::vector<int64_t>& ids, int statusC
 void Dispatcher::RecordDestinationWorks()
 {
   bool recovered = false;
+  bool grown = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     recovered = destinationFailures_ > 0;
     destinationFailures_ = 0;
     waitReason_.clear();
+
+    if (activeWorkers_ < settings_.workers && ++successesSinceChange_ >= SUCCESSES_TO_GROW)
+    {
+      activeWorkers_++;
+      successesSinceChange_ = 0;
+      grown = true;
+    }
+  }
+
+  if (grown)
+  {
+    changed_.notify_all();
   }
 
   if (recovered)

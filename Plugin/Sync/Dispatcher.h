@@ -41,6 +41,14 @@ public:
   // Sends the body with PUT to the same URL: the service's upsert (API v2).
   virtual HttpResponse Put(const std::string& body, const std::string& contentType) = 0;
 
+  // Sends a body held in pieces with POST, or with PUT for an upsert. The default joins the
+  // pieces and calls Post() or Put(); a sender that can stream them overrides it.
+  virtual HttpResponse Send(const RequestBody& body, const std::string& contentType, bool upsert)
+  {
+    const std::string joined = body.ToString();
+    return upsert ? Put(joined, contentType) : Post(joined, contentType);
+  }
+
   // Sends DICOMweb DELETE to url. Throws as Post() does.
   virtual HttpResponse Delete(const std::string& url) = 0;
 
@@ -83,6 +91,7 @@ struct DispatcherStatus
   double instancesPerSecond = 0;  // over the last minute
   double megabytesPerSecond = 0;
   double lastLatencyMs = 0;
+  unsigned int activeWorkers = 0;  // fewer than Workers after the service throttled
 };
 
 
@@ -130,8 +139,8 @@ public:
 private:
   struct Batch;
 
-  void Run();
-  bool WaitUntilSendingAllowed();
+  void Run(unsigned int workerIndex);
+  bool WaitUntilSendingAllowed(unsigned int workerIndex);
   void SendItems(IStowSender& sender, const std::vector<OutboxItem>& items, bool upsert);
   bool DeleteOldCopy(IStowSender& sender, const OutboxItem& item);
   void PostBatch(IStowSender& sender, Batch& batch);
@@ -159,6 +168,8 @@ private:
   bool paused_ = false;
   bool woken_ = false;
   unsigned int destinationFailures_ = 0;
+  unsigned int activeWorkers_ = 0;  // workers with a lower index send; halved on throttling
+  unsigned int successesSinceChange_ = 0;
   int64_t waitUntil_ = 0;
   std::string waitReason_;
   int64_t lastErrorTime_ = 0;

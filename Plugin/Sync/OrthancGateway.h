@@ -1,8 +1,11 @@
 #pragma once
 
+#include "Common/Buffer.h"
+
 #include <json/value.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace AzureDicom
@@ -31,6 +34,18 @@ public:
     }
     consumer(answer.data(), answer.size());
     return true;
+  }
+
+  // Returns the body of a GET in a buffer that the caller keeps, without a copy where the
+  // gateway allows it, or null when the resource does not exist.
+  virtual std::unique_ptr<IBuffer> ReadBuffer(const std::string& uri)
+  {
+    std::string answer;
+    if (!GetBinary(answer, uri))
+    {
+      return nullptr;
+    }
+    return std::make_unique<StringBuffer>(std::move(answer));
   }
 };
 }  // namespace AzureDicom
