@@ -595,3 +595,737 @@ TEST_F(DispatcherTest, ResumeEndsBackoff)
   EXPECT_EQ("Running", dispatcher_->GetStatus().state);
   dispatcher_->Stop();
 }
+
+
+// OnConflict, service deletions and mirrored deletes.
+
+#include "Sync/DeletionWorker.h"
+#include "Sync/ServiceDeletion.h"
+
+#include <deque>
+#include <memory>
+#include <mutex>
+
+namespace
+{
+// Hex MD5 of FakeOrthanc's file of the instance "30.1" ("DICM:30.1").
+const char* const MD5_OF_30_1 = "f035e64f4d865bc8a8e344dbadcd16ab";
+// A digest that differs from that of every file of FakeOrthanc.
+const char* const OTHER_MD5 = "ffffffffffffffffffffffffffffffff";
+const char* const STUDY_UID = "1.2.3";
+const char* const SERIES_UID = "1.2.3.4";
+
+
+// Records every request in order ("POST", "PUT" or "DELETE <url>"). POST and PUT return the
+// handler's response, but PUT returns status putStatus alone when it is not 0. DELETE returns
+// the statuses of deleteStatuses in turn, repeating the last one, or throws NetworkError when
+// deleteFails is set.
+class RecordingSender : public IStowSender
+{
+public:
+  using Handler = std::function<HttpResponse(const std::vector<std::string>& uids)>;
+
+  explicit RecordingSender(Handler handler) : handler_(std::move(handler)) {}
+
+  HttpResponse Post(const std::string& body, const std::string&) override
+  {
+    calls.push_back("POST");
+    requests.push_back(GetPartUids(body));
+    return handler_(requests.back());
+  }
+
+  HttpResponse Put(const std::string& body, const std::string&) override
+  {
+    calls.push_back("PUT");
+    requests.push_back(GetPartUids(body));
+    if (putStatus != 0)
+    {
+      return MakeError(putStatus);
+    }
+    return handler_(requests.back());
+  }
+
+  HttpResponse Delete(const std::string& url) override
+  {
+    calls.push_back("DELETE " + url);
+    if (deleteFails)
+    {
+      throw Exception(ErrorCode::NetworkError, "DELETE " + url + ": connection refused");
+    }
+
+    HttpResponse response;
+    response.status = deleteStatuses.front();
+    response.body = deleteBody;
+    if (deleteStatuses.size() > 1)
+    {
+      deleteStatuses.pop_front();
+    }
+    return response;
+  }
+
+  void InvalidateToken() override
+  {
+    invalidations++;
+  }
+
+  std::vector<std::string> calls;
+  std::vector<std::vector<std::string>> requests;
+  long putStatus = 0;
+  std::deque<long> deleteStatuses{204};
+  std::string deleteBody;
+  bool deleteFails = false;
+  unsigned int invalidations = 0;
+
+private:
+  Handler handler_;
+};
+
+
+HttpResponse AnswerAllStored(const std::vector<std::string>& uids)
+{
+  return MakeAnswer(200, uids);
+}
+
+
+HttpResponse AnswerAllPresent(const std::vector<std::string>& uids)
+{
+  return MakeAnswer(202, {}, uids, REASON_ALREADY_EXISTS);
+}
+
+
+NewInstance MakeNewInstance(const std::string& uid, const std::string& contentMd5 = "")
+{
+  NewInstance instance;
+  instance.orthancId = uid;
+  instance.sopInstanceUid = uid;
+  instance.seriesInstanceUid = SERIES_UID;
+  instance.studyInstanceUid = STUDY_UID;
+  instance.orthancStudyId = "study";
+  instance.size = 100;
+  instance.contentMd5 = contentMd5;
+  return instance;
+}
+
+
+// Sends items of instances that Orthanc stored again with other content, after a first copy.
+class DispatcherConflictTest : public DispatcherTest
+{
+protected:
+  void SetUp() override
+  {
+    DispatcherTest::SetUp();
+    UseTarget(Destination{"https://dicom.example", "v2", ""});
+  }
+
+  void UseTarget(const Destination& target)
+  {
+    dispatcher_.reset();
+    settings_.target = target;
+    settings_.destination = target.GetDicomWebBase() + "/studies";
+  }
+
+  // Sends the instance once and returns its Mirrored item.
+  OutboxItem MirrorFirstCopy(const std::string& uid)
+  {
+    outbox_->Queue({MakeNewInstance(uid)}, QueueMode::InsertMissing, NowMs());
+    FakeSender sender(AnswerAllStored);
+    EXPECT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+    const OutboxItem item = GetItem(uid);
+    EXPECT_EQ(ItemState::Mirrored, item.state) << uid;
+    return item;
+  }
+
+  // Makes the item Pending again, as the change follower does when Orthanc stores other
+  // content for it.
+  void StoreOtherContent(const std::string& uid)
+  {
+    outbox_->QueueFromChanges({MakeNewInstance(uid, OTHER_MD5)}, 100, NowMs());
+    const OutboxItem item = GetItem(uid);
+    EXPECT_EQ(ItemState::Pending, item.state) << uid;
+    EXPECT_TRUE(item.contentChanged) << uid;
+  }
+
+  std::string GetInstanceUrl(const Destination& destination, const std::string& uid)
+  {
+    return destination.GetInstanceUrl(STUDY_UID, SERIES_UID, uid);
+  }
+};
+}  // namespace
+
+
+TEST_F(DispatcherConflictTest, OutcomeRecordsSentToAndDigest)
+{
+  const OutboxItem item = MirrorFirstCopy("30.1");
+
+  EXPECT_EQ(settings_.target, item.sentTo);
+  EXPECT_EQ(MD5_OF_30_1, item.contentMd5);
+  EXPECT_EQ(1, item.createdSequence);
+  EXPECT_FALSE(item.contentChanged);
+  EXPECT_FALSE(item.contentConflict);
+  EXPECT_EQ("https://dicom.example/v2/studies", item.destination);
+}
+
+
+TEST_F(DispatcherConflictTest, AlreadyPresentRecordsDigest)
+{
+  outbox_->Queue({MakeNewInstance("30.1")}, QueueMode::InsertMissing, NowMs());
+  FakeSender sender(AnswerAllPresent);
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  const OutboxItem item = GetItem("30.1");
+  EXPECT_EQ(ItemState::AlreadyPresent, item.state);
+  EXPECT_EQ(settings_.target, item.sentTo);
+  EXPECT_EQ(MD5_OF_30_1, item.contentMd5);
+  EXPECT_EQ(0, item.createdSequence);
+  EXPECT_FALSE(item.contentConflict);
+}
+
+
+TEST_F(DispatcherConflictTest, KeepPostsAndRecordsConflict)
+{
+  settings_.onConflict = ConflictPolicy::Keep;
+  MirrorFirstCopy("30.1");
+  StoreOtherContent("30.1");
+  FakeSender sender(AnswerAllPresent);
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  ASSERT_EQ(1u, sender.requests.size());
+  EXPECT_EQ(std::vector<std::string>{"30.1"}, sender.requests[0]);
+  EXPECT_TRUE(sender.methods.empty());
+  EXPECT_TRUE(sender.deletes.empty());
+
+  const OutboxItem item = GetItem("30.1");
+  EXPECT_EQ(ItemState::AlreadyPresent, item.state);
+  EXPECT_TRUE(item.contentConflict);
+  EXPECT_FALSE(item.contentChanged);
+  EXPECT_EQ(REASON_ALREADY_EXISTS, item.failureReason);
+  EXPECT_NE(std::string::npos, item.message.find("other content")) << item.message;
+  EXPECT_NE(std::string::npos, item.message.find("OnConflict is Keep")) << item.message;
+  // The copy found at the same destination is still the one that this plugin created.
+  EXPECT_EQ(1, item.createdSequence);
+  EXPECT_EQ(1u, outbox_->CountConflicts());
+}
+
+
+TEST_F(DispatcherConflictTest, KeepWithoutChangeIsNoConflict)
+{
+  settings_.onConflict = ConflictPolicy::Keep;
+  outbox_->Queue({MakeNewInstance("30.1")}, QueueMode::InsertMissing, NowMs());
+  FakeSender sender(AnswerAllPresent);
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  EXPECT_FALSE(GetItem("30.1").contentConflict);
+  EXPECT_EQ(0u, outbox_->CountConflicts());
+}
+
+
+TEST_F(DispatcherConflictTest, ReplaceOnV2Puts)
+{
+  settings_.onConflict = ConflictPolicy::Replace;
+  MirrorFirstCopy("30.1");
+  StoreOtherContent("30.1");
+  FakeSender sender(AnswerAllStored);
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  EXPECT_EQ(std::vector<std::string>{"PUT"}, sender.methods);
+  ASSERT_EQ(1u, sender.requests.size());
+  EXPECT_EQ(std::vector<std::string>{"30.1"}, sender.requests[0]);
+  EXPECT_TRUE(sender.deletes.empty());
+
+  const OutboxItem item = GetItem("30.1");
+  EXPECT_EQ(ItemState::Mirrored, item.state);
+  EXPECT_FALSE(item.contentChanged);
+  EXPECT_FALSE(item.contentConflict);
+  EXPECT_EQ(2, item.createdSequence);
+  EXPECT_EQ(MD5_OF_30_1, item.contentMd5);
+}
+
+
+TEST_F(DispatcherConflictTest, ReplaceSendsUnchangedWithPost)
+{
+  settings_.onConflict = ConflictPolicy::Replace;
+  MirrorFirstCopy("30.1");
+  StoreOtherContent("30.1");
+  outbox_->Queue({MakeNewInstance("31.1")}, QueueMode::InsertMissing, NowMs());
+  RecordingSender sender(AnswerAllStored);
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  EXPECT_EQ((std::vector<std::string>{"POST", "PUT"}), sender.calls);
+  ASSERT_EQ(2u, sender.requests.size());
+  EXPECT_EQ(std::vector<std::string>{"31.1"}, sender.requests[0]);
+  EXPECT_EQ(std::vector<std::string>{"30.1"}, sender.requests[1]);
+  EXPECT_EQ(ItemState::Mirrored, GetItem("30.1").state);
+  EXPECT_EQ(ItemState::Mirrored, GetItem("31.1").state);
+}
+
+
+TEST_F(DispatcherConflictTest, ReplaceWithoutUpsertDeletesFirst)
+{
+  settings_.onConflict = ConflictPolicy::Replace;
+  const std::vector<std::pair<std::string, std::string>> cases = {{"v1", "30.1"}, {"", "31.1"}};
+
+  for (const auto& [apiVersion, uid] : cases)
+  {
+    SCOPED_TRACE("ApiVersion \"" + apiVersion + "\"");
+    const Destination target{"https://dicom.example", apiVersion, ""};
+    UseTarget(target);
+    const int64_t firstSequence = MirrorFirstCopy(uid).createdSequence;
+    StoreOtherContent(uid);
+    RecordingSender sender(AnswerAllStored);
+
+    ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+    const std::vector<std::string> expected = {"DELETE " + GetInstanceUrl(target, uid), "POST"};
+    EXPECT_EQ(expected, sender.calls);
+    ASSERT_EQ(1u, sender.requests.size());
+    EXPECT_EQ(std::vector<std::string>{uid}, sender.requests[0]);
+    const OutboxItem item = GetItem(uid);
+    EXPECT_EQ(ItemState::Mirrored, item.state);
+    EXPECT_FALSE(item.contentChanged);
+    EXPECT_GT(item.createdSequence, firstSequence);
+  }
+}
+
+
+TEST_F(DispatcherConflictTest, ReplaceDeletesAtSentTo)
+{
+  settings_.onConflict = ConflictPolicy::Replace;
+  const Destination first{"https://dicom.example", "v1", "a"};
+  UseTarget(first);
+  MirrorFirstCopy("30.1");
+  StoreOtherContent("30.1");
+  const Destination second{"https://dicom.example", "v1", "b"};
+  UseTarget(second);
+  RecordingSender sender(AnswerAllStored);
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  ASSERT_EQ(2u, sender.calls.size());
+  EXPECT_EQ(
+      "DELETE https://dicom.example/v1/partitions/a/studies/1.2.3/series/1.2.3.4/"
+      "instances/30.1",
+      sender.calls[0]);
+  EXPECT_EQ("POST", sender.calls[1]);
+  EXPECT_EQ(second, GetItem("30.1").sentTo);
+}
+
+
+TEST_F(DispatcherConflictTest, ReplaceAfterGoneCopyPosts)
+{
+  settings_.onConflict = ConflictPolicy::Replace;
+  UseTarget(Destination{"https://dicom.example", "v1", ""});
+  MirrorFirstCopy("30.1");
+  StoreOtherContent("30.1");
+  RecordingSender sender(AnswerAllStored);
+  sender.deleteStatuses = {404};
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  ASSERT_EQ(2u, sender.calls.size());
+  EXPECT_EQ("POST", sender.calls[1]);
+  EXPECT_EQ(ItemState::Mirrored, GetItem("30.1").state);
+}
+
+
+TEST_F(DispatcherConflictTest, UpsertRefusedFallsBackToDelete)
+{
+  settings_.onConflict = ConflictPolicy::Replace;
+  MirrorFirstCopy("30.1");
+  StoreOtherContent("30.1");
+  RecordingSender sender(AnswerAllStored);
+  sender.putStatus = 405;
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  const std::vector<std::string> expected = {
+      "PUT", "DELETE " + GetInstanceUrl(settings_.target, "30.1"), "POST"};
+  EXPECT_EQ(expected, sender.calls);
+  const OutboxItem item = GetItem("30.1");
+  EXPECT_EQ(ItemState::Mirrored, item.state);
+  EXPECT_FALSE(item.contentChanged);
+  EXPECT_EQ(MD5_OF_30_1, item.contentMd5);
+}
+
+
+TEST_F(DispatcherConflictTest, TransientDeleteWaits)
+{
+  settings_.onConflict = ConflictPolicy::Replace;
+  UseTarget(Destination{"https://dicom.example", "v1", ""});
+  MirrorFirstCopy("30.1");
+  StoreOtherContent("30.1");
+  RecordingSender sender(AnswerAllStored);
+  sender.deleteStatuses = {503};
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  ASSERT_EQ(1u, sender.calls.size());
+  EXPECT_EQ(0u, sender.calls[0].find("DELETE "));
+  const OutboxItem item = GetItem("30.1");
+  EXPECT_EQ(ItemState::Pending, item.state);
+  EXPECT_EQ(0u, item.attempts);
+  EXPECT_TRUE(item.contentChanged);
+  EXPECT_EQ(1, item.createdSequence);
+  EXPECT_EQ("Waiting", GetDispatcher().GetStatus().state);
+  EXPECT_EQ(503, GetDispatcher().GetStatus().lastErrorStatus);
+}
+
+
+TEST_F(DispatcherConflictTest, RejectedDeleteFailsItem)
+{
+  settings_.onConflict = ConflictPolicy::Replace;
+  UseTarget(Destination{"https://dicom.example", "v1", ""});
+  MirrorFirstCopy("30.1");
+  StoreOtherContent("30.1");
+  RecordingSender sender(AnswerAllStored);
+  sender.deleteStatuses = {400};
+  sender.deleteBody = "invalid instance";
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  ASSERT_EQ(1u, sender.calls.size());
+  const OutboxItem item = GetItem("30.1");
+  EXPECT_EQ(ItemState::Failed, item.state);
+  EXPECT_EQ(400, item.statusCode);
+  EXPECT_NE(std::string::npos, item.message.find("cannot replace")) << item.message;
+  EXPECT_NE(std::string::npos, item.message.find("invalid instance")) << item.message;
+}
+
+
+TEST_F(DispatcherConflictTest, PresentAfterReplaceIsConflict)
+{
+  settings_.onConflict = ConflictPolicy::Replace;
+  UseTarget(Destination{"https://dicom.example", "v1", ""});
+  MirrorFirstCopy("30.1");
+  StoreOtherContent("30.1");
+  RecordingSender sender(AnswerAllPresent);
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  const OutboxItem item = GetItem("30.1");
+  EXPECT_EQ(ItemState::AlreadyPresent, item.state);
+  EXPECT_TRUE(item.contentConflict);
+  EXPECT_NE(std::string::npos, item.message.find("stored there again")) << item.message;
+  EXPECT_EQ(0, item.createdSequence);
+}
+
+
+namespace
+{
+OutboxItem MakeSentItem(const Destination& sentTo, const std::string& destination)
+{
+  OutboxItem item;
+  item.id = 7;
+  item.instance = MakeNewInstance("5.6.7");
+  item.state = ItemState::Mirrored;
+  item.sentTo = sentTo;
+  item.destination = destination;
+  return item;
+}
+
+
+const Destination SENT_TO{"https://dicom.example", "v2", "p1"};
+const char* const SENT_TO_URL =
+    "https://dicom.example/v2/partitions/p1/studies/1.2.3/series/1.2.3.4/instances/5.6.7";
+}  // namespace
+
+
+TEST(ServiceDeletionTest, InstanceUrlUsesSentTo)
+{
+  const OutboxItem item = MakeSentItem(SENT_TO, "https://other.example/v1/studies");
+
+  EXPECT_EQ(SENT_TO_URL, GetServiceInstanceUrl(item));
+}
+
+
+TEST(ServiceDeletionTest, InstanceUrlFromStowUrl)
+{
+  EXPECT_EQ("https://old.example/v1/studies/1.2.3/series/1.2.3.4/instances/5.6.7",
+            GetServiceInstanceUrl(MakeSentItem(Destination{}, "https://old.example/v1/studies")));
+  EXPECT_EQ("https://old.example/v1/partitions/x/studies/1.2.3/series/1.2.3.4/instances/5.6.7",
+            GetServiceInstanceUrl(
+                MakeSentItem(Destination{}, "https://old.example/v1/partitions/x/studies")));
+  EXPECT_EQ("https://old.example/dicom-web/studies/1.2.3/series/1.2.3.4/instances/5.6.7",
+            GetServiceInstanceUrl(MakeSentItem(Destination{}, "https://old.example/dicom-web")));
+}
+
+
+TEST(ServiceDeletionTest, StatusesAreClassified)
+{
+  struct Case
+  {
+    long status;
+    DeletionStatus expected;
+  };
+  const std::vector<Case> cases = {
+      {200, DeletionStatus::Deleted},   {202, DeletionStatus::Deleted},
+      {204, DeletionStatus::Deleted},   {404, DeletionStatus::NotFound},
+      {403, DeletionStatus::Transient}, {408, DeletionStatus::Transient},
+      {429, DeletionStatus::Transient}, {500, DeletionStatus::Transient},
+      {502, DeletionStatus::Transient}, {503, DeletionStatus::Transient},
+      {400, DeletionStatus::Rejected},  {405, DeletionStatus::Rejected},
+      {409, DeletionStatus::Rejected},  {410, DeletionStatus::Rejected},
+  };
+
+  for (const Case& testCase : cases)
+  {
+    FakeSender sender(AnswerAllStored);
+    sender.deleteStatus = testCase.status;
+
+    const DeletionResult result = DeleteAtService(sender, MakeSentItem(SENT_TO, ""));
+
+    EXPECT_EQ(testCase.expected, result.status) << "HTTP " << testCase.status;
+    EXPECT_EQ(testCase.status, result.httpStatus);
+    EXPECT_EQ(std::vector<std::string>{SENT_TO_URL}, sender.deletes) << "HTTP " << testCase.status;
+    EXPECT_EQ(0u, sender.invalidations) << "HTTP " << testCase.status;
+    EXPECT_NE(std::string::npos, result.message.find("HTTP " + std::to_string(testCase.status)))
+        << result.message;
+    EXPECT_NE(std::string::npos, result.message.find(SENT_TO_URL)) << result.message;
+  }
+}
+
+
+TEST(ServiceDeletionTest, MessageShowsServiceText)
+{
+  RecordingSender sender(AnswerAllStored);
+  sender.deleteStatuses = {400};
+  sender.deleteBody = "The SOP Instance UID is invalid.";
+
+  const DeletionResult result = DeleteAtService(sender, MakeSentItem(SENT_TO, ""));
+
+  EXPECT_EQ(DeletionStatus::Rejected, result.status);
+  EXPECT_NE(std::string::npos, result.message.find("The SOP Instance UID is invalid."))
+      << result.message;
+}
+
+
+TEST(ServiceDeletionTest, RejectedTokenIsRefreshedOnce)
+{
+  RecordingSender sender(AnswerAllStored);
+  sender.deleteStatuses = {401, 204};
+
+  const DeletionResult result = DeleteAtService(sender, MakeSentItem(SENT_TO, ""));
+
+  EXPECT_EQ(DeletionStatus::Deleted, result.status);
+  EXPECT_EQ(204, result.httpStatus);
+  EXPECT_EQ(1u, sender.invalidations);
+  EXPECT_EQ(2u, sender.calls.size());
+}
+
+
+TEST(ServiceDeletionTest, SecondRejectedTokenIsTransient)
+{
+  RecordingSender sender(AnswerAllStored);
+  sender.deleteStatuses = {401};
+
+  const DeletionResult result = DeleteAtService(sender, MakeSentItem(SENT_TO, ""));
+
+  EXPECT_EQ(DeletionStatus::Transient, result.status);
+  EXPECT_EQ(401, result.httpStatus);
+  EXPECT_EQ(1u, sender.invalidations);
+  EXPECT_EQ(2u, sender.calls.size());
+}
+
+
+TEST(ServiceDeletionTest, NetworkErrorIsTransient)
+{
+  RecordingSender sender(AnswerAllStored);
+  sender.deleteFails = true;
+
+  const DeletionResult result = DeleteAtService(sender, MakeSentItem(SENT_TO, ""));
+
+  EXPECT_EQ(DeletionStatus::Transient, result.status);
+  EXPECT_EQ(0, result.httpStatus);
+  EXPECT_NE(std::string::npos, result.message.find(SENT_TO_URL)) << result.message;
+  EXPECT_NE(std::string::npos, result.message.find("connection refused")) << result.message;
+  EXPECT_EQ(0u, sender.invalidations);
+}
+
+
+namespace
+{
+// The DELETE requests of the senders that a DeletionWorker creates in its thread.
+struct DeleteLog
+{
+  std::mutex mutex;
+  std::vector<std::string> urls;
+  long status = 204;
+  std::function<void()> duringDelete;  // runs inside each DELETE, before it returns
+};
+
+
+class LoggingDeleteSender : public IStowSender
+{
+public:
+  explicit LoggingDeleteSender(DeleteLog& log) : log_(log) {}
+
+  HttpResponse Post(const std::string&, const std::string&) override
+  {
+    return MakeError(500);
+  }
+
+  HttpResponse Put(const std::string&, const std::string&) override
+  {
+    return MakeError(500);
+  }
+
+  HttpResponse Delete(const std::string& url) override
+  {
+    std::function<void()> duringDelete;
+    HttpResponse response;
+    {
+      std::lock_guard<std::mutex> lock(log_.mutex);
+      log_.urls.push_back(url);
+      response.status = log_.status;
+      duringDelete = log_.duringDelete;
+    }
+    if (duringDelete)
+    {
+      duringDelete();
+    }
+    return response;
+  }
+
+  void InvalidateToken() override {}
+
+private:
+  DeleteLog& log_;
+};
+
+
+class DeletionWorkerTest : public DispatcherConflictTest
+{
+protected:
+  void TearDown() override
+  {
+    worker_.reset();
+    DispatcherConflictTest::TearDown();
+  }
+
+  DeletionWorker& StartWorker()
+  {
+    worker_ = std::make_unique<DeletionWorker>(
+        *outbox_, logger_, settings_.retry,
+        [this]()
+        { return std::unique_ptr<IStowSender>(std::make_unique<LoggingDeleteSender>(log_)); });
+    worker_->Start();
+    return *worker_;
+  }
+
+  size_t CountDeletes()
+  {
+    std::lock_guard<std::mutex> lock(log_.mutex);
+    return log_.urls.size();
+  }
+
+  // Waits up to timeoutMs for condition, polling every 10 ms.
+  bool WaitFor(const std::function<bool()>& condition, int timeoutMs)
+  {
+    for (int i = 0; i < timeoutMs / 10; i++)
+    {
+      if (condition())
+      {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return condition();
+  }
+
+  bool HasItem(const std::string& uid)
+  {
+    OutboxItem item;
+    return outbox_->FindItem(item, uid);
+  }
+
+  DeleteLog log_;
+  std::unique_ptr<DeletionWorker> worker_;
+};
+}  // namespace
+
+
+TEST_F(DeletionWorkerTest, DeletedCopyRemovesItem)
+{
+  MirrorFirstCopy("30.1");
+  MirrorFirstCopy("31.1");
+  ASSERT_TRUE(outbox_->RequestDeletion("30.1", NowMs()));
+
+  DeletionWorker& worker = StartWorker();
+
+  ASSERT_TRUE(WaitFor([&] { return worker.GetStatus().done == 1; }, 5000));
+  EXPECT_FALSE(HasItem("30.1"));
+  EXPECT_TRUE(HasItem("31.1"));
+  std::lock_guard<std::mutex> lock(log_.mutex);
+  EXPECT_EQ(std::vector<std::string>{GetInstanceUrl(settings_.target, "30.1")}, log_.urls);
+}
+
+
+TEST_F(DeletionWorkerTest, GoneCopyRemovesItem)
+{
+  log_.status = 404;
+  MirrorFirstCopy("30.1");
+  ASSERT_TRUE(outbox_->RequestDeletion("30.1", NowMs()));
+
+  DeletionWorker& worker = StartWorker();
+
+  ASSERT_TRUE(WaitFor([&] { return worker.GetStatus().done == 1; }, 5000));
+  EXPECT_FALSE(HasItem("30.1"));
+}
+
+
+TEST_F(DeletionWorkerTest, WakeSendsNewRequest)
+{
+  MirrorFirstCopy("30.1");
+  DeletionWorker& worker = StartWorker();
+  // The first pass finds nothing, and the worker then waits 5 s unless it is woken.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+
+  ASSERT_TRUE(outbox_->RequestDeletion("30.1", NowMs()));
+  worker.Wake();
+
+  EXPECT_TRUE(WaitFor([&] { return worker.GetStatus().done == 1; }, 2000));
+  EXPECT_FALSE(HasItem("30.1"));
+}
+
+
+TEST_F(DeletionWorkerTest, RejectedDeletionKeepsItem)
+{
+  log_.status = 400;
+  MirrorFirstCopy("30.1");
+  ASSERT_TRUE(outbox_->RequestDeletion("30.1", NowMs()));
+
+  DeletionWorker& worker = StartWorker();
+
+  ASSERT_TRUE(WaitFor([&] { return !worker.GetStatus().lastError.empty(); }, 5000));
+  const OutboxItem item = GetItem("30.1");
+  EXPECT_EQ(ItemState::Mirrored, item.state);
+  EXPECT_NE(std::string::npos, item.message.find("rejected its deletion")) << item.message;
+  EXPECT_NE(std::string::npos, item.message.find("HTTP 400")) << item.message;
+  EXPECT_EQ(0u, worker.GetStatus().done);
+  EXPECT_NE(std::string::npos, worker.GetStatus().lastError.find("HTTP 400"));
+}
+
+
+TEST_F(DeletionWorkerTest, TransientErrorKeepsRequest)
+{
+  log_.status = 503;
+  MirrorFirstCopy("30.1");
+  MirrorFirstCopy("31.1");
+  ASSERT_TRUE(outbox_->RequestDeletion("30.1", NowMs()));
+  ASSERT_TRUE(outbox_->RequestDeletion("31.1", NowMs()));
+
+  DeletionWorker& worker = StartWorker();
+
+  ASSERT_TRUE(WaitFor([&] { return !worker.GetStatus().lastError.empty(); }, 5000));
+  worker.Stop();
+  EXPECT_TRUE(GetItem("30.1").deleteRequested);
+  EXPECT_TRUE(GetItem("31.1").deleteRequested);
+  EXPECT_EQ(0u, worker.GetStatus().done);
+  EXPECT_NE(std::string::npos, worker.GetStatus().lastError.find("HTTP 503"));
+  // The worker waits after the first error instead of trying the next item.
+  EXPECT_EQ(1u, CountDeletes());
+}
