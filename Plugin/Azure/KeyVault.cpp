@@ -4,6 +4,7 @@
 
 #include "Common/Clock.h"
 #include "Common/Exception.h"
+#include "Common/Json.h"
 
 #include <json/reader.h>
 #include <json/value.h>
@@ -65,15 +66,6 @@ std::string ToLowerAscii(std::string text)
   }
 
   return text;
-}
-
-
-bool ParseJson(const std::string& text, Json::Value& value)
-{
-  Json::CharReaderBuilder builder;
-  std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
-  std::string errors;
-  return reader->parse(text.data(), text.data() + text.size(), &value, &errors);
 }
 
 

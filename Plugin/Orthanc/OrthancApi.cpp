@@ -238,25 +238,6 @@ std::string GetConfigurationDirectory(OrthancPluginContext* context)
 }
 
 
-std::string WriteJson(const Json::Value& value)
-{
-  Json::StreamWriterBuilder builder;
-  builder["indentation"] = "  ";
-  return Json::writeString(builder, value);
-}
-
-
-bool ParseJson(Json::Value& value, std::string& error, const char* data, size_t size)
-{
-  Json::CharReaderBuilder builder;
-  builder["collectComments"] = false;
-  builder["failIfExtra"] = true;
-  builder["rejectDupKeys"] = true;
-  std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
-  return reader->parse(data, data + size, &value, &error);
-}
-
-
 void AnswerJson(OrthancPluginContext* context, OrthancPluginRestOutput* output,
                 const Json::Value& value, uint16_t status)
 {

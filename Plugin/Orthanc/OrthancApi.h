@@ -3,12 +3,12 @@
 // The thin layer over Orthanc's C plugin API (Debian's orthanc-dev ships no C++ wrapper). Only
 // the files of Plugin/Orthanc include the SDK header.
 
+#include "Common/Json.h"
 #include "Common/Logger.h"
 #include "Sync/OrthancGateway.h"
 
-#include <orthanc/OrthancCPlugin.h>
-
 #include <json/value.h>
+#include <orthanc/OrthancCPlugin.h>
 
 #include <string>
 
@@ -63,10 +63,6 @@ Json::Value ReadOrthancConfiguration(OrthancPluginContext* context);
 // configuration file (or the configuration folder itself).
 std::string GetConfigurationDirectory(OrthancPluginContext* context);
 
-std::string WriteJson(const Json::Value& value);
-
-// Parses a JSON text; returns false with a message when it is not valid JSON.
-bool ParseJson(Json::Value& value, std::string& error, const char* data, size_t size);
 
 // Sends the response to a REST request: a JSON body and the given HTTP status.
 void AnswerJson(OrthancPluginContext* context, OrthancPluginRestOutput* output,

@@ -326,7 +326,7 @@ Json::Value PluginContext::GetStatus()
   Json::Value status;
   status["Enabled"] = true;
   status["State"] = followerFailing ? "Waiting" : dispatcher.state;
-  status["Paused"] = followerFailing || dispatcher.state != "Running";
+  status["Paused"] = dispatcher.paused;  // by an administrator; State tells a wait apart
   status["PauseReason"] =
       followerFailing ? "new instances cannot be queued: " + followerError : dispatcher.pauseReason;
   status["WaitUntil"] = ToJsonTime(dispatcher.waitUntil);

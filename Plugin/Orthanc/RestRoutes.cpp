@@ -6,6 +6,7 @@
 #include "Orthanc/RollbackJob.h"
 #include "Orthanc/SyncJob.h"
 #include "Sync/OutboxJson.h"
+#include "Sync/RequestBodies.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -52,22 +53,7 @@ struct RouteRequest
   // Parses the body as a JSON object; an empty body is an empty object.
   Json::Value GetJsonBody() const
   {
-    Json::Value body(Json::objectValue);
-    if (http->bodySize == 0)
-    {
-      return body;
-    }
-
-    std::string error;
-    if (!ParseJson(body, error, static_cast<const char*>(http->body), http->bodySize))
-    {
-      throw Exception(ErrorCode::BadRequest, "the request body is not valid JSON: " + error);
-    }
-    if (!body.isObject())
-    {
-      throw Exception(ErrorCode::BadRequest, "the request body must be a JSON object");
-    }
-    return body;
+    return ParseRequestBody(static_cast<const char*>(http->body), http->bodySize);
   }
 
   void Answer(const Json::Value& value) const
@@ -80,49 +66,19 @@ struct RouteRequest
 using RouteHandler = void (*)(const RouteRequest& request);
 
 
-void CheckKeys(const Json::Value& body, const std::set<std::string>& allowed)
+// Looks up the resources of "Resources"; throws NotFound for one that does not exist.
+std::vector<ResourceReference> LookUpResources(PluginContext& context,
+                                               const std::vector<std::string>& ids)
 {
-  for (const std::string& key : body.getMemberNames())
-  {
-    if (allowed.count(key) == 0)
-    {
-      std::string list;
-      for (const std::string& name : allowed)
-      {
-        list += (list.empty() ? "\"" : ", \"") + name + "\"";
-      }
-      throw Exception(ErrorCode::BadRequest,
-                      "unknown key \"" + key + "\" in the request body; expected " + list);
-    }
-  }
-}
-
-
-// Reads "Resources": a non-empty array of Orthanc IDs or DICOM UIDs, each of which must exist.
-std::vector<ResourceReference> ReadResources(PluginContext& context, const Json::Value& body)
-{
-  const Json::Value& resources = body["Resources"];
-  if (!resources.isArray() || resources.empty())
-  {
-    throw Exception(ErrorCode::BadRequest,
-                    "\"Resources\" must be a non-empty array of Orthanc IDs or DICOM UIDs");
-  }
-
   std::vector<ResourceReference> references;
-  for (Json::ArrayIndex i = 0; i < resources.size(); i++)
+  for (size_t i = 0; i < ids.size(); i++)
   {
-    const std::string where = "\"Resources\"[" + std::to_string(i) + "]";
-    if (!resources[i].isString() || resources[i].asString().empty())
-    {
-      throw Exception(ErrorCode::BadRequest, where + " must be a non-empty string");
-    }
-
     ResourceReference reference;
-    if (!LookUpResource(reference, context.GetGateway(), resources[i].asString()))
+    if (!LookUpResource(reference, context.GetGateway(), ids[i]))
     {
-      throw Exception(ErrorCode::NotFound, where + ": no patient, study, series or instance has "
-                                                   "the ID or UID \"" + resources[i].asString() +
-                                                   "\"");
+      throw Exception(ErrorCode::NotFound, "\"Resources\"[" + std::to_string(i) +
+                                               "]: no patient, study, series or instance has "
+                                               "the ID or UID \"" + ids[i] + "\"");
     }
     references.push_back(reference);
   }
@@ -239,31 +195,15 @@ void GetStudy(const RouteRequest& request)
 
 void PostSync(const RouteRequest& request)
 {
-  const Json::Value body = request.GetJsonBody();
-  CheckKeys(body, {"Resources", "All", "Priority"});
-
-  const bool all = body.isMember("All");
-  if (all == body.isMember("Resources"))
-  {
-    throw Exception(ErrorCode::BadRequest,
-                    "the body needs either \"Resources\" (an array of IDs) or \"All\": true");
-  }
-  if (all && !(body["All"].isBool() && body["All"].asBool()))
-  {
-    throw Exception(ErrorCode::BadRequest, "\"All\" must be true to back-fill the whole archive");
-  }
-  if (body.isMember("Priority") && !body["Priority"].isInt())
-  {
-    throw Exception(ErrorCode::BadRequest, "\"Priority\" must be an integer");
-  }
+  const SyncRequest sync = ParseSyncRequest(request.GetJsonBody(), DEFAULT_JOB_PRIORITY);
 
   std::vector<ResourceReference> resources;
-  if (!all)
+  if (!sync.all)
   {
-    resources = ReadResources(request.context, body);
+    resources = LookUpResources(request.context, sync.resources);
   }
 
-  const int priority = body.get("Priority", DEFAULT_JOB_PRIORITY).asInt();
+  const int priority = sync.priority;
   const std::string id =
       SyncJob::Submit(std::make_unique<SyncJob>(request.context, resources), priority);
 
@@ -311,8 +251,8 @@ const char* GetLevelName(ResourceLevel level)
 }
 
 
-// One word for a badge: Failed wins over Pending, which wins over NotMirrored.
-const char* Summarize(const StateCounts& counts, uint64_t notQueued)
+// One word for a badge: Failed wins over Pending, then Conflict, then NotMirrored.
+const char* Summarize(const StateCounts& counts, uint64_t notQueued, uint64_t conflicts)
 {
   if (counts.Get(ItemState::Failed) > 0)
   {
@@ -321,6 +261,10 @@ const char* Summarize(const StateCounts& counts, uint64_t notQueued)
   if (counts.Get(ItemState::Pending) + counts.Get(ItemState::Sending) > 0)
   {
     return "Pending";
+  }
+  if (conflicts > 0)
+  {
+    return "Conflict";
   }
   if (notQueued + counts.Get(ItemState::Skipped) + counts.Get(ItemState::RolledBack) > 0)
   {
@@ -342,7 +286,9 @@ void GetResource(const RouteRequest& request)
   const std::vector<std::string> ids = GetInstanceIds(request.context.GetGateway(), {resource});
   uint64_t notQueued = 0;
   uint64_t bytes = 0;
-  const StateCounts counts = request.context.GetOutbox().CountInstances(ids, notQueued, bytes);
+  uint64_t conflicts = 0;
+  const StateCounts counts =
+      request.context.GetOutbox().CountInstances(ids, notQueued, bytes, conflicts);
 
   Json::Value answer;
   answer["Level"] = GetLevelName(resource.level);
@@ -351,40 +297,26 @@ void GetResource(const RouteRequest& request)
   answer["NotQueued"] = Json::UInt64(notQueued);
   answer["Bytes"] = Json::UInt64(bytes);
   answer["Counts"] = ToJson(counts);
-  answer["Summary"] = Summarize(counts, notQueued);
+  answer["Conflicts"] = Json::UInt64(conflicts);
+  answer["Summary"] = Summarize(counts, notQueued, conflicts);
   request.Answer(answer);
 }
 
 
 void PostRetry(const RouteRequest& request)
 {
-  const Json::Value body = request.GetJsonBody();
-  CheckKeys(body, {"Resources", "State"});
-
-  if (body.isMember("State") == body.isMember("Resources"))
-  {
-    throw Exception(ErrorCode::BadRequest,
-                    "the body needs either \"State\" (\"Failed\", \"Skipped\" or \"RolledBack\") "
-                    "or \"Resources\" (an array of IDs)");
-  }
+  const RetryRequest retry = ParseRetryRequest(request.GetJsonBody());
 
   uint64_t requeued = 0;
   Outbox& outbox = request.context.GetOutbox();
-  if (body.isMember("State"))
+  if (retry.byState)
   {
-    ItemState state;
-    if (!body["State"].isString() || !ParseItemState(state, body["State"].asString()) ||
-        (state != ItemState::Failed && state != ItemState::Skipped &&
-         state != ItemState::RolledBack))
-    {
-      throw Exception(ErrorCode::BadRequest,
-                      "invalid \"State\": expected \"Failed\", \"Skipped\" or \"RolledBack\"");
-    }
-    requeued = outbox.RetryState(state, NowMs());
+    requeued = outbox.RetryState(retry.state, NowMs());
   }
   else
   {
-    const std::vector<ResourceReference> resources = ReadResources(request.context, body);
+    const std::vector<ResourceReference> resources =
+        LookUpResources(request.context, retry.resources);
     requeued = outbox.RetryInstances(GetInstanceIds(request.context.GetGateway(), resources),
                                      NowMs());
   }
@@ -485,20 +417,7 @@ void ListSnapshots(const RouteRequest& request)
 
 void PostSnapshot(const RouteRequest& request)
 {
-  const Json::Value body = request.GetJsonBody();
-  CheckKeys(body, {"Label"});
-
-  std::string label;
-  if (body.isMember("Label"))
-  {
-    if (!body["Label"].isString() || body["Label"].asString().size() > MAX_LABEL_LENGTH)
-    {
-      throw Exception(ErrorCode::BadRequest, "\"Label\" must be a string of at most " +
-                                                 std::to_string(MAX_LABEL_LENGTH) + " characters");
-    }
-    label = body["Label"].asString();
-  }
-
+  const std::string label = ParseSnapshotLabel(request.GetJsonBody(), MAX_LABEL_LENGTH);
   const SnapshotRecord snapshot = request.context.TakeSnapshot(label, "Manual");
   request.Answer(ToJson(snapshot));
 }
@@ -528,37 +447,16 @@ void GetSnapshot(const RouteRequest& request)
 void PostRollback(const RouteRequest& request)
 {
   const Json::Value body = request.GetJsonBody();
-  CheckKeys(body, {"DryRun", "Confirm", "DeleteFromService"});
-
-  for (const char* name : {"DryRun", "DeleteFromService"})
-  {
-    if (body.isMember(name) && !body[name].isBool())
-    {
-      throw Exception(ErrorCode::BadRequest, std::string("\"") + name + "\" must be true or false");
-    }
-  }
-  if (body.isMember("Confirm") && !body["Confirm"].isString())
-  {
-    throw Exception(ErrorCode::BadRequest, "\"Confirm\" must be the snapshot's ID as a string");
-  }
-
   const SnapshotRecord snapshot = FindSnapshot(request);
-  const bool dryRun = body.get("DryRun", true).asBool();
-  if (dryRun)
+  const RollbackRequest rollback = ParseRollbackRequest(body, std::to_string(snapshot.id));
+  if (rollback.dryRun)
   {
     request.Answer(PlanRollback(request.context, snapshot));
-    return;
   }
-
-  const std::string id = std::to_string(snapshot.id);
-  if (body.get("Confirm", "").asString() != id)
+  else
   {
-    throw Exception(ErrorCode::BadRequest,
-                    "\"Confirm\" must be \"" + id + "\", the ID of the snapshot to roll back "
-                    "to, after a dry run has shown the plan; nothing was changed");
+    request.Answer(RunRollback(request.context, snapshot, rollback.deleteFromService));
   }
-
-  request.Answer(RunRollback(request.context, snapshot, body.get("DeleteFromService", true).asBool()));
 }
 
 

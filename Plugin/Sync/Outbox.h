@@ -215,9 +215,9 @@ public:
   uint64_t CountConflicts();
 
   // Counts the items of these Orthanc instances per state; instances without an item count in
-  // notQueued. bytes sums the sizes of the items found.
+  // notQueued. bytes sums the sizes of the items found, conflicts counts their ContentConflict.
   StateCounts CountInstances(const std::vector<std::string>& orthancIds, uint64_t& notQueued,
-                             uint64_t& bytes);
+                             uint64_t& bytes, uint64_t& conflicts);
 
   // A property of the plugin (runtime settings), or fallback when it was never set.
   std::string GetProperty(const std::string& name, const std::string& fallback);
@@ -233,8 +233,8 @@ public:
   // of each kind.
   RollbackPlan PlanRollback(const SnapshotRecord& snapshot, size_t firstCount);
 
-  // In one transaction: records a rollback to target, marks each item of the plan for deletion
-  // (unless deleteFromService is false) and marks the pending items queued after the snapshot
+  // In one transaction: records a rollback to target and, unless deleteFromService is false,
+  // marks each item of the plan for deletion and the pending items queued after the snapshot
   // as Skipped. Returns the rollback's ID. Throws Exception(Conflict) while another rollback runs.
   int64_t StartRollback(const SnapshotRecord& target, int64_t safetySnapshotId,
                         bool deleteFromService, int64_t now);

@@ -233,8 +233,8 @@ std::map<std::string, std::string> Outbox::GetConfirmedDigests(
 }
 
 
-StateCounts Outbox::CountInstances(const std::vector<std::string>& orthancIds, uint64_t& notQueued,
-                                   uint64_t& bytes)
+StateCounts Outbox::CountInstances(const std::vector<std::string>& orthancIds,
+                                   uint64_t& notQueued, uint64_t& bytes, uint64_t& conflicts)
 {
   std::lock_guard<std::mutex> lock(mutex_);
   const Database database{db_.get(), path_};
@@ -242,10 +242,12 @@ StateCounts Outbox::CountInstances(const std::vector<std::string>& orthancIds, u
       "count the items of " + std::to_string(orthancIds.size()) + " instances";
   LocalTransaction transaction(database, false, action);
 
-  StatementPtr statement = Prepare(database, "SELECT state, size FROM items WHERE orthanc_id = ?1");
+  StatementPtr statement =
+      Prepare(database, "SELECT state, size, content_conflict FROM items WHERE orthanc_id = ?1");
   StateCounts counts;
   notQueued = 0;
   bytes = 0;
+  conflicts = 0;
   for (const std::string& orthancId : orthancIds)
   {
     Query query(database, statement, action);
@@ -254,6 +256,7 @@ StateCounts Outbox::CountInstances(const std::vector<std::string>& orthancIds, u
     {
       counts.counts[static_cast<size_t>(query.GetState(0))]++;
       bytes += static_cast<uint64_t>(query.GetInt64(1));
+      conflicts += query.GetInt64(2) != 0 ? 1 : 0;
     }
     else
     {
@@ -484,16 +487,16 @@ int64_t Outbox::StartRollback(const SnapshotRecord& target, int64_t safetySnapsh
         database,
         std::string("UPDATE items SET rollback_id = ?2, updated_at = ?3 WHERE ") + CREATED_AFTER,
         {target.lastCreated, rollbackId, now}, {}, action);
-  }
 
-  RunUpdate(
-      database,
-      std::string("UPDATE items SET state = 'Skipped', lease_until = 0, updated_at = ?2, "
-                  "message = ?3 WHERE ") +
-          QUEUED_AFTER,
-      {target.lastQueued, now},
-      {"dropped by the rollback to snapshot " + std::to_string(target.id) + " before it was sent"},
-      action);
+    RunUpdate(database,
+              std::string("UPDATE items SET state = 'Skipped', lease_until = 0, updated_at = ?2, "
+                          "message = ?3 WHERE ") +
+                  QUEUED_AFTER,
+              {target.lastQueued, now},
+              {"dropped by the rollback to snapshot " + std::to_string(target.id) +
+               " before it was sent"},
+              action);
+  }
 
   RunUpdate(database, "UPDATE rollbacks SET total = ?1 WHERE id = ?2",
             {static_cast<int64_t>(total), rollbackId}, {}, action);
