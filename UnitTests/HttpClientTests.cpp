@@ -488,3 +488,177 @@ TEST(HttpClientTest, AbortFlagCutsRequest)
   EXPECT_EQ(ErrorCode::NetworkError, e.GetCode());
   EXPECT_LT(elapsed, std::chrono::seconds(10));
 }
+
+
+// Bodies in pieces (HttpRequest::pieces), streamed through libcurl's read callback.
+
+namespace
+{
+const char MULTIPART_TYPE[] = "multipart/related; type=\"application/dicom\"; boundary=b";
+
+
+// The segments of a RequestBody and the bytes that they refer to, which must outlive it.
+struct PiecesFixture
+{
+  std::vector<std::string> segments;
+  RequestBody body;
+  std::string joined;
+
+  explicit PiecesFixture(std::vector<std::string> texts) : segments(std::move(texts))
+  {
+    for (const std::string& segment : segments)
+    {
+      body.Add(segment.data(), segment.size());
+      joined += segment;
+    }
+  }
+
+  // A copy would refer to the bytes of the original.
+  PiecesFixture(const PiecesFixture&) = delete;
+  PiecesFixture& operator=(const PiecesFixture&) = delete;
+};
+
+
+// Several segments, two of them empty and one just over 3 MiB, so that a read of libcurl's upload
+// buffer spans segment ends.
+PiecesFixture MakeMixedPieces()
+{
+  return PiecesFixture({"--b\r\nContent-Type: application/dicom\r\n\r\n", "",
+                        MakeBinaryBody(3 * 1024 * 1024 + 5), "\r\n--b\r\n", "", "x",
+                        MakeBinaryBody(70000), "\r\n--b--\r\n"});
+}
+
+
+HttpRequest MakePiecesRequest(const std::string& method, const std::string& url,
+                              const RequestBody& pieces)
+{
+  HttpRequest request = MakeRequest(method, url);
+  request.headers = {{"Content-Type", MULTIPART_TYPE}};
+  request.pieces = &pieces;
+  return request;
+}
+}  // namespace
+
+
+TEST(HttpClientTest, PostPiecesArriveByteExact)
+{
+  LoopbackHttpServer server;
+  HttpClient client{TlsSettings()};
+  const PiecesFixture pieces = MakeMixedPieces();
+
+  const HttpResponse response =
+      client.Execute(MakePiecesRequest("POST", server.GetUrl("/v2/studies"), pieces.body));
+
+  EXPECT_EQ(200, response.status);
+  const auto requests = server.GetRequests();
+  ASSERT_EQ(1u, requests.size());
+  EXPECT_EQ("POST", requests[0].method);
+  EXPECT_EQ("/v2/studies", requests[0].target);
+  EXPECT_EQ(std::to_string(pieces.joined.size()), requests[0].GetHeader("content-length"));
+  EXPECT_EQ(pieces.joined.size(), requests[0].body.size());
+  EXPECT_TRUE(requests[0].body == pieces.joined);
+  EXPECT_EQ(MULTIPART_TYPE, requests[0].GetHeader("content-type"));
+  EXPECT_FALSE(requests[0].HasHeader("transfer-encoding"));
+}
+
+
+TEST(HttpClientTest, PutPiecesArriveByteExact)
+{
+  LoopbackHttpServer server;
+  HttpClient client{TlsSettings()};
+  const PiecesFixture pieces = MakeMixedPieces();
+
+  client.Execute(MakePiecesRequest("PUT", server.GetUrl("/v2/studies"), pieces.body));
+
+  const auto requests = server.GetRequests();
+  ASSERT_EQ(1u, requests.size());
+  EXPECT_EQ("PUT", requests[0].method);
+  EXPECT_EQ(std::to_string(pieces.joined.size()), requests[0].GetHeader("content-length"));
+  EXPECT_TRUE(requests[0].body == pieces.joined);
+  EXPECT_EQ(MULTIPART_TYPE, requests[0].GetHeader("content-type"));
+}
+
+
+TEST(HttpClientTest, PiecesOfOneByteEach)
+{
+  LoopbackHttpServer server;
+  HttpClient client{TlsSettings()};
+  std::vector<std::string> bytes;
+  for (int i = 0; i < 300; i++)
+  {
+    bytes.push_back(std::string(1, static_cast<char>(i)));
+    bytes.push_back("");
+  }
+  const PiecesFixture pieces(bytes);
+
+  client.Execute(MakePiecesRequest("POST", server.GetUrl("/bytes"), pieces.body));
+
+  const auto requests = server.GetRequests();
+  ASSERT_EQ(1u, requests.size());
+  EXPECT_EQ("300", requests[0].GetHeader("content-length"));
+  EXPECT_TRUE(requests[0].body == pieces.joined);
+}
+
+
+TEST(HttpClientTest, EmptyPiecesSendZeroLength)
+{
+  LoopbackHttpServer server;
+  HttpClient client{TlsSettings()};
+  const PiecesFixture none(std::vector<std::string>{});
+  const PiecesFixture empty({"", ""});
+
+  client.Execute(MakePiecesRequest("POST", server.GetUrl("/none"), none.body));
+  client.Execute(MakePiecesRequest("PUT", server.GetUrl("/empty"), empty.body));
+
+  const auto requests = server.GetRequests();
+  ASSERT_EQ(2u, requests.size());
+  EXPECT_EQ("POST", requests[0].method);
+  EXPECT_EQ("0", requests[0].GetHeader("content-length"));
+  EXPECT_EQ("", requests[0].body);
+  EXPECT_EQ("PUT", requests[1].method);
+  EXPECT_EQ("0", requests[1].GetHeader("content-length"));
+}
+
+
+TEST(HttpClientTest, PlainBodyAfterPieces)
+{
+  LoopbackHttpServer server;
+  HttpClient client{TlsSettings()};
+  const PiecesFixture pieces = MakeMixedPieces();
+  const std::string plain = "{\"Label\": \"after pieces\"}";
+
+  client.Execute(MakePiecesRequest("POST", server.GetUrl("/pieces"), pieces.body));
+
+  HttpRequest post = MakeRequest("POST", server.GetUrl("/plain"));
+  post.headers = {{"Content-Type", "application/json"}};
+  post.body = &plain;
+  client.Execute(post);
+
+  HttpRequest put = MakeRequest("PUT", server.GetUrl("/plain-put"));
+  put.body = &plain;
+  client.Execute(put);
+
+  client.Execute(MakeRequest("GET", server.GetUrl("/get")));
+  client.Execute(MakePiecesRequest("PUT", server.GetUrl("/pieces-again"), pieces.body));
+
+  const auto requests = server.GetRequests();
+  ASSERT_EQ(5u, requests.size());
+
+  EXPECT_EQ("POST", requests[1].method);
+  EXPECT_EQ(std::to_string(plain.size()), requests[1].GetHeader("content-length"));
+  EXPECT_EQ(plain, requests[1].body);
+  EXPECT_EQ("application/json", requests[1].GetHeader("content-type"));
+
+  EXPECT_EQ("PUT", requests[2].method);
+  EXPECT_EQ(plain, requests[2].body);
+
+  EXPECT_EQ("GET", requests[3].method);
+  EXPECT_FALSE(requests[3].HasHeader("content-length"));
+  EXPECT_EQ("", requests[3].body);
+
+  EXPECT_EQ("PUT", requests[4].method);
+  EXPECT_TRUE(requests[4].body == pieces.joined);
+
+  // All five requests went over the one connection of the client.
+  EXPECT_EQ(1, server.GetAcceptCount());
+}

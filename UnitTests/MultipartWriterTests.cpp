@@ -390,3 +390,238 @@ TEST(MultipartWriterTest, BodySizeIsSumOfSegments)
   EXPECT_EQ(writer.GetBody().GetSize(), size);
   EXPECT_EQ(writer.Finish().size(), size);
 }
+
+
+// Buffers that a writer owns, and the old single-string layout of the body.
+
+namespace
+{
+// A buffer that counts its live instances, so that a test can check when the writer releases it.
+class CountedBuffer final : public IBuffer
+{
+public:
+  CountedBuffer(std::string data, int& liveCount) : data_(std::move(data)), liveCount_(liveCount)
+  {
+    liveCount_++;
+  }
+
+  ~CountedBuffer() override
+  {
+    liveCount_--;
+  }
+
+  const char* GetData() const override
+  {
+    return data_.data();
+  }
+
+  size_t GetSize() const override
+  {
+    return data_.size();
+  }
+
+private:
+  std::string data_;
+  int& liveCount_;
+};
+
+
+// The body as the writer built it in one std::string before it held the parts in segments.
+std::string MakeSingleStringBody(const std::string& boundary,
+                                 const std::vector<std::string>& instances)
+{
+  std::string body;
+  for (const std::string& instance : instances)
+  {
+    body += "--" + boundary + "\r\nContent-Type: application/dicom\r\n\r\n" + instance + "\r\n";
+  }
+  return body + "--" + boundary + "--\r\n";
+}
+
+
+size_t CountSegmentsAt(const RequestBody& body, const char* data, size_t size)
+{
+  size_t count = 0;
+  for (const BodySegment& segment : body.GetSegments())
+  {
+    if (segment.data == data && segment.size == size)
+    {
+      count++;
+    }
+  }
+  return count;
+}
+}  // namespace
+
+
+TEST(MultipartWriterTest, BufferLivesWithWriter)
+{
+  int liveCount = 0;
+  const char* data = nullptr;
+  {
+    auto buffer = std::make_unique<CountedBuffer>("DICM instance", liveCount);
+    data = buffer->GetData();
+
+    MultipartWriter writer;
+    writer.AddPart(std::move(buffer));
+    writer.Close();
+    EXPECT_EQ(liveCount, 1);
+
+    EXPECT_EQ(CountSegmentsAt(writer.GetBody(), data, 13), 1u);
+    EXPECT_NE(writer.GetBody().ToString().find("\r\n\r\nDICM instance\r\n--"), std::string::npos);
+  }
+
+  EXPECT_EQ(liveCount, 0);
+}
+
+
+TEST(MultipartWriterTest, EachBufferIsOneSegment)
+{
+  int liveCount = 0;
+  std::vector<const char*> addresses;
+  MultipartWriter writer;
+  for (const std::string instance : {"first", "", "third"})
+  {
+    auto buffer = std::make_unique<CountedBuffer>(instance, liveCount);
+    addresses.push_back(buffer->GetData());
+    writer.AddPart(std::move(buffer));
+  }
+  writer.Close();
+
+  EXPECT_EQ(liveCount, 3);
+  EXPECT_EQ(CountSegmentsAt(writer.GetBody(), addresses[0], 5), 1u);
+  EXPECT_EQ(CountSegmentsAt(writer.GetBody(), addresses[1], 0), 1u);
+  EXPECT_EQ(CountSegmentsAt(writer.GetBody(), addresses[2], 5), 1u);
+
+  // Each part adds its delimiter and its instance, and Close() adds the close delimiter.
+  EXPECT_EQ(writer.GetBody().GetSegments().size(), 7u);
+}
+
+
+TEST(MultipartWriterTest, LargeBufferIsNotCopied)
+{
+  const std::string instance = MakeRandomBytes(4 << 20, 7);
+  auto buffer = std::make_unique<StringBuffer>(instance);
+  const char* data = buffer->GetData();
+
+  MultipartWriter writer;
+  writer.AddPart("small");
+  writer.AddPart(std::move(buffer));
+  writer.Close();
+
+  EXPECT_EQ(CountSegmentsAt(writer.GetBody(), data, instance.size()), 1u);
+  EXPECT_EQ(writer.GetBody().ToString(),
+            MakeSingleStringBody(GetBoundary(writer), {"small", instance}));
+}
+
+
+TEST(MultipartWriterTest, JoinedBodyMatchesSingleString)
+{
+  const std::vector<std::vector<std::string>> cases = {
+      {"DICM"},
+      {"first", "second", "third"},
+      {"", "x", ""},
+      {std::string(3, '\0'), "\r\n--\r\n", MakeRandomBytes(70000, 11)}};
+
+  for (size_t i = 0; i < cases.size(); i++)
+  {
+    SCOPED_TRACE("case " + std::to_string(i));
+    MultipartWriter writer;
+    for (size_t part = 0; part < cases[i].size(); part++)
+    {
+      // The three overloads must build the same bytes.
+      const std::string& instance = cases[i][part];
+      switch (part % 3)
+      {
+        case 0:
+          writer.AddPart(std::make_unique<StringBuffer>(instance));
+          break;
+        case 1:
+          writer.AddPart(instance);
+          break;
+        default:
+          writer.AddPart(instance.data(), instance.size());
+          break;
+      }
+    }
+
+    const std::string expected = MakeSingleStringBody(GetBoundary(writer), cases[i]);
+    writer.Close();
+    EXPECT_EQ(writer.GetBody().GetSize(), expected.size());
+    EXPECT_EQ(writer.GetBody().ToString(), expected);
+    EXPECT_EQ(writer.Finish(), expected);
+  }
+}
+
+
+TEST(MultipartWriterTest, CloseTwiceKeepsBody)
+{
+  MultipartWriter writer;
+  writer.AddPart("a");
+  writer.AddPart("b");
+  writer.Close();
+  const size_t segments = writer.GetBody().GetSegments().size();
+  const std::string body = writer.GetBody().ToString();
+
+  EXPECT_NO_THROW(writer.Close());
+  EXPECT_EQ(writer.GetBody().GetSegments().size(), segments);
+  EXPECT_EQ(writer.GetBody().ToString(), body);
+  EXPECT_EQ(writer.Finish(), body);
+  EXPECT_EQ(writer.GetBody().GetSegments().size(), segments);
+}
+
+
+TEST(MultipartWriterTest, CloseWithoutPartsThrows)
+{
+  MultipartWriter writer;
+
+  EXPECT_EQ(GetErrorCode([&] { writer.Close(); }), ErrorCode::InternalError);
+  EXPECT_EQ(writer.GetBody().GetSize(), 0u);
+
+  // The writer stays open, so a part can still be added.
+  writer.AddPart("a");
+  EXPECT_EQ(writer.Finish(), MakeSingleStringBody(GetBoundary(writer), {"a"}));
+}
+
+
+TEST(MultipartWriterTest, AddPartAfterCloseThrows)
+{
+  int liveCount = 0;
+  MultipartWriter writer;
+  writer.AddPart("a");
+  writer.Close();
+  const std::string body = writer.GetBody().ToString();
+  const size_t segments = writer.GetBody().GetSegments().size();
+
+  EXPECT_EQ(GetErrorCode([&] { writer.AddPart(std::make_unique<CountedBuffer>("b", liveCount)); }),
+            ErrorCode::InternalError);
+  EXPECT_EQ(GetErrorCode([&] { writer.AddPart(std::string("c")); }), ErrorCode::InternalError);
+  EXPECT_EQ(GetErrorCode([&] { writer.AddPart("d", 1); }), ErrorCode::InternalError);
+
+  EXPECT_EQ(liveCount, 0);
+  EXPECT_EQ(writer.GetPartCount(), 1u);
+  EXPECT_EQ(writer.GetBody().GetSegments().size(), segments);
+  EXPECT_EQ(writer.GetBody().ToString(), body);
+}
+
+
+TEST(MultipartWriterTest, RejectedBufferLeavesBody)
+{
+  int liveCount = 0;
+  MultipartWriter writer;
+  writer.AddPart("good");
+  const std::string boundary = GetBoundary(writer);
+  const size_t segments = writer.GetBody().GetSegments().size();
+  const uint64_t size = writer.GetBody().GetSize();
+
+  EXPECT_EQ(
+      GetErrorCode(
+          [&] { writer.AddPart(std::make_unique<CountedBuffer>("x--" + boundary, liveCount)); }),
+      ErrorCode::InternalError);
+
+  EXPECT_EQ(liveCount, 0);
+  EXPECT_EQ(writer.GetPartCount(), 1u);
+  EXPECT_EQ(writer.GetBody().GetSegments().size(), segments);
+  EXPECT_EQ(writer.GetBody().GetSize(), size);
+  EXPECT_EQ(writer.Finish(), MakeSingleStringBody(boundary, {"good"}));
+}
