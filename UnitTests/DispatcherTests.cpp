@@ -1329,3 +1329,455 @@ TEST_F(DeletionWorkerTest, TransientErrorKeepsRequest)
   // The worker waits after the first error instead of trying the next item.
   EXPECT_EQ(1u, CountDeletes());
 }
+
+
+// Adaptive concurrency after throttling, and bodies streamed from the gateway's buffers.
+
+namespace
+{
+// A file of the gateway that counts its live instances, so that a test can check how long the
+// dispatcher keeps it.
+class TrackedBuffer final : public IBuffer
+{
+public:
+  TrackedBuffer(std::string data, int& liveCount) : data_(std::move(data)), liveCount_(liveCount)
+  {
+    liveCount_++;
+  }
+
+  ~TrackedBuffer() override
+  {
+    liveCount_--;
+  }
+
+  const char* GetData() const override
+  {
+    return data_.data();
+  }
+
+  size_t GetSize() const override
+  {
+    return data_.size();
+  }
+
+private:
+  std::string data_;
+  int& liveCount_;
+};
+
+
+// Serves /instances/{id}/file through ReadBuffer() alone, with the content "DICM:<id>", and
+// records where each file's bytes are. GetBinary() fails the test, because the dispatcher
+// must not copy the files.
+class BufferGateway : public IOrthancGateway
+{
+public:
+  bool GetJson(Json::Value&, const std::string&) override
+  {
+    return false;
+  }
+
+  bool GetBinary(std::string&, const std::string& uri) override
+  {
+    ADD_FAILURE() << "GetBinary(" << uri << ") was called instead of ReadBuffer()";
+    return false;
+  }
+
+  std::unique_ptr<IBuffer> ReadBuffer(const std::string& uri) override
+  {
+    uris.push_back(uri);
+    const std::string prefix = "/instances/";
+    const std::string id = uri.substr(prefix.size(), uri.size() - prefix.size() - 5);
+    if (deleted.count(id) > 0)
+    {
+      return nullptr;
+    }
+
+    auto buffer = std::make_unique<TrackedBuffer>(FILE_PREFIX + id, liveBuffers);
+    addresses[id].push_back(buffer->GetData());
+    return buffer;
+  }
+
+  std::vector<std::string> uris;
+  std::map<std::string, std::vector<const char*>> addresses;  // by Orthanc ID, one per read
+  std::set<std::string> deleted;
+  int liveBuffers = 0;
+};
+
+
+// One call of IStowSender::Send(), as the sender saw it during the call.
+struct SentBody
+{
+  std::vector<BodySegment> segments;
+  std::string joined;
+  std::string contentType;
+  bool upsert = false;
+  int liveBuffers = 0;  // of the gateway, during the call
+};
+
+
+// Records each call of Send() and returns the handler's response. Post() and Put() fail the
+// test, because the dispatcher must not join a body in pieces.
+class StreamingSender : public IStowSender
+{
+public:
+  using Handler = std::function<HttpResponse(const std::vector<std::string>& uids)>;
+
+  StreamingSender(Handler handler, const int* liveBuffers = nullptr)
+      : handler_(std::move(handler)), liveBuffers_(liveBuffers)
+  {
+  }
+
+  HttpResponse Post(const std::string&, const std::string&) override
+  {
+    ADD_FAILURE() << "Post() was called instead of Send()";
+    return MakeError(500);
+  }
+
+  HttpResponse Put(const std::string&, const std::string&) override
+  {
+    ADD_FAILURE() << "Put() was called instead of Send()";
+    return MakeError(500);
+  }
+
+  HttpResponse Send(const RequestBody& body, const std::string& contentType, bool upsert) override
+  {
+    SentBody sent;
+    sent.segments = body.GetSegments();
+    sent.joined = body.ToString();
+    sent.contentType = contentType;
+    sent.upsert = upsert;
+    sent.liveBuffers = liveBuffers_ != nullptr ? *liveBuffers_ : 0;
+    bodies.push_back(sent);
+    return handler_(GetPartUids(sent.joined));
+  }
+
+  HttpResponse Delete(const std::string& url) override
+  {
+    ADD_FAILURE() << "unexpected DELETE " << url;
+    return MakeError(500);
+  }
+
+  void InvalidateToken() override {}
+
+  std::vector<SentBody> bodies;
+
+private:
+  Handler handler_;
+  const int* liveBuffers_;
+};
+
+
+// Returns the service's response with this status. A 200 confirms every instance, 0 throws
+// NetworkError, and any other status is an error response.
+HttpResponse AnswerWithStatus(long status, const std::vector<std::string>& uids)
+{
+  if (status == 0)
+  {
+    throw Exception(ErrorCode::NetworkError, "POST https://dicom.example/v2/studies: reset");
+  }
+  return status == 200 ? MakeAnswer(200, uids) : MakeError(status, "1");
+}
+
+
+// Sends one instance per request, so that each ProcessOneBatch() call is one request with the
+// status that the test chooses.
+class DispatcherThrottleTest : public DispatcherTest
+{
+protected:
+  void SetUp() override
+  {
+    DispatcherTest::SetUp();
+    settings_.maxInstancesPerRequest = 1;
+  }
+
+  // Creates the dispatcher with this many workers and a sender factory for Start().
+  Dispatcher& MakeDispatcher(unsigned int workers)
+  {
+    settings_.workers = workers;
+    dispatcher_ = std::make_unique<Dispatcher>(
+        *outbox_, orthanc_, logger_, settings_,
+        []
+        {
+          return std::unique_ptr<IStowSender>(std::make_unique<StreamingSender>(
+              [](const std::vector<std::string>& uids) { return MakeAnswer(200, uids); }));
+        });
+    return *dispatcher_;
+  }
+
+  // Sends one request that gets a response with this status, and returns the active workers.
+  unsigned int SendAnswered(long status)
+  {
+    QueueInstances({"70." + std::to_string(++queued_)});
+    StreamingSender sender([status](const std::vector<std::string>& uids)
+                           { return AnswerWithStatus(status, uids); });
+    EXPECT_TRUE(dispatcher_->ProcessOneBatch(sender)) << "status " << status;
+    EXPECT_EQ(1u, sender.bodies.size()) << "status " << status;
+    return dispatcher_->GetStatus().activeWorkers;
+  }
+
+  // Sends count accepted requests and returns the active workers.
+  unsigned int SendAccepted(unsigned int count)
+  {
+    for (unsigned int i = 0; i < count; i++)
+    {
+      SendAnswered(200);
+    }
+    return dispatcher_->GetStatus().activeWorkers;
+  }
+
+  unsigned int queued_ = 0;
+};
+}  // namespace
+
+
+TEST_F(DispatcherThrottleTest, StartsWithAllWorkers)
+{
+  EXPECT_EQ(8u, MakeDispatcher(8).GetStatus().activeWorkers);
+  EXPECT_EQ(8u, SendAccepted(3));
+}
+
+
+TEST_F(DispatcherThrottleTest, ThrottlingHalvesWorkers)
+{
+  MakeDispatcher(8);
+
+  EXPECT_EQ(4u, SendAnswered(429));
+  EXPECT_EQ(2u, SendAnswered(503));
+  EXPECT_EQ(1u, SendAnswered(429));
+  EXPECT_EQ(1u, SendAnswered(503));
+  EXPECT_EQ(1u, SendAnswered(429));
+  EXPECT_EQ(429, dispatcher_->GetStatus().lastErrorStatus);
+}
+
+
+TEST_F(DispatcherThrottleTest, OddCountHalvesDown)
+{
+  MakeDispatcher(5);
+
+  EXPECT_EQ(2u, SendAnswered(503));
+  EXPECT_EQ(1u, SendAnswered(503));
+}
+
+
+TEST_F(DispatcherThrottleTest, OneWorkerStaysOne)
+{
+  MakeDispatcher(1);
+
+  EXPECT_EQ(1u, SendAnswered(429));
+  EXPECT_EQ(1u, SendAccepted(20));
+}
+
+
+TEST_F(DispatcherThrottleTest, OtherErrorsKeepWorkers)
+{
+  MakeDispatcher(4);
+
+  for (long status : {500L, 502L, 504L, 0L, 404L, 403L})
+  {
+    EXPECT_EQ(4u, SendAnswered(status)) << "status " << status;
+  }
+  EXPECT_EQ(403, dispatcher_->GetStatus().lastErrorStatus);
+}
+
+
+TEST_F(DispatcherThrottleTest, TenAcceptedAddOneWorker)
+{
+  MakeDispatcher(4);
+  ASSERT_EQ(2u, SendAnswered(429));
+
+  EXPECT_EQ(2u, SendAccepted(9));
+  EXPECT_EQ(3u, SendAccepted(1));
+  EXPECT_EQ(3u, SendAccepted(9));
+  EXPECT_EQ(4u, SendAccepted(1));
+
+  // Never more than Workers.
+  EXPECT_EQ(4u, SendAccepted(25));
+}
+
+
+TEST_F(DispatcherThrottleTest, GrowsBackFromOne)
+{
+  MakeDispatcher(8);
+  SendAnswered(429);
+  SendAnswered(429);
+  ASSERT_EQ(1u, SendAnswered(429));
+
+  EXPECT_EQ(2u, SendAccepted(10));
+  EXPECT_EQ(4u, SendAccepted(20));
+  EXPECT_EQ(8u, SendAccepted(40));
+  EXPECT_EQ(8u, SendAccepted(10));
+}
+
+
+TEST_F(DispatcherThrottleTest, ThrottlingRestartsCount)
+{
+  MakeDispatcher(4);
+  ASSERT_EQ(2u, SendAnswered(429));
+  ASSERT_EQ(3u, SendAccepted(10));
+
+  // Accepted requests before a throttling response do not count towards the next worker.
+  EXPECT_EQ(3u, SendAccepted(9));
+  EXPECT_EQ(1u, SendAnswered(503));
+  EXPECT_EQ(1u, SendAccepted(9));
+  EXPECT_EQ(2u, SendAccepted(1));
+}
+
+
+TEST_F(DispatcherThrottleTest, SuccessesAtFullCountDoNotCarry)
+{
+  MakeDispatcher(4);
+  ASSERT_EQ(4u, SendAccepted(15));
+
+  ASSERT_EQ(2u, SendAnswered(429));
+  EXPECT_EQ(2u, SendAccepted(9));
+  EXPECT_EQ(3u, SendAccepted(1));
+}
+
+
+TEST_F(DispatcherThrottleTest, StartResetsWorkers)
+{
+  Dispatcher& dispatcher = MakeDispatcher(4);
+  ASSERT_EQ(2u, SendAnswered(429));
+  ASSERT_EQ(1u, SendAnswered(503));
+
+  // Paused, so that the started workers send nothing.
+  dispatcher.Pause();
+  dispatcher.Start();
+  EXPECT_EQ(4u, dispatcher.GetStatus().activeWorkers);
+  dispatcher.Stop();
+
+  // A later throttling halves the restored count again, and a new Start() restores it again.
+  EXPECT_EQ(2u, SendAnswered(429));
+  dispatcher.Start();
+  EXPECT_EQ(4u, dispatcher.GetStatus().activeWorkers);
+  dispatcher.Stop();
+}
+
+
+// Streams the body of each batch from the gateway's buffers.
+class DispatcherStreamTest : public DispatcherTest
+{
+protected:
+  Dispatcher& MakeDispatcher()
+  {
+    dispatcher_ = std::make_unique<Dispatcher>(*outbox_, gateway_, logger_, settings_,
+                                               [] { return std::unique_ptr<IStowSender>(); });
+    return *dispatcher_;
+  }
+
+  // Returns how many segments of the body are exactly the bytes at data.
+  static size_t CountSegmentsAt(const SentBody& body, const char* data, size_t size)
+  {
+    size_t count = 0;
+    for (const BodySegment& segment : body.segments)
+    {
+      if (segment.data == data && segment.size == size)
+      {
+        count++;
+      }
+    }
+    return count;
+  }
+
+  BufferGateway gateway_;
+};
+
+
+TEST_F(DispatcherStreamTest, BatchSentFromGatewayBuffers)
+{
+  QueueInstances({"80.1", "80.2", "80.3"});
+  StreamingSender sender([](const std::vector<std::string>& uids) { return MakeAnswer(200, uids); },
+                         &gateway_.liveBuffers);
+
+  ASSERT_TRUE(MakeDispatcher().ProcessOneBatch(sender));
+
+  ASSERT_EQ(1u, sender.bodies.size());
+  const SentBody& body = sender.bodies[0];
+  EXPECT_FALSE(body.upsert);
+  EXPECT_EQ(0u, body.contentType.find("multipart/related; type=\"application/dicom\"; boundary="));
+
+  ASSERT_EQ(3u, gateway_.uris.size());
+  for (const char* id : {"80.1", "80.2", "80.3"})
+  {
+    ASSERT_EQ(1u, gateway_.addresses[id].size()) << id;
+    const size_t size = std::strlen(FILE_PREFIX) + std::strlen(id);
+    EXPECT_EQ(1u, CountSegmentsAt(body, gateway_.addresses[id][0], size)) << id;
+    EXPECT_EQ(ItemState::Mirrored, GetItem(id).state) << id;
+  }
+
+  const std::vector<std::string> expected = {"80.1", "80.2", "80.3"};
+  EXPECT_EQ(expected, GetPartUids(body.joined));
+
+  // The buffers live while the request runs and are released after it.
+  EXPECT_EQ(3, body.liveBuffers);
+  EXPECT_EQ(0, gateway_.liveBuffers);
+}
+
+
+TEST_F(DispatcherStreamTest, BodyMatchesMultipartLayout)
+{
+  QueueInstances({"81.1", "81.2"});
+  StreamingSender sender([](const std::vector<std::string>& uids)
+                         { return MakeAnswer(200, uids); });
+
+  ASSERT_TRUE(MakeDispatcher().ProcessOneBatch(sender));
+  ASSERT_EQ(1u, sender.bodies.size());
+
+  const SentBody& body = sender.bodies[0];
+  const std::string boundary = body.contentType.substr(body.contentType.find("boundary=") + 9);
+  const std::string part = "Content-Type: application/dicom\r\n\r\n";
+  EXPECT_EQ("--" + boundary + "\r\n" + part + "DICM:81.1\r\n--" + boundary + "\r\n" + part +
+                "DICM:81.2\r\n--" + boundary + "--\r\n",
+            body.joined);
+  EXPECT_EQ(body.joined.size(), GetDispatcher().GetStatus().bytes);
+}
+
+
+TEST_F(DispatcherStreamTest, DeletedFileLeftOutOfBody)
+{
+  QueueInstances({"82.1", "82.2", "82.3"});
+  gateway_.deleted.insert("82.2");
+  StreamingSender sender([](const std::vector<std::string>& uids)
+                         { return MakeAnswer(200, uids); });
+
+  ASSERT_TRUE(MakeDispatcher().ProcessOneBatch(sender));
+
+  ASSERT_EQ(1u, sender.bodies.size());
+  const std::vector<std::string> expected = {"82.1", "82.3"};
+  EXPECT_EQ(expected, GetPartUids(sender.bodies[0].joined));
+  EXPECT_EQ(ItemState::Skipped, GetItem("82.2").state);
+  EXPECT_EQ(ItemState::Mirrored, GetItem("82.1").state);
+  EXPECT_EQ(ItemState::Mirrored, GetItem("82.3").state);
+}
+
+
+TEST_F(DispatcherStreamTest, TooLargeReadsFilesAgain)
+{
+  QueueInstances({"83.1", "83.2", "83.3", "83.4"});
+  StreamingSender sender([](const std::vector<std::string>& uids)
+                         { return uids.size() > 2 ? MakeError(413) : MakeAnswer(200, uids); },
+                         &gateway_.liveBuffers);
+
+  ASSERT_TRUE(MakeDispatcher().ProcessOneBatch(sender));
+
+  ASSERT_EQ(3u, sender.bodies.size());
+  EXPECT_EQ(4u, GetPartUids(sender.bodies[0].joined).size());
+  const std::vector<std::string> firstHalf = {"83.1", "83.2"};
+  const std::vector<std::string> secondHalf = {"83.3", "83.4"};
+  EXPECT_EQ(firstHalf, GetPartUids(sender.bodies[1].joined));
+  EXPECT_EQ(secondHalf, GetPartUids(sender.bodies[2].joined));
+
+  // Each half refers to a new read of its files, and the whole batch's buffers are gone by then.
+  EXPECT_EQ(8u, gateway_.uris.size());
+  EXPECT_EQ(2, sender.bodies[1].liveBuffers);
+  EXPECT_EQ(2, sender.bodies[2].liveBuffers);
+  ASSERT_EQ(2u, gateway_.addresses["83.3"].size());
+  EXPECT_EQ(1u, CountSegmentsAt(sender.bodies[2], gateway_.addresses["83.3"][1], 9));
+  EXPECT_EQ(0, gateway_.liveBuffers);
+
+  for (const char* id : {"83.1", "83.2", "83.3", "83.4"})
+  {
+    EXPECT_EQ(ItemState::Mirrored, GetItem(id).state) << id;
+  }
+}
