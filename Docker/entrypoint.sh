@@ -391,6 +391,7 @@ write_azure_dicom_json() {
   fi
   add_string VerifyPeer AZURE_DICOM_TLS_VERIFY_PEER
   add_string CaCertificates AZURE_DICOM_CA_CERTIFICATES
+  add_string AllowUnverifiedRemoteHosts AZURE_DICOM_TLS_ALLOW_UNVERIFIED_REMOTE_HOSTS
   if [ ${#members[@]} -gt 0 ]; then
     flush_object tls 4
   fi

@@ -244,7 +244,8 @@ TEST_F(ConfigurationTest, ExplicitValuesKept)
       R"("Workers": 8, "MaxInstancesPerRequest": 50, "MaxRequestSizeMB": 128,
        "RequestTimeoutSeconds": 120, "Database": "/var/lib/orthanc/mirror.db",
        "Retry": {"InitialDelaySeconds": 0.5, "MaxDelaySeconds": 30, "MaxAttempts": 3},
-       "Tls": {"VerifyPeer": false}, "MirrorDeletes": true, "OnConflict": "Replace")"));
+       "Tls": {"VerifyPeer": false, "AllowUnverifiedRemoteHosts": true},
+       "MirrorDeletes": true, "OnConflict": "Replace")"));
 
   EXPECT_EQ(configuration.workers, 8u);
   EXPECT_EQ(configuration.maxInstancesPerRequest, 50u);
@@ -347,7 +348,7 @@ TEST_F(ConfigurationTest, UnknownKeyAtEachLevel)
       {MakeSection(R"("Retry": {"MaxAtempts": 3})"), "AzureDicom.Retry.MaxAtempts",
        "InitialDelaySeconds, MaxDelaySeconds, MaxAttempts"},
       {MakeSection(R"("Tls": {"Verify": true})"), "AzureDicom.Tls.Verify",
-       "VerifyPeer, CaCertificates"},
+       "VerifyPeer, CaCertificates, AllowUnverifiedRemoteHosts"},
       {MakeCredentialSection(R"("Type": "None", "Secret": "x")"), "AzureDicom.Credentials.Secret",
        "Type, TenantId, ClientId, ClientSecret, CertificatePath"},
       {MakeKeyVaultSection(R"("Name": "x")"), "AzureDicom.Credentials.KeyVault.Name",
@@ -409,7 +410,7 @@ TEST_F(ConfigurationTest, NumbersAndBooleansAsStrings)
   const Configuration configuration = ParseConfiguration(MakeSection(
       R"("Workers": "8", "LeaseSeconds": "400", "MirrorDeletes": "true",
        "Retry": {"InitialDelaySeconds": "0.5", "MaxDelaySeconds": "1e2", "MaxAttempts": "3"},
-       "Tls": {"VerifyPeer": "false"})"));
+       "Tls": {"VerifyPeer": "false", "AllowUnverifiedRemoteHosts": "true"})"));
 
   EXPECT_EQ(configuration.workers, 8u);
   EXPECT_EQ(configuration.leaseSeconds, 400u);
@@ -1410,4 +1411,48 @@ TEST_F(ConfigurationTest, CredentialTypeNames)
   EXPECT_STREQ(ToString(CredentialType::ClientCertificate), "ClientCertificate");
   EXPECT_STREQ(ToString(CredentialType::ManagedIdentity), "ManagedIdentity");
   EXPECT_STREQ(ToString(CredentialType::WorkloadIdentity), "WorkloadIdentity");
+}
+
+
+TEST_F(ConfigurationTest, UnverifiedRemoteServiceRejected)
+{
+  const std::string error = GetParseError(MakeSection(R"("Tls": {"VerifyPeer": false})"));
+
+  EXPECT_TRUE(Contains(error, "AzureDicom.Tls.VerifyPeer"));
+  EXPECT_TRUE(Contains(error, "AzureDicom.ServiceUrl"));
+  EXPECT_TRUE(Contains(error, "AllowUnverifiedRemoteHosts"));
+}
+
+
+TEST_F(ConfigurationTest, UnverifiedRemoteVaultRejected)
+{
+  Json::Value section = MakeKeyVaultSection();
+  section["ServiceUrl"] = "http://127.0.0.1:8042";
+  section["Credentials"]["AuthorityHost"] = "http://127.0.0.1:9000";
+  section["Tls"]["VerifyPeer"] = false;
+
+  EXPECT_TRUE(Contains(GetParseError(section), "AzureDicom.Credentials.KeyVault.VaultUrl"));
+}
+
+
+TEST_F(ConfigurationTest, UnverifiedRemoteAllowedExplicitly)
+{
+  const Configuration configuration = ParseConfiguration(
+      MakeSection(R"("Tls": {"VerifyPeer": false, "AllowUnverifiedRemoteHosts": true})"));
+
+  EXPECT_FALSE(configuration.tls.verifyPeer);
+  EXPECT_TRUE(configuration.tls.allowUnverifiedRemoteHosts);
+  EXPECT_FALSE(GetUnverifiedTlsWarning(configuration).empty());
+}
+
+
+TEST_F(ConfigurationTest, UnverifiedLoopbackAccepted)
+{
+  Json::Value section = MakeSection(R"("Tls": {"VerifyPeer": false})");
+  section["ServiceUrl"] = "https://127.0.0.1:8443";
+
+  const Configuration configuration = ParseConfiguration(section);
+
+  EXPECT_FALSE(configuration.tls.verifyPeer);
+  EXPECT_TRUE(GetUnverifiedTlsWarning(configuration).empty());
 }

@@ -265,7 +265,7 @@ HeaderList BuildHeaderList(const HttpRequest& request)
     append(header.second.empty() ? header.first + ";" : header.first + ": " + header.second);
   }
 
-  if (request.body != nullptr)
+  if (request.body != nullptr || request.pieces != nullptr)
   {
     // Without this, libcurl waits up to a second for "100 Continue" before sending a large
     // body, and some proxies never send it.

@@ -85,9 +85,10 @@ Json::Value RunRollback(PluginContext& context, const SnapshotRecord& snapshot,
   plan["DryRun"] = false;
 
   // No batch may be confirmed between the marking and the restore: it would be created after
-  // the snapshot without being part of the rollback.
+  // the snapshot without being part of the rollback. Requests in progress finish first, because
+  // the service may store what a cut request sent.
   Dispatcher& dispatcher = context.GetDispatcher();
-  dispatcher.Stop();
+  dispatcher.Stop(false);
   int64_t rollbackId = 0;
   try
   {

@@ -50,7 +50,7 @@ const KeyList kTopLevelKeys = {"Enable",
                                "OnConflict",
                                "Credentials"};
 const KeyList kRetryKeys = {"InitialDelaySeconds", "MaxDelaySeconds", "MaxAttempts"};
-const KeyList kTlsKeys = {"VerifyPeer", "CaCertificates"};
+const KeyList kTlsKeys = {"VerifyPeer", "CaCertificates", "AllowUnverifiedRemoteHosts"};
 const KeyList kCredentialKeys = {"Type",          "TenantId",        "ClientId",
                                  "ClientSecret",  "CertificatePath", "CertificatePassword",
                                  "AuthorityHost", "Scope",           "KeyVault"};
@@ -849,6 +849,8 @@ TlsSettings ReadTls(const ObjectReader& reader)
   TlsSettings tls;
   tls.verifyPeer = reader.GetBool("VerifyPeer", tls.verifyPeer);
   tls.caCertificates = reader.GetString("CaCertificates", "");
+  tls.allowUnverifiedRemoteHosts =
+      reader.GetBool("AllowUnverifiedRemoteHosts", tls.allowUnverifiedRemoteHosts);
 
   if (reader.IsCheckingValues() && !tls.caCertificates.empty())
   {
@@ -861,6 +863,43 @@ TlsSettings ReadTls(const ObjectReader& reader)
     }
   }
   return tls;
+}
+
+
+// Unverified certificates expose tokens and images to an impostor, so they are accepted for a
+// host that is not on loopback only with Tls.AllowUnverifiedRemoteHosts.
+void CheckUnverifiedTls(const Configuration& configuration)
+{
+  if (configuration.tls.verifyPeer || configuration.tls.allowUnverifiedRemoteHosts)
+  {
+    return;
+  }
+
+  std::vector<std::pair<std::string, std::string>> urls = {
+      {"AzureDicom.ServiceUrl", configuration.serviceUrl}};
+  const CredentialSettings& credentials = configuration.credentials;
+  if (credentials.type == CredentialType::ClientSecret ||
+      credentials.type == CredentialType::ClientCertificate ||
+      credentials.type == CredentialType::WorkloadIdentity)
+  {
+    urls.emplace_back("AzureDicom.Credentials.AuthorityHost", credentials.authorityHost);
+  }
+  if (credentials.keyVault)
+  {
+    urls.emplace_back("AzureDicom.Credentials.KeyVault.VaultUrl", credentials.keyVault->vaultUrl);
+  }
+
+  for (const auto& url : urls)
+  {
+    const std::string host = GetUrlHost(url.second, url.first);
+    if (!IsLoopbackHost(host))
+    {
+      Fail("AzureDicom.Tls.VerifyPeer",
+           "false, but " + url.first + " is the host " + Quote(host) + ", not on loopback",
+           "true (with Tls.CaCertificates for a private CA), or Tls.AllowUnverifiedRemoteHosts "
+           "true to accept unverified certificates knowingly");
+    }
+  }
 }
 
 
@@ -1316,9 +1355,10 @@ std::string GetUnverifiedTlsWarning(const Configuration& configuration)
     return "";
   }
 
-  return "AzureDicom.Tls.VerifyPeer is false: the certificates of the service, Entra ID and Key "
-         "Vault are not checked, so tokens and images can reach an impostor; set it to true and "
-         "use Tls.CaCertificates for a private CA";
+  return "AzureDicom.Tls.VerifyPeer is false and Tls.AllowUnverifiedRemoteHosts is true: the "
+         "certificates of the service, Entra ID and Key Vault are not checked, so tokens and "
+         "images can reach an impostor; set VerifyPeer to true and use Tls.CaCertificates for a "
+         "private CA";
 }
 
 
@@ -1363,6 +1403,10 @@ Configuration ParseConfiguration(const Json::Value& section)
   configuration.mirrorDeletes = reader.GetBool("MirrorDeletes", configuration.mirrorDeletes);
   configuration.onConflict = ReadConflictPolicy(reader);
   configuration.credentials = ReadCredentials(reader, CredentialOwner::Service);
+  if (reader.IsCheckingValues())
+  {
+    CheckUnverifiedTls(configuration);
+  }
   return configuration;
 }
 
@@ -1389,6 +1433,7 @@ Json::Value ToRedactedJson(const Configuration& configuration)
   Json::Value& tls = json["Tls"];
   tls["VerifyPeer"] = configuration.tls.verifyPeer;
   tls["CaCertificates"] = configuration.tls.caCertificates;
+  tls["AllowUnverifiedRemoteHosts"] = configuration.tls.allowUnverifiedRemoteHosts;
 
   json["MirrorDeletes"] = configuration.mirrorDeletes;
   json["OnConflict"] = (configuration.onConflict == ConflictPolicy::Replace) ? "Replace" : "Keep";

@@ -41,6 +41,7 @@ struct TlsSettings
 {
   bool verifyPeer = true;
   std::string caCertificates;  // a PEM bundle; empty means the system's store
+  bool allowUnverifiedRemoteHosts = false;  // needed for verifyPeer false beyond loopback
 };
 
 

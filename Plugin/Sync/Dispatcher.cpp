@@ -108,13 +108,13 @@ void Dispatcher::Start()
 }
 
 
-void Dispatcher::Stop()
+void Dispatcher::Stop(bool abortRequests)
 {
   std::vector<std::thread> workers;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
-    aborting_ = true;
+    aborting_ = abortRequests;
     workers.swap(workers_);
   }
   changed_.notify_all();
@@ -133,7 +133,9 @@ void Dispatcher::Reconfigure(const DispatcherSettings& settings, SenderFactory s
     wasRunning = !workers_.empty();
   }
 
-  Stop();
+  // Requests in progress finish at the old destination, so that their outcomes are recorded
+  // there: a copy created by a cut request would be unknown to the outbox.
+  Stop(false);
 
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -724,10 +726,14 @@ void Dispatcher::WaitForDestination(const std::vector<int64_t>& ids, int statusC
     waitReason_ = message;
 
     // Throttling: fewer concurrent requests from now on, growing again after successes.
-    if ((statusCode == 429 || statusCode == 503) && activeWorkers_ > 1)
+    const bool throttled = statusCode == 429 || statusCode == 503;
+    if (throttled)
+    {
+      successesSinceChange_ = 0;
+    }
+    if (throttled && activeWorkers_ > 1)
     {
       activeWorkers_ = std::max(1u, activeWorkers_ / 2);
-      successesSinceChange_ = 0;
       logger_.Warning("the service throttles (HTTP " + std::to_string(statusCode) +
                       "): sending with " + std::to_string(activeWorkers_) + " of " +
                       std::to_string(settings_.workers) + " workers");

@@ -109,11 +109,15 @@ public:
   ~Dispatcher();
 
   void Start();
-  void Stop();
 
-  // Stops the workers, takes the new settings and sender factory, and starts them again if they
-  // were running. A request in progress is cut and its items are sent again to the new
-  // destination. The pause and the totals stay; a backoff ends.
+  // Stops the workers. With abortRequests, requests in progress are cut and their items are sent
+  // again after the next start (Orthanc stops); otherwise each worker finishes its request and
+  // records its outcome first, which can take up to the request timeout.
+  void Stop(bool abortRequests = true);
+
+  // Stops the workers after their requests in progress, takes the new settings and sender
+  // factory, and starts them again if they were running. The pause and the totals stay; a
+  // backoff ends.
   void Reconfigure(const DispatcherSettings& settings, SenderFactory senderFactory);
 
   // Tells idle workers that new items were queued.

@@ -257,8 +257,10 @@ public:
   std::vector<int64_t> ListRunningRollbacks();
 
   // Marks the item of an instance deleted in Orthanc for deletion at the service, if this plugin
-  // created its copy there. Returns true when it was marked.
+  // created its copy there or is sending it now. Returns true when it was marked.
   bool RequestDeletion(const std::string& orthancId, int64_t now);
+
+  // The items to delete at the service, leaving out those still being sent.
   std::vector<OutboxItem> ListDeletionRequests(size_t limit);
   uint64_t CountDeletionRequests();
 

@@ -683,8 +683,9 @@ bool Outbox::RequestDeletion(const std::string& orthancId, int64_t now)
 
   StatementPtr statement = Prepare(database,
                                    "UPDATE items SET delete_requested = 1, updated_at = ?1 "
-                                   "WHERE orthanc_id = ?2 AND created_sequence > 0 AND "
-                                   "state != 'RolledBack' AND rollback_id = 0");
+                                   "WHERE orthanc_id = ?2 AND (created_sequence > 0 OR "
+                                   "state = 'Sending') AND state != 'RolledBack' AND "
+                                   "rollback_id = 0");
   const uint64_t changed = Query(database, statement, action).Bind(now).Bind(orthancId).Run();
 
   transaction.Commit();
@@ -699,7 +700,8 @@ std::vector<OutboxItem> Outbox::ListDeletionRequests(size_t limit)
   const std::string action = "list the deletion requests";
   LocalTransaction transaction(database, false, action);
   std::vector<OutboxItem> items =
-      SelectItems(database, "delete_requested = 1 AND id > ?1", 0, limit, action);
+      SelectItems(database, "delete_requested = 1 AND state != 'Sending' AND id > ?1", 0, limit,
+                  action);
   transaction.Commit();
   return items;
 }
