@@ -10,9 +10,11 @@ It serves, on one port of 127.0.0.1 (over HTTPS when it is given a certificate):
 - Key Vault secrets, GET /secrets/{name}[/{version}]?api-version=7.4, with versions, disabled
   and deleted secrets and principals without access;
 - the Azure Health Data Services DICOM service, under /v1 and /v2 with an optional
-  /partitions/{partition}: STOW-RS POST .../studies[/{study}], QIDO-RS GET .../studies and
-  DELETE of studies, series and instances, with the responses of the real service (DICOM JSON,
-  the HTTP statuses and the FailureReason and WarningReason codes);
+  /partitions/{partition}: STOW-RS POST .../studies[/{study}], the v2 upsert PUT
+  .../studies[/{study}], QIDO-RS GET .../studies and DELETE of studies, series and instances,
+  with the responses of the real service (DICOM JSON, the HTTP statuses and the FailureReason
+  and WarningReason codes). It keeps the MD5 of each stored file, so that a test can tell
+  which content the service stores;
 - a control API for tests: POST /_control {"Action": ..., ...} and GET /_control/state.
 
 Import it and use FakeAzure (start() runs the server in a thread and its methods set faults),
@@ -138,7 +140,11 @@ class Token:
 
 
 class Fault:
-    """A planned misbehaviour for the next requests of one kind ("stow", "token", "any")."""
+    """A planned misbehaviour for the next requests of one kind.
+
+    The kinds are "stow" (POST of STOW-RS), "put" (the v2 upsert), "delete", "dicom" (every
+    DICOM request but STOW-RS POST: QIDO-RS, PUT and DELETE), "token", "vault" and "any".
+    """
 
     def __init__(self, kind, target, count, status=0, retry_after=None, body="", seconds=0.0):
         self.kind = kind  # "status", "reset" or "delay"
@@ -248,6 +254,7 @@ class FakeAzure:
             self.issued_values = []
             self.partitions = {}
             self.created = {}
+            self.replaced = {}
             self.requests = []
             self.faults = []
             self.max_body_bytes = 0
@@ -269,7 +276,10 @@ class FakeAzure:
             self.vault_forbidden = set()
 
     def fail_next(self, status, count=1, retry_after=None, body="", target="stow"):
-        """Respond to the next count requests of target with status (and Retry-After)."""
+        """Respond to the next count requests of target with status (and Retry-After).
+
+        A fault of a DELETE or PUT is applied before the request changes anything.
+        """
         with self.lock:
             self.faults.append(Fault("status", target, count, status=status,
                                      retry_after=retry_after, body=body))
@@ -280,7 +290,11 @@ class FakeAzure:
             self.faults.append(Fault("reset", target, count))
 
     def delay_next(self, seconds, count=1, target="stow"):
-        """Wait seconds before responding to each of the next count requests."""
+        """Wait seconds before handling each of the next count requests of target.
+
+        The request is handled after the wait even when its client has gone meanwhile, so a
+        DELETE whose client was killed during the wait still deletes.
+        """
         with self.lock:
             self.faults.append(Fault("delay", target, count, seconds=seconds))
 
@@ -454,7 +468,7 @@ class FakeAzure:
         dataset = read_dataset(data)
         with self.lock:
             self.partitions.setdefault(partition, {})[str(dataset.SOPInstanceUID)] = \
-                describe_instance(dataset, len(data))
+                describe_instance(dataset, data)
 
     # Queries of the state.
 
@@ -462,13 +476,46 @@ class FakeAzure:
         with self.lock:
             return set(self.partitions.get(partition, {}))
 
+    def stored_instances(self, partition=DEFAULT_PARTITION):
+        """Return {SOP Instance UID: its study, series, class, size and MD5} of a partition."""
+        with self.lock:
+            return {uid: dict(value) for uid, value in self.partitions.get(partition, {}).items()}
+
+    def stored_md5(self, partition, sop_uid):
+        """Return the hex MD5 of the file stored for sop_uid in partition, or None."""
+        with self.lock:
+            instance = self.partitions.get(partition, {}).get(sop_uid)
+            return instance["MD5"] if instance is not None else None
+
     def creation_counts(self, partition=DEFAULT_PARTITION):
         with self.lock:
             return dict(self.created.get(partition, {}))
 
-    def stow_requests(self):
+    def replacement_counts(self, partition=DEFAULT_PARTITION):
+        """Return {SOP Instance UID: times an upsert replaced the stored copy} of a partition."""
         with self.lock:
-            return [request for request in self.requests if request["Kind"] == "stow"]
+            return dict(self.replaced.get(partition, {}))
+
+    def requests_of(self, kind):
+        """Return the recorded requests of one kind ("stow", "put", "delete", ...), in order."""
+        with self.lock:
+            return [dict(request) for request in self.requests if request["Kind"] == kind]
+
+    def stow_requests(self):
+        return self.requests_of("stow")
+
+    def put_requests(self):
+        return self.requests_of("put")
+
+    def delete_requests(self, partition=None):
+        """Return the DELETE requests (of one partition, if given) in the order received.
+
+        Each has Method, Path, Partition, StudyInstanceUID, SeriesInstanceUID and
+        SOPInstanceUID (None for the levels the path does not name), Deleted (the SOP Instance
+        UIDs removed) and Status (0 when the connection ended before the response was sent).
+        """
+        return [request for request in self.requests_of("delete")
+                if partition is None or request["Partition"] == partition]
 
     def state(self):
         """Return the stored UIDs and creation counts per partition, and the requests seen."""
@@ -477,16 +524,21 @@ class FakeAzure:
                 "Partitions": {name: sorted(instances)
                                for name, instances in self.partitions.items()},
                 "Created": {name: dict(counts) for name, counts in self.created.items()},
+                "Replaced": {name: dict(counts) for name, counts in self.replaced.items()},
                 "TokensIssued": self.tokens_issued,
                 "Requests": list(self.requests),
             }
 
     # Internals used by the handler.
 
-    def take_fault(self, kind_of_request):
+    def take_fault(self, kinds_of_request):
+        """Take one use of the first fault whose target is one of kinds_of_request or "any"."""
+        if isinstance(kinds_of_request, str):
+            kinds_of_request = (kinds_of_request,)
         with self.lock:
             for fault in self.faults:
-                if fault.remaining > 0 and fault.target in (kind_of_request, "any"):
+                if fault.remaining > 0 and (fault.target in kinds_of_request
+                                            or fault.target == "any"):
                     fault.remaining -= 1
                     return fault
             return None
@@ -534,17 +586,28 @@ class FakeAzure:
             table[uid] = remaining - 1
             return True
 
-    def store_instance(self, partition, dataset, size):
+    def store_instance(self, partition, dataset, data):
         """Store an instance; return REASON_ALREADY_EXISTS if the partition had it already."""
         uid = str(dataset.SOPInstanceUID)
         with self.lock:
             instances = self.partitions.setdefault(partition, {})
             if uid in instances:
                 return REASON_ALREADY_EXISTS
-            instances[uid] = describe_instance(dataset, size)
+            instances[uid] = describe_instance(dataset, data)
             counts = self.created.setdefault(partition, {})
             counts[uid] = counts.get(uid, 0) + 1
             return 0
+
+    def upsert_instance(self, partition, dataset, data):
+        """Store an instance, replacing a stored copy; return True when it replaced one."""
+        uid = str(dataset.SOPInstanceUID)
+        with self.lock:
+            instances = self.partitions.setdefault(partition, {})
+            existed = uid in instances
+            instances[uid] = describe_instance(dataset, data)
+            counts = (self.replaced if existed else self.created).setdefault(partition, {})
+            counts[uid] = counts.get(uid, 0) + 1
+            return existed
 
 
 def read_dataset(data):
@@ -553,12 +616,14 @@ def read_dataset(data):
         return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
 
 
-def describe_instance(dataset, size):
+def describe_instance(dataset, data):
+    """Return what the fake keeps of a stored Part 10 file: UIDs, size and MD5 of its bytes."""
     return {
         "StudyInstanceUID": str(dataset.get("StudyInstanceUID", "")),
         "SeriesInstanceUID": str(dataset.get("SeriesInstanceUID", "")),
         "SOPClassUID": str(dataset.get("SOPClassUID", "")),
-        "Size": size,
+        "Size": len(data),
+        "MD5": hashlib.md5(data).hexdigest(),
     }
 
 
@@ -616,6 +681,17 @@ def split_multipart(body, boundary):
             raise ValueError("the last part has no closing delimiter")
         parts.append((headers, body[header_end + 4:next_delimiter]))
         position = next_delimiter + 2 + len(delimiter)
+
+
+def delete_target(rest):
+    """Return (study, series, instance) named by studies/{s}[/series/{se}[/instances/{i}]].
+
+    A level that the path does not name, or names under the wrong segment, is None.
+    """
+    study = rest[1] if len(rest) >= 2 and rest[0] == "studies" else None
+    series = rest[3] if len(rest) >= 4 and rest[2] == "series" else None
+    instance = rest[5] if len(rest) == 6 and rest[4] == "instances" else None
+    return study, series, instance
 
 
 def parse_dicom_path(path):
@@ -754,9 +830,9 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
         self.connection.close()
         self.last_status = 0
 
-    def apply_fault(self, kind_of_request):
+    def apply_fault(self, kinds_of_request):
         """Apply the next planned fault; return True when it sent the response itself."""
-        fault = self.fake.take_fault(kind_of_request)
+        fault = self.fake.take_fault(kinds_of_request)
         if fault is None:
             return False
         if fault.kind == "delay":
@@ -788,6 +864,7 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             entry["Status"] = self.last_status
+            entry["EndTime"] = time.time()
             if not path.startswith("/_control"):
                 self.fake.record(entry)
 
@@ -1065,9 +1142,16 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
     # DICOM service.
 
     def handle_dicom(self, version, partition, rest):
-        self.entry["Kind"] = "stow" if self.command == "POST" else "dicom"
+        kind = DICOM_REQUEST_KINDS.get(self.command, "dicom")
+        self.entry["Kind"] = kind
         self.entry["Partition"] = partition
-        if self.apply_fault(self.entry["Kind"]):
+        if kind == "delete":
+            # Recorded before any fault, so that a test can check which resource each DELETE named.
+            study, series, instance = delete_target(rest)
+            self.entry.update({"StudyInstanceUID": study, "SeriesInstanceUID": series,
+                               "SOPInstanceUID": instance, "Deleted": []})
+        # A "dicom" fault applies to every DICOM request but a STOW-RS POST.
+        if self.apply_fault((kind,) if kind in ("stow", "dicom") else (kind, "dicom")):
             return None
         if self.fake.require_auth:
             reason = self.fake.check_bearer(self.headers.get("Authorization", ""),
@@ -1082,6 +1166,13 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
             return self.send(404, f"no DICOM route {'/'.join(rest)}")
         if self.command == "POST" and len(rest) <= 2:
             return self.handle_stow(version, partition, rest[1] if len(rest) == 2 else "")
+        if self.command == "PUT" and len(rest) <= 2:
+            if version != "v2":
+                self.read_body()
+                return self.send(405, f"PUT (upsert) is not supported in API {version}; it "
+                                      "needs API v2.")
+            return self.handle_stow(version, partition, rest[1] if len(rest) == 2 else "",
+                                    upsert=True)
         if self.command == "GET" and len(rest) == 1:
             return self.handle_qido_studies(partition)
         if self.command == "DELETE" and len(rest) in (2, 4, 6):
@@ -1089,7 +1180,13 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
         self.read_body()
         return self.send(405, f"{self.command} is not supported on {'/'.join(rest)}")
 
-    def handle_stow(self, version, partition, study_in_url):
+    def handle_stow(self, version, partition, study_in_url, upsert=False):
+        """Store the parts of a STOW-RS request; with upsert (PUT), replace stored copies.
+
+        The upsert follows the Azure DICOM service's conformance statement v2, section Store
+        (STOW-RS): PUT ../studies[/{study}] replaces the existing data with the data received,
+        so it never fails with 45070.
+        """
         limit = self.fake.max_body_bytes
         body = self.read_body()
         self.entry["Bytes"] = len(body)
@@ -1117,19 +1214,24 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
             if headers.get("content-type", "") != DICOM_PART:
                 return self.send(415, f"The part content type '{headers.get('content-type')}' "
                                       "is not supported; expected application/dicom.")
-        return self.store_parts(version, partition, study_in_url, parts)
+        return self.store_parts(version, partition, study_in_url, parts, upsert)
 
-    def store_parts(self, version, partition, study_in_url, parts):
+    def store_parts(self, version, partition, study_in_url, parts, upsert):
         referenced = []
         failed = []
         outcomes = {}
         studies = set()
         warned = False
         for _, content in parts:
-            outcome = self.store_part(version, partition, study_in_url, content)
-            uid, sop_class, study, reason, warning, dropped = outcome
-            outcomes[uid or f"(unreadable part {len(outcomes)})"] = (
-                "Dropped" if dropped else reason or "Stored")
+            outcome = self.store_part(version, partition, study_in_url, content, upsert)
+            uid, sop_class, study, reason, warning, dropped, replaced = outcome
+            if dropped:
+                label = "Dropped"
+            elif reason:
+                label = reason
+            else:
+                label = "Replaced" if replaced else "Stored"
+            outcomes[uid or f"(unreadable part {len(outcomes)})"] = label
             if dropped:
                 continue
             item = sop_reference(sop_class, uid)
@@ -1162,31 +1264,40 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
             status = 200
         return self.send_json(status, answer, content_type=DICOM_JSON)
 
-    def store_part(self, version, partition, study_in_url, content):
-        """Store one part; return (uid, class, study, failure reason, warning, dropped)."""
+    def store_part(self, version, partition, study_in_url, content, upsert):
+        """Store one part.
+
+        Returns (uid, class, study, failure reason, warning, dropped, replaced), where replaced
+        is True when an upsert replaced a stored copy.
+        """
         try:
             dataset = read_dataset(content)
         except Exception:  # pydicom raises many types for data that is not DICOM
-            return "", "", "", REASON_VALIDATION_FAILED, 0, False
+            return "", "", "", REASON_VALIDATION_FAILED, 0, False, False
         uid = str(dataset.get("SOPInstanceUID", "") or "")
         sop_class = str(dataset.get("SOPClassUID", "") or "")
         study = str(dataset.get("StudyInstanceUID", "") or "")
         fake = self.fake
         if fake.take_count(fake.processing_failures, uid):
-            return uid, sop_class, study, REASON_PROCESSING_FAILURE, 0, False
+            return uid, sop_class, study, REASON_PROCESSING_FAILURE, 0, False, False
         if fake.take_count(fake.being_created, uid):
-            return uid, sop_class, study, REASON_BEING_CREATED, 0, False
+            return uid, sop_class, study, REASON_BEING_CREATED, 0, False, False
         if not self.is_valid(dataset):
-            return uid, sop_class, study, REASON_VALIDATION_FAILED, 0, False
+            return uid, sop_class, study, REASON_VALIDATION_FAILED, 0, False, False
         if study_in_url and study != study_in_url:
-            return uid, sop_class, study, REASON_STUDY_UID_MISMATCH, 0, False
+            return uid, sop_class, study, REASON_STUDY_UID_MISMATCH, 0, False, False
         dropped = fake.take_count(fake.dropped, uid)
         if dropped and not fake.store_dropped:
-            return uid, sop_class, study, 0, 0, True
-        reason = fake.store_instance(partition, dataset, len(content))
+            return uid, sop_class, study, 0, 0, True, False
+        replaced = False
+        if upsert:
+            replaced = fake.upsert_instance(partition, dataset, content)
+            reason = 0
+        else:
+            reason = fake.store_instance(partition, dataset, content)
         with fake.lock:
             warning = fake.warnings.get(uid, 0) if version == "v2" and not reason else 0
-        return uid, sop_class, study, reason, warning, dropped
+        return uid, sop_class, study, reason, warning, dropped, replaced
 
     def is_valid(self, dataset):
         for keyword in REQUIRED_ATTRIBUTES:
@@ -1211,9 +1322,7 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
     def handle_delete(self, partition, rest):
         """DELETE studies/{s}[/series/{se}[/instances/{i}]]: 204, or 404 if nothing matched."""
         self.read_body()
-        study = rest[1]
-        series = rest[3] if len(rest) >= 4 and rest[2] == "series" else None
-        instance = rest[5] if len(rest) == 6 and rest[4] == "instances" else None
+        study, series, instance = delete_target(rest)
         if (len(rest) >= 4 and series is None) or (len(rest) == 6 and instance is None):
             return self.send(404, f"no DICOM route {'/'.join(rest)}")
         with self.fake.lock:
@@ -1242,6 +1351,10 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
         except (ValueError, TypeError, KeyError) as error:
             return self.send_json(400, {"Message": str(error)})
         return self.send_json(200, {"Result": result})
+
+
+# Kinds of the recorded DICOM requests by HTTP method. Other methods are "dicom".
+DICOM_REQUEST_KINDS = {"POST": "stow", "PUT": "put", "DELETE": "delete"}
 
 
 # Control actions of POST /_control: the JSON keys besides "Action" are the method's arguments,

@@ -480,6 +480,20 @@ def make_study(series_count, instances_per_series, size_bytes=2048, patient_id=N
     return instances
 
 
+def change_instance(data, **attributes):
+    """Return a copy of a Part 10 file with the given attributes set and its UIDs kept.
+
+    For example change_instance(data, SeriesDescription="other") makes other content for the
+    same SOP Instance UID, as a corrected instance that is stored again would have.
+    """
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    for keyword, value in attributes.items():
+        setattr(dataset, keyword, value)
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, dataset, write_like_original=False)
+    return buffer.getvalue()
+
+
 def sop_uid_of(data):
     """Return the SOPInstanceUID of a Part 10 file in memory."""
     return str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)

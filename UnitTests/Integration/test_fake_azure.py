@@ -266,6 +266,162 @@ class FakeAzureTest(unittest.TestCase):
         self.assertEqual(instance.status_code, 204)
         self.assertEqual(self.fake.stored_uids(), {str(datasets[2].SOPInstanceUID)})
 
+    def put(self, instances, version="v2", partition="", study=""):
+        body, content_type = multipart(instances)
+        headers = {"Content-Type": content_type, "Accept": fake_azure.DICOM_JSON}
+        headers.update(self.bearer())
+        url = self.fake.service_base(version, partition) + "/studies"
+        if study:
+            url += "/" + study
+        return self.session.put(url, data=body, headers=headers,
+                                timeout=REQUEST_TIMEOUT_SECONDS)
+
+    def delete(self, path, partition=""):
+        return self.session.delete(f"{self.fake.service_base('v2', partition)}/studies/{path}",
+                                   headers=self.bearer(), timeout=REQUEST_TIMEOUT_SECONDS)
+
+    def test_stored_md5(self):
+        stowed, preloaded = harness.make_study(1, 2)
+        self.stow([stowed], partition="a")
+        self.fake.preload(preloaded, partition="a")
+        for data in (stowed, preloaded):
+            self.assertEqual(self.fake.stored_md5("a", harness.sop_uid_of(data)),
+                             hashlib.md5(data).hexdigest())
+        self.assertIsNone(self.fake.stored_md5("b", harness.sop_uid_of(stowed)))
+        self.assertIsNone(self.fake.stored_md5("a", "1.2.3.4"))
+
+    def test_put_replaces_v2(self):
+        original = harness.make_study(1, 1)[0]
+        changed = harness.change_instance(original, SeriesDescription="corrected")
+        uid = harness.sop_uid_of(original)
+        self.assertEqual(self.stow([original]).status_code, 200)
+
+        response = self.put([changed])
+        self.assertEqual(response.status_code, 200, response.text)
+        referenced = sequence_uids(response.json(), fake_azure.TAG_REFERENCED_SOP_SEQUENCE)
+        self.assertEqual(set(referenced), {uid})
+        self.assertNotIn(fake_azure.TAG_FAILED_SOP_SEQUENCE, response.json())
+        partition = fake_azure.DEFAULT_PARTITION
+        self.assertEqual(self.fake.stored_md5(partition, uid), hashlib.md5(changed).hexdigest())
+        self.assertEqual(self.fake.creation_counts(), {uid: 1})
+        self.assertEqual(self.fake.replacement_counts(), {uid: 1})
+        requests_seen = self.fake.put_requests()
+        self.assertEqual(len(requests_seen), 1)
+        self.assertEqual(requests_seen[0]["Path"], "/v2/studies")
+        self.assertEqual(requests_seen[0]["Instances"], {uid: "Replaced"})
+        self.assertEqual(len(self.fake.stow_requests()), 1, "a PUT is not a STOW-RS POST")
+
+    def test_put_new_and_study_url(self):
+        instances = harness.make_study(1, 2)
+        study = str(pydicom.dcmread(io.BytesIO(instances[0])).StudyInstanceUID)
+        response = self.put(instances, partition="a", study=study)
+        self.assertEqual(response.status_code, 200, response.text)
+        uids = {harness.sop_uid_of(data) for data in instances}
+        self.assertEqual(self.fake.stored_uids("a"), uids)
+        self.assertEqual(self.fake.creation_counts("a"), {uid: 1 for uid in uids})
+        self.assertEqual(self.fake.replacement_counts("a"), {})
+        self.assertEqual(self.put(instances, partition="a", study=study).status_code, 200)
+        self.assertEqual(self.fake.replacement_counts("a"), {uid: 1 for uid in uids})
+
+        other_study = harness.make_study(1, 1)
+        mismatch = self.put(other_study, partition="a", study=study)
+        self.assertEqual(mismatch.status_code, 409)
+        failed = sequence_uids(mismatch.json(), fake_azure.TAG_FAILED_SOP_SEQUENCE)
+        self.assertEqual(failed[harness.sop_uid_of(other_study[0])]
+                         [fake_azure.TAG_FAILURE_REASON]["Value"],
+                         [fake_azure.REASON_STUDY_UID_MISMATCH])
+
+    def test_put_v1_405(self):
+        instances = harness.make_study(1, 1)
+        response = self.put(instances, version="v1")
+        self.assertEqual(response.status_code, 405)
+        self.assertEqual(self.fake.stored_uids(), set())
+
+    def test_delete_per_partition(self):
+        instances = harness.make_study(2, 2)
+        datasets = [pydicom.dcmread(io.BytesIO(data)) for data in instances]
+        self.stow(instances, partition="a")
+        self.stow(instances, partition="b")
+        study = str(datasets[0].StudyInstanceUID)
+        first, second = datasets[0], datasets[2]
+
+        response = self.delete(f"{study}/series/{first.SeriesInstanceUID}/instances/"
+                               f"{first.SOPInstanceUID}", partition="b")
+        self.assertEqual(response.status_code, 204)
+        self.assertEqual(len(self.fake.stored_uids("a")), 4, "partition a must keep everything")
+        self.assertNotIn(str(first.SOPInstanceUID), self.fake.stored_uids("b"))
+        response = self.delete(f"{study}/series/{second.SeriesInstanceUID}", partition="a")
+        self.assertEqual(response.status_code, 204)
+        self.assertEqual(len(self.fake.stored_uids("a")), 2)
+        self.assertEqual(self.delete(study, partition="b").status_code, 204)
+        self.assertEqual(self.fake.stored_uids("b"), set())
+        self.assertEqual(self.delete(study, partition="b").status_code, 404)
+
+        deletes = self.fake.delete_requests()
+        self.assertEqual([request["Partition"] for request in deletes], ["b", "a", "b", "b"])
+        self.assertEqual([request["Status"] for request in deletes], [204, 204, 204, 404])
+        self.assertEqual(deletes[0]["StudyInstanceUID"], study)
+        self.assertEqual(deletes[0]["SeriesInstanceUID"], str(first.SeriesInstanceUID))
+        self.assertEqual(deletes[0]["SOPInstanceUID"], str(first.SOPInstanceUID))
+        self.assertEqual(deletes[0]["Deleted"], [str(first.SOPInstanceUID)])
+        self.assertEqual(deletes[0]["Method"], "DELETE")
+        self.assertEqual(deletes[1]["SeriesInstanceUID"], str(second.SeriesInstanceUID))
+        self.assertIsNone(deletes[1]["SOPInstanceUID"])
+        self.assertEqual(sorted(deletes[1]["Deleted"]),
+                         sorted(str(dataset.SOPInstanceUID) for dataset in datasets[2:]))
+        self.assertIsNone(deletes[2]["SeriesInstanceUID"])
+        self.assertEqual(len(deletes[2]["Deleted"]), 3)
+        self.assertEqual(deletes[3]["Deleted"], [])
+        self.assertEqual(len(self.fake.delete_requests("a")), 1)
+
+    def test_delete_faults(self):
+        instances = harness.make_study(1, 3)
+        self.stow(instances)
+        datasets = [pydicom.dcmread(io.BytesIO(data)) for data in instances]
+        paths = [f"{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}/instances/"
+                 f"{dataset.SOPInstanceUID}" for dataset in datasets]
+
+        self.fake.fail_next(503, target="delete")
+        self.assertEqual(self.delete(paths[0]).status_code, 503)
+        self.assertEqual(len(self.fake.stored_uids()), 3, "a failed DELETE must delete nothing")
+        failed = self.fake.delete_requests()[-1]
+        self.assertEqual(failed["Status"], 503)
+        self.assertEqual(failed["SOPInstanceUID"], str(datasets[0].SOPInstanceUID))
+
+        self.fake.reset_next(target="delete")
+        with self.assertRaises(requests.ConnectionError):
+            self.delete(paths[0])
+        self.assertEqual(len(self.fake.stored_uids()), 3)
+
+        self.fake.fail_next(500, target="dicom")
+        self.assertEqual(self.delete(paths[0]).status_code, 500,
+                         'a "dicom" fault applies to DELETE too')
+
+        self.fake.delay_next(0.5, target="delete")
+        started = time.monotonic()
+        self.assertEqual(self.delete(paths[0]).status_code, 204)
+        self.assertGreaterEqual(time.monotonic() - started, 0.5)
+        self.assertEqual(self.stow(harness.make_study(1, 1)).status_code, 200,
+                         "a DELETE fault must not reach STOW-RS")
+        self.assertEqual(self.delete(paths[1]).status_code, 204)
+
+    def test_put_faults(self):
+        instances = harness.make_study(1, 1)
+        self.fake.fail_next(429, retry_after=2, target="put")
+        self.assertEqual(self.stow(instances).status_code, 200, "a PUT fault must not hit POST")
+        response = self.put(instances)
+        self.assertEqual(response.status_code, 429)
+        self.assertEqual(response.headers["Retry-After"], "2")
+        self.fake.delay_next(0.5, target="put")
+        started = time.monotonic()
+        self.assertEqual(self.put(instances).status_code, 200)
+        self.assertGreaterEqual(time.monotonic() - started, 0.5)
+        self.fake.reset_next(target="put")
+        with self.assertRaises(requests.ConnectionError):
+            self.put(harness.make_study(1, 1, 200000))
+        self.assertEqual([request["Status"] for request in self.fake.put_requests()],
+                         [429, 200, 0])
+
     def test_client_assertion_signature(self):
         directory = tempfile.mkdtemp(prefix="fake-azure-jwt-")
         self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
