@@ -309,6 +309,14 @@ class OrthancProcess:
         return self.post(path, data=json.dumps(body),
                          headers={"Content-Type": "application/json"})
 
+    def put_json(self, path, body):
+        """PUT a JSON body and return the response (the caller checks its status)."""
+        return self.request("PUT", path, data=json.dumps(body),
+                            headers={"Content-Type": "application/json"})
+
+    def delete(self, path, **arguments):
+        return self.request("DELETE", path, **arguments)
+
     # The mirror plugin's routes.
 
     def status(self):

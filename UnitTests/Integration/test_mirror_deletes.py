@@ -1,0 +1,209 @@
+"""MirrorDeletes: deleting in Orthanc deletes the copies that the plugin created at the service.
+
+With "MirrorDeletes": true, deleting an instance, a series, a study or a patient through
+Orthanc's REST API must send one DICOMweb DELETE per instance that the plugin created. Each
+goes to the partition the instance was sent to. An instance that the service already had
+(AlreadyPresent) gets none. With the default false, nothing is deleted at the service.
+"""
+
+import os
+import sys
+import time
+
+import pydicom.uid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fake_azure  # noqa: E402
+import harness  # noqa: E402
+
+MIRROR_TIMEOUT_SECONDS = 120
+DELETE_TIMEOUT_SECONDS = 60
+# Long enough for the plugin to send a DELETE it would send, so that none by then means none.
+SETTLE_SECONDS = 4
+PARTITION = "p1"
+OTHER_PARTITION = "p2"
+
+
+class MirrorDeletesTest(harness.OrthancTestCase):
+    def setUp(self):
+        super().setUp()
+        self.fake = fake_azure.FakeAzure(require_auth=False).start()
+        self.addCleanup(self.fake.stop)
+
+    def start_source(self, **settings):
+        section = harness.azure_section(self.fake.url, "v2", Partition=PARTITION, **settings)
+        self.source = self.add_orthanc(harness.source_orthanc(self.path("source"), section))
+        return self.source.start()
+
+    def upload(self, instances):
+        """Upload instances and return {SOP Instance UID: Orthanc's answer with its IDs}."""
+        answers = {}
+        for data in instances:
+            answer = harness.upload(self.source, data)
+            self.assertIsNotNone(answer, "Orthanc rejected a generated instance")
+            answers[harness.sop_uid_of(data)] = answer
+        return answers
+
+    def wait_idle(self):
+        total = len(harness.list_instances(self.source))
+        return self.source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=total)
+
+    def delete_in_orthanc(self, path, expected_uids):
+        """DELETE a resource in Orthanc and return the DELETEs that the fake then received.
+
+        Waits for one DELETE per expected instance, then SETTLE_SECONDS for any extra one.
+        """
+        marker = len(self.fake.delete_requests())
+        response = self.source.delete(path)
+        self.assertEqual(response.status_code, 200, f"DELETE {path}: {response.text[:300]}")
+        harness.wait_for(
+            lambda: len(self.fake.delete_requests()) - marker >= len(expected_uids),
+            DELETE_TIMEOUT_SECONDS, f"{len(expected_uids)} DELETEs after DELETE {path}",
+            describe_state=self.source.status)
+        time.sleep(SETTLE_SECONDS)
+        return self.fake.delete_requests()[marker:]
+
+    def assert_deleted(self, deletes, expected, partition=PARTITION):
+        """Check one successful DELETE per expected instance, at its URL in partition."""
+        self.assertEqual(sorted(request["SOPInstanceUID"] for request in deletes),
+                         sorted(expected), f"DELETEs received: {deletes}")
+        for request in deletes:
+            uid = request["SOPInstanceUID"]
+            study, series = expected[uid]
+            self.assertEqual(request["Partition"], partition, request)
+            self.assertEqual(request["Path"], f"/v2/partitions/{partition}/studies/{study}"
+                                              f"/series/{series}/instances/{uid}")
+            self.assertEqual(request["Status"], 204, request)
+            self.assertNotIn(uid, self.fake.stored_uids(partition),
+                             f"{uid} is still stored at the service")
+
+    def test_deletes_each_level(self):
+        self.start_source(MirrorDeletes=True)
+        study_uid = pydicom.uid.generate_uid()
+        first_series = pydicom.uid.generate_uid()
+        second_series = pydicom.uid.generate_uid()
+        series_one = [harness.make_instance(study_uid, first_series, "PA", 2048, 1, number)
+                      for number in range(1, 4)]
+        series_two = [harness.make_instance(study_uid, second_series, "PA", 2048, 2, number)
+                      for number in range(1, 4)]
+        other_study = harness.make_study(1, 2, patient_id="PA")
+        other_patient = harness.make_study(2, 2, patient_id="PB")
+        preloaded = series_two[2]
+        preloaded_uid = harness.sop_uid_of(preloaded)
+        self.fake.preload(preloaded, partition=PARTITION)
+        answers = self.upload(series_one + series_two + other_study + other_patient)
+        self.wait_idle()
+
+        items = {item["SOPInstanceUID"]: item for item in harness.list_outbox(self.source)}
+        self.assertEqual(items[preloaded_uid]["State"], "AlreadyPresent")
+        created = {uid for uid, item in items.items() if item["State"] == "Mirrored"}
+        self.assertEqual(created, set(answers) - {preloaded_uid})
+
+        def expected(instances):
+            """Return {SOP Instance UID: (study, series)} of the instances the plugin created."""
+            wanted = {}
+            for data in instances:
+                uid = harness.sop_uid_of(data)
+                if uid != preloaded_uid:
+                    wanted[uid] = (items[uid]["StudyInstanceUID"],
+                                   items[uid]["SeriesInstanceUID"])
+            return wanted
+
+        first = harness.sop_uid_of(series_one[0])
+        steps = [
+            ("instance", f"/instances/{answers[first]['ID']}", [series_one[0]]),
+            ("series", f"/series/{answers[preloaded_uid]['ParentSeries']}", series_two),
+            ("study", f"/studies/{answers[harness.sop_uid_of(other_study[0])]['ParentStudy']}",
+             other_study),
+            ("patient",
+             f"/patients/{answers[harness.sop_uid_of(other_patient[0])]['ParentPatient']}",
+             other_patient),
+        ]
+        done = 0
+        for level, path, instances in steps:
+            with self.subTest(level=level):
+                wanted = expected(instances)
+                deletes = self.delete_in_orthanc(path, wanted)
+                self.assert_deleted(deletes, wanted)
+                done += len(wanted)
+                for uid in wanted:
+                    response = self.source.get(f"/azure-dicom/instances/{answers[uid]['ID']}")
+                    self.assertEqual(response.status_code, 404,
+                                     f"the outbox item of deleted {uid} was kept")
+
+        self.assertNotIn(preloaded_uid, {request["SOPInstanceUID"]
+                                         for request in self.fake.delete_requests()},
+                         "a DELETE was sent for an instance that the plugin did not create")
+        self.assertIn(preloaded_uid, self.fake.stored_uids(PARTITION))
+        remaining = {harness.sop_uid_of(data) for data in series_one[1:]}
+        self.assertTrue(remaining <= self.fake.stored_uids(PARTITION),
+                        "instances that are still in Orthanc were deleted at the service")
+        deletes = self.source.status()["Deletes"]
+        self.assertEqual(deletes["Pending"], 0, deletes)
+        self.assertEqual(deletes["Done"], done, deletes)
+        self.assertEqual(deletes["LastError"], "", deletes)
+
+    def test_deletes_follow_sent_to(self):
+        self.start_source(MirrorDeletes=True)
+        first = harness.make_study(1, 1)
+        first_answers = self.upload(first)
+        self.wait_idle()
+        response = self.source.put_json("/azure-dicom/settings", {"Partition": OTHER_PARTITION})
+        self.assertEqual(response.status_code, 200, response.text)
+        second = harness.make_study(1, 1)
+        second_answers = self.upload(second)
+        self.wait_idle()
+        items = {item["SOPInstanceUID"]: item for item in harness.list_outbox(self.source)}
+
+        for answers, partition in ((first_answers, PARTITION),
+                                   (second_answers, OTHER_PARTITION)):
+            uid, answer = next(iter(answers.items()))
+            with self.subTest(partition=partition):
+                wanted = {uid: (items[uid]["StudyInstanceUID"],
+                                items[uid]["SeriesInstanceUID"])}
+                deletes = self.delete_in_orthanc(f"/instances/{answer['ID']}", wanted)
+                self.assert_deleted(deletes, wanted, partition)
+
+    def test_delete_retried_after_503(self):
+        self.start_source(MirrorDeletes=True)
+        study = harness.make_study(1, 2)
+        answers = self.upload(study)
+        self.wait_idle()
+        uids = set(answers)
+        self.fake.fail_next(503, count=2, target="delete")
+
+        response = self.source.delete(f"/studies/{next(iter(answers.values()))['ParentStudy']}")
+        self.assertEqual(response.status_code, 200, response.text)
+        harness.wait_for(lambda: not (self.fake.stored_uids(PARTITION) & uids),
+                         DELETE_TIMEOUT_SECONDS, "both instances deleted at the service",
+                         describe_state=self.source.status)
+        time.sleep(SETTLE_SECONDS)
+        deletes = self.fake.delete_requests()
+        for uid in uids:
+            statuses = [request["Status"] for request in deletes
+                        if request["SOPInstanceUID"] == uid]
+            self.assertEqual(statuses.count(204), 1, f"DELETEs of {uid}: {statuses}")
+            self.assertLessEqual(set(statuses), {204, 503}, f"DELETEs of {uid}: {statuses}")
+        self.assertEqual(sum(1 for request in deletes if request["Status"] == 503), 2)
+        status = self.source.status()["Deletes"]
+        self.assertEqual(status["Pending"], 0, status)
+        self.assertEqual(status["Done"], 2, status)
+
+    def test_deletes_off_by_default(self):
+        self.start_source()
+        study = harness.make_study(2, 2)
+        answers = self.upload(study)
+        self.wait_idle()
+        self.assertEqual(self.fake.stored_uids(PARTITION), set(answers))
+
+        response = self.source.delete(f"/studies/{next(iter(answers.values()))['ParentStudy']}")
+        self.assertEqual(response.status_code, 200, response.text)
+        time.sleep(SETTLE_SECONDS)
+        self.assertEqual(self.fake.delete_requests(), [],
+                         "MirrorDeletes is off, but the plugin sent a DELETE")
+        self.assertEqual(self.fake.stored_uids(PARTITION), set(answers))
+
+
+if __name__ == "__main__":
+    harness.main()
