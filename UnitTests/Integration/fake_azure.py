@@ -470,6 +470,11 @@ class FakeAzure:
             self.partitions.setdefault(partition, {})[str(dataset.SOPInstanceUID)] = \
                 describe_instance(dataset, data)
 
+    def discard(self, partition, sop_uid):
+        """Remove a stored instance as another client's DELETE would, without recording it."""
+        with self.lock:
+            self.partitions.get(partition, {}).pop(sop_uid, None)
+
     # Queries of the state.
 
     def stored_uids(self, partition=DEFAULT_PARTITION):
@@ -599,7 +604,7 @@ class FakeAzure:
             return 0
 
     def upsert_instance(self, partition, dataset, data):
-        """Store an instance, replacing a stored copy; return True when it replaced one."""
+        """Store an instance, replacing any stored copy, and return True when it replaced one."""
         uid = str(dataset.SOPInstanceUID)
         with self.lock:
             instances = self.partitions.setdefault(partition, {})

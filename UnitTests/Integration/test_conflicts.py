@@ -148,6 +148,36 @@ class ConflictTest(harness.OrthancTestCase):
         self.assertEqual(self.fake.replacement_counts(), {uid: 1})
         self.assert_nothing_sent_for(changed, orthanc_id)
 
+    def test_replace_without_upsert(self):
+        # A v2 service that rejects PUT with 405: the old copy is deleted and the new one posted.
+        self.fake.fail_next(405, count=1, target="put", body="Method Not Allowed")
+        orthanc_id, uid, _, new_md5, _, sent = self.mirror_then_change("v2", "Replace")
+
+        self.assertEqual([(request["Method"], request["Status"]) for request in sent],
+                         [("PUT", 405), ("DELETE", 204), ("POST", 200)], sent)
+        self.assertEqual(self.item(orthanc_id)["State"], "Mirrored")
+        self.assertEqual(self.fake.stored_md5(fake_azure.DEFAULT_PARTITION, uid), new_md5)
+
+    def test_batch_content_md5(self):
+        self.start_source("v2", "Keep")
+        self.source.post("/azure-dicom/pause")
+        study = harness.make_study(2, 4)
+        expected = {}
+        for data in study:
+            orthanc_id, md5 = self.store(data)
+            expected[orthanc_id] = md5
+        self.source.post("/azure-dicom/resume")
+        self.source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=len(study))
+
+        self.assertTrue(any(len(request.get("Instances", {})) > 1
+                            for request in self.fake.stow_requests()),
+                        "no request carried several instances")
+        for orthanc_id, md5 in expected.items():
+            item = self.item(orthanc_id)
+            self.assertEqual(item["ContentMD5"], md5, item)
+            self.assertEqual(self.fake.stored_md5(fake_azure.DEFAULT_PARTITION,
+                                                  item["SOPInstanceUID"]), md5)
+
     def check_delete_then_post(self, api_version, prefix):
         orthanc_id, uid, _, new_md5, changed, sent = self.mirror_then_change(api_version,
                                                                              "Replace")

@@ -290,6 +290,15 @@ class FakeAzureTest(unittest.TestCase):
         self.assertIsNone(self.fake.stored_md5("b", harness.sop_uid_of(stowed)))
         self.assertIsNone(self.fake.stored_md5("a", "1.2.3.4"))
 
+    def test_discard_unrecorded(self):
+        instances = harness.make_study(1, 2)
+        self.stow(instances, partition="a")
+        uid = harness.sop_uid_of(instances[0])
+        self.fake.discard("a", uid)
+        self.assertEqual(self.fake.stored_uids("a"), {harness.sop_uid_of(instances[1])})
+        self.assertEqual(self.fake.delete_requests(), [])
+        self.fake.discard("missing", uid)
+
     def test_put_replaces_v2(self):
         original = harness.make_study(1, 1)[0]
         changed = harness.change_instance(original, SeriesDescription="corrected")

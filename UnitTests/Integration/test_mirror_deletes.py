@@ -23,6 +23,8 @@ DELETE_TIMEOUT_SECONDS = 60
 SETTLE_SECONDS = 4
 PARTITION = "p1"
 OTHER_PARTITION = "p2"
+SLOW_STOW_SECONDS = 3
+DELETE_DELAY_SECONDS = 0.5
 
 
 class MirrorDeletesTest(harness.OrthancTestCase):
@@ -37,7 +39,7 @@ class MirrorDeletesTest(harness.OrthancTestCase):
         return self.source.start()
 
     def upload(self, instances):
-        """Upload instances and return {SOP Instance UID: Orthanc's answer with its IDs}."""
+        """Upload instances and return {SOP Instance UID: Orthanc's response with its IDs}."""
         answers = {}
         for data in instances:
             answer = harness.upload(self.source, data)
@@ -189,6 +191,72 @@ class MirrorDeletesTest(harness.OrthancTestCase):
         status = self.source.status()["Deletes"]
         self.assertEqual(status["Pending"], 0, status)
         self.assertEqual(status["Done"], 2, status)
+
+    def test_unsent_instance_not_deleted(self):
+        self.start_source(MirrorDeletes=True)
+        self.source.post("/azure-dicom/pause")
+        answers = self.upload(harness.make_study(1, 2))
+        harness.wait_for(lambda: self.source.counts()["Pending"] == 2, DELETE_TIMEOUT_SECONDS,
+                         "2 pending instances", describe_state=self.source.status)
+        response = self.source.delete(f"/studies/{next(iter(answers.values()))['ParentStudy']}")
+        self.assertEqual(response.status_code, 200, response.text)
+        self.source.post("/azure-dicom/resume")
+        self.source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=2)
+        time.sleep(SETTLE_SECONDS)
+
+        self.assertEqual(self.fake.delete_requests(), [],
+                         "a DELETE was sent for an instance that was never sent")
+        self.assertEqual(self.fake.stow_requests(), [], "a deleted instance was sent")
+        self.assertEqual(self.source.counts()["Skipped"], 2)
+
+    def test_delete_while_sending(self):
+        self.start_source(MirrorDeletes=True)
+        self.fake.set_delay(SLOW_STOW_SECONDS)
+        answers = self.upload(harness.make_study(1, 1))
+        uid, answer = next(iter(answers.items()))
+        harness.wait_for(lambda: self.source.counts()["Sending"] == 1, DELETE_TIMEOUT_SECONDS,
+                         "the instance in flight", describe_state=self.source.status,
+                         interval=0.05)
+        response = self.source.delete(f"/instances/{answer['ID']}")
+        self.assertEqual(response.status_code, 200, response.text)
+        harness.wait_for(lambda: self.fake.stow_requests(), DELETE_TIMEOUT_SECONDS,
+                         "the STOW-RS request to end", describe_state=self.source.status)
+        time.sleep(SETTLE_SECONDS)
+
+        stow = self.fake.stow_requests()
+        self.assertEqual(stow[0]["Status"], 200, "the fake did not store the instance")
+        items = {item["SOPInstanceUID"]: item for item in harness.list_outbox(self.source)}
+        self.assertNotIn(uid, self.fake.stored_uids(PARTITION),
+                         "an instance deleted in Orthanc while it was being sent stays at the "
+                         f"service. Its outbox item: {items.get(uid)}")
+        self.assertEqual(len(self.fake.delete_requests()), 1)
+
+    def test_deletes_survive_kill(self):
+        self.start_source(MirrorDeletes=True)
+        answers = self.upload(harness.make_study(2, 6))
+        self.wait_idle()
+        uids = set(answers)
+        self.fake.delay_next(DELETE_DELAY_SECONDS, count=10 * len(uids), target="delete")
+
+        response = self.source.delete(f"/studies/{next(iter(answers.values()))['ParentStudy']}")
+        self.assertEqual(response.status_code, 200, response.text)
+        harness.wait_for(lambda: len(self.fake.delete_requests()) >= 2, DELETE_TIMEOUT_SECONDS,
+                         "the first DELETEs", describe_state=self.source.status)
+        self.source.kill()
+        self.assertTrue(self.fake.stored_uids(PARTITION) & uids,
+                        "every DELETE was done before the kill, so the kill tested nothing")
+
+        self.source.start()
+        harness.wait_for(lambda: not (self.fake.stored_uids(PARTITION) & uids),
+                         DELETE_TIMEOUT_SECONDS + len(uids) * DELETE_DELAY_SECONDS,
+                         "every instance deleted at the service after the restart",
+                         describe_state=self.source.status)
+        time.sleep(SETTLE_SECONDS)
+        deletes = self.fake.delete_requests()
+        for uid in uids:
+            deleting = [request for request in deletes if uid in request["Deleted"]]
+            self.assertEqual(len(deleting), 1, f"{uid} was deleted {len(deleting)} times")
+        self.assertEqual(self.source.status()["Deletes"]["Pending"], 0)
 
     def test_deletes_off_by_default(self):
         self.start_source()

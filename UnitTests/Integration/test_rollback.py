@@ -28,6 +28,9 @@ KILL_SERIES = 4
 KILL_INSTANCES_PER_SERIES = 12
 DELETE_DELAY_SECONDS = 0.25
 DELETES_BEFORE_KILL = 5
+# A STOW-RS request that is still in flight when the rollback starts.
+SLOW_STOW_SECONDS = 3
+MAX_FIRST_ITEMS = 20
 
 
 def uids_of(instances):
@@ -301,6 +304,146 @@ class RollbackTest(harness.OrthancTestCase):
         for uid in uids_of(study_b):
             self.assertEqual(items[uid]["State"], "Mirrored", items[uid])
 
+    def test_rollback_to_other_service(self):
+        other = fake_azure.FakeAzure(require_auth=False).start()
+        self.addCleanup(other.stop)
+        self.start_source()
+        study_a = harness.make_study(1, 2)
+        self.upload_and_wait(study_a)
+        snapshot = self.take_snapshot("before the move to another service")
+        response = self.source.put_json("/azure-dicom/settings",
+                                        {"ServiceUrl": other.url, "ApiVersion": "v1"})
+        self.assertEqual(response.status_code, 200, response.text)
+        study_b = harness.make_study(1, 4)
+        uids_b = uids_of(study_b)
+        self.upload_and_wait(study_b)
+        self.assertEqual(other.stored_uids(FILE_PARTITION), uids_b)
+
+        # One instance is already gone from the service, and the service fails twice first.
+        gone = sorted(uids_b)[0]
+        other.discard(FILE_PARTITION, gone)
+        other.fail_next(503, count=2, target="delete")
+
+        started = self.rollback(snapshot["ID"], {"DryRun": False, "Confirm": snapshot["ID"]})
+        self.assertEqual(started["Plan"]["Delete"]["Destinations"], [
+            {"ServiceUrl": other.url, "ApiVersion": "v1", "Partition": FILE_PARTITION,
+             "Instances": len(uids_b),
+             "Bytes": sum(self.items_by_uid()[uid]["Size"] for uid in uids_b)}])
+        rollback = self.wait_rollback_end()
+        self.assertEqual(rollback["State"], "Success", rollback)
+        self.assertEqual(rollback["Deleted"], len(uids_b) - 1, rollback)
+        self.assertEqual(rollback["NotFound"], 1, rollback)
+        self.assertEqual(rollback["Failed"], 0, rollback)
+
+        self.assertEqual(self.fake.delete_requests(), [],
+                         "the rollback sent a DELETE to the service of the snapshot")
+        self.assertEqual(other.stored_uids(FILE_PARTITION), set())
+        self.assertTrue(uids_of(study_a) <= self.fake.stored_uids(FILE_PARTITION))
+        deletes = other.delete_requests()
+        self.assertEqual(sorted(request["Status"] for request in deletes),
+                         sorted([204] * (len(uids_b) - 1) + [404, 503, 503]))
+        items = self.items_by_uid()
+        for request in deletes:
+            item = items[request["SOPInstanceUID"]]
+            self.assertEqual(request["Path"],
+                             f"/v1/partitions/{FILE_PARTITION}/studies/{item['StudyInstanceUID']}"
+                             f"/series/{item['SeriesInstanceUID']}/instances/"
+                             f"{item['SOPInstanceUID']}")
+        for uid in uids_b:
+            self.assertEqual(items[uid]["State"], "RolledBack", items[uid])
+        restored = self.settings()["Settings"]
+        self.assertEqual(restored["ServiceUrl"], self.fake.url)
+        self.assertEqual(restored["ApiVersion"], "v2")
+
+    def test_rejected_delete_fails_rollback(self):
+        self.start_source()
+        self.upload_and_wait(harness.make_study(1, 1))
+        snapshot = self.take_snapshot("before b")
+        self.move_to_partition(NEW_PARTITION)
+        study_b = harness.make_study(1, 3)
+        uids_b = uids_of(study_b)
+        self.upload_and_wait(study_b)
+        self.fake.fail_next(400, count=1, target="delete",
+                            body="The DICOM instance is locked by another operation.")
+
+        started = self.rollback(snapshot["ID"], {"DryRun": False, "Confirm": snapshot["ID"]})
+        job = self.source.wait_job(started["ID"], ROLLBACK_TIMEOUT_SECONDS)
+        self.assertEqual(job["State"], "Failure", "a rollback with a rejected DELETE succeeded")
+        rollback = self.wait_rollback_end()
+        self.assertEqual(rollback["State"], "Failure", rollback)
+        self.assertEqual(rollback["Failed"], 1, rollback)
+        self.assertEqual(rollback["Deleted"], len(uids_b) - 1, rollback)
+        self.assertEqual(rollback["Remaining"], 0, rollback)
+        rejected = [request for request in self.fake.delete_requests()
+                    if request["Status"] == 400]
+        self.assertEqual(len(rejected), 1)
+        uid = rejected[0]["SOPInstanceUID"]
+        self.assertEqual(self.fake.stored_uids(NEW_PARTITION), {uid})
+        item = self.items_by_uid()[uid]
+        self.assertNotEqual(item["State"], "RolledBack", item)
+        self.assertIn("locked", item["Message"], "the item does not show the service's message")
+        self.assertEqual(self.settings()["Settings"]["Partition"], FILE_PARTITION,
+                         "a failed DELETE must not undo the restored settings")
+
+    def test_canceled_rollback(self):
+        self.start_source()
+        snapshot = self.take_snapshot("empty")
+        self.move_to_partition(NEW_PARTITION)
+        study_b = harness.make_study(2, 10)
+        uids_b = uids_of(study_b)
+        self.upload_and_wait(study_b)
+        self.fake.delay_next(DELETE_DELAY_SECONDS, count=10 * len(uids_b), target="delete")
+
+        started = self.rollback(snapshot["ID"], {"DryRun": False, "Confirm": snapshot["ID"]})
+        harness.wait_for(lambda: len(self.fake.delete_requests()) >= DELETES_BEFORE_KILL,
+                         STATE_TIMEOUT_SECONDS, f"{DELETES_BEFORE_KILL} DELETEs",
+                         describe_state=self.source.status)
+        response = self.source.post(f"/jobs/{started['ID']}/cancel")
+        self.assertEqual(response.status_code, 200, response.text)
+        rollback = self.wait_rollback_end()
+        self.assertEqual(rollback["State"], "Canceled", rollback)
+        self.assertGreater(rollback["Remaining"], 0, rollback)
+        time.sleep(SETTLE_SECONDS)
+        deleted = {uid for request in self.fake.delete_requests() for uid in request["Deleted"]}
+        self.assertEqual(self.fake.stored_uids(NEW_PARTITION), uids_b - deleted)
+        self.assertEqual(rollback["Deleted"], len(deleted), rollback)
+
+        # A canceled rollback no longer blocks a new one, which deletes the rest.
+        self.move_to_partition(NEW_PARTITION)
+        started = self.rollback(snapshot["ID"], {"DryRun": False, "Confirm": snapshot["ID"]})
+        self.assertEqual(started["Plan"]["Delete"]["Instances"], len(uids_b - deleted))
+        self.assertEqual(self.wait_rollback_end()["State"], "Success")
+        self.assertEqual(self.fake.stored_uids(NEW_PARTITION), set())
+
+    def test_rollback_while_sending(self):
+        self.start_source()
+        self.upload_and_wait(harness.make_study(1, 1))
+        snapshot = self.take_snapshot("before b")
+        self.move_to_partition(NEW_PARTITION)
+        self.fake.set_delay(SLOW_STOW_SECONDS)
+        study_b = harness.make_study(1, 2)
+        uids_b = uids_of(study_b)
+        harness.upload_all(self.source, study_b)
+        harness.wait_for(lambda: self.source.counts()["Sending"] > 0, STATE_TIMEOUT_SECONDS,
+                         "a batch of study B in flight", describe_state=self.source.status,
+                         interval=0.05)
+        # The fake has read the request body by now and stores the instances after its delay.
+        time.sleep(1)
+
+        self.rollback(snapshot["ID"], {"DryRun": False, "Confirm": snapshot["ID"]})
+        self.wait_rollback_end()
+        time.sleep(SLOW_STOW_SECONDS + SETTLE_SECONDS)
+        items = self.items_by_uid()
+        left = self.fake.stored_uids(NEW_PARTITION) & uids_b
+        # Status 0 is a request whose connection the client closed before the response.
+        requests_to_b = [(request["Status"], request.get("Instances"))
+                         for request in self.fake.stow_requests()
+                         if request["Partition"] == NEW_PARTITION]
+        self.assertEqual(left, set(),
+                         "the rollback left copies that the plugin sent to partition b: "
+                         f"{[(uid, items[uid]['State'], items[uid]['Message']) for uid in left]}"
+                         f". STOW-RS requests to b (status, outcomes): {requests_to_b}")
+
     def run_killed_rollback(self, save_jobs):
         """Kill -9 Orthanc during a rollback of slow DELETEs and check that it finishes."""
         self.start_source(extra={"SaveJobs": save_jobs})
@@ -312,6 +455,10 @@ class RollbackTest(harness.OrthancTestCase):
         uids_b = uids_of(study_b)
         self.upload_and_wait(study_b)
         self.assertEqual(self.fake.stored_uids(NEW_PARTITION), uids_b)
+
+        plan = self.rollback(snapshot["ID"], {"DryRun": True})
+        self.assertEqual(plan["Delete"]["Instances"], len(uids_b))
+        self.assertEqual(len(plan["Delete"]["FirstItems"]), MAX_FIRST_ITEMS)
 
         self.fake.delay_next(DELETE_DELAY_SECONDS, count=10 * len(uids_b), target="delete")
         started = self.rollback(snapshot["ID"], {"DryRun": False, "Confirm": snapshot["ID"]})

@@ -168,6 +168,23 @@ class SettingsTest(harness.OrthancTestCase):
         self.assertEqual(self.settings()["Overridden"], {},
                          "a key returned to the file's value must stay so after a restart")
 
+    def test_null_follows_edited_file(self):
+        self.start_source()
+        self.put_settings({"Partition": "b"})
+        self.source.stop()
+        self.source.azure["Partition"] = "c"
+        self.source.start()
+        settings = self.settings()
+        self.assertEqual(settings["Settings"]["Partition"], "b",
+                         "the runtime value must win over the edited file")
+        self.assertEqual(settings["Overridden"], {"Partition": "b"})
+
+        answer = self.put_settings({"Partition": None})
+        self.assertEqual(answer["Settings"]["Partition"], "c",
+                         "null must return to the file's value at this start")
+        self.assertEqual(answer["Overridden"], {})
+        self.assertEqual(self.mirror_study(1), self.fake.stored_uids("c"))
+
     def test_api_version_and_url_live(self):
         other = fake_azure.FakeAzure(require_auth=False).start()
         self.addCleanup(other.stop)
@@ -248,12 +265,18 @@ class SettingsTest(harness.OrthancTestCase):
                 self.assertIn(key, response.text,
                               f"the 400 for {body} does not name {key}: {response.text[:300]}")
 
-        for text in ("not JSON", "[1, 2]", '"Partition"', ""):
+        for text in ("not JSON", "[1, 2]", '"Partition"'):
             with self.subTest(body=text):
                 response = self.source.request("PUT", "/azure-dicom/settings", data=text)
                 self.assertEqual(response.status_code, 400,
                                  f"PUT {text!r} returned {response.status_code}: "
                                  f"{response.text[:300]}")
+
+        # Every route of the plugin reads an empty body as {}, which changes nothing.
+        response = self.source.request("PUT", "/azure-dicom/settings", data="")
+        self.assertEqual(response.status_code, 200, response.text)
+        self.assertEqual(response.json()["Changed"], [])
+        self.assertIsNone(response.json()["Snapshot"])
 
         self.assertEqual(self.settings(), before, "a rejected PUT changed the settings")
         self.assertEqual(self.snapshots(), snapshots_before, "a rejected PUT took a snapshot")
