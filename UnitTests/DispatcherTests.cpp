@@ -1508,6 +1508,9 @@ protected:
   // Sends one request that gets a response with this status, and returns the active workers.
   unsigned int SendAnswered(long status)
   {
+    // Ends the wait of an earlier throttling, as its expiry would: throttling within one wait
+    // halves the workers only once.
+    dispatcher_->Resume();
     QueueInstances({"70." + std::to_string(++queued_)});
     StreamingSender sender([status](const std::vector<std::string>& uids)
                            { return AnswerWithStatus(status, uids); });
@@ -1780,4 +1783,19 @@ TEST_F(DispatcherStreamTest, TooLargeReadsFilesAgain)
   {
     EXPECT_EQ(ItemState::Mirrored, GetItem(id).state) << id;
   }
+}
+
+
+TEST_F(DispatcherThrottleTest, SameWaitHalvesOnce)
+{
+  MakeDispatcher(8);
+  EXPECT_EQ(4u, SendAnswered(429));
+
+  // A second worker throttled before the wait ends.
+  QueueInstances({"71.1"});
+  StreamingSender sender([](const std::vector<std::string>& uids)
+                         { return AnswerWithStatus(429, uids); });
+  EXPECT_TRUE(dispatcher_->ProcessOneBatch(sender));
+
+  EXPECT_EQ(4u, dispatcher_->GetStatus().activeWorkers);
 }

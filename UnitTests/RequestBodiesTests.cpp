@@ -542,3 +542,24 @@ TEST(ParseJsonTest, StringOverloadRejectsSameTexts)
   EXPECT_TRUE(ParseJson("{\"a\": 1}", value));
   EXPECT_EQ(1, value["a"].asInt());
 }
+
+
+TEST(ParseSnapshotLabelTest, LimitCountsCharacters)
+{
+  Json::Value body;
+  body["Label"] = "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9";  // five characters, ten bytes
+
+  EXPECT_EQ(ParseSnapshotLabel(body, 5), body["Label"].asString());
+  ExpectBadRequest([&] { ParseSnapshotLabel(body, 4); }, {"\"Label\"", "4 characters"});
+}
+
+
+TEST(ParseJsonTest, TrailingCommaAndCommentsRejected)
+{
+  for (const std::string text : {"{\"a\": 1,}", "[1, 2,]", "{\"a\": 1} // note", "// note\n{}"})
+  {
+    Json::Value value;
+    std::string error;
+    EXPECT_FALSE(ParseJson(value, error, text.data(), text.size())) << text;
+  }
+}

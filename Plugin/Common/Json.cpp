@@ -18,6 +18,8 @@ bool ParseJson(Json::Value& value, std::string& error, const char* data, size_t 
 {
   Json::CharReaderBuilder builder;
   builder["collectComments"] = false;
+  builder["allowComments"] = false;
+  builder["allowTrailingCommas"] = false;
   builder["failIfExtra"] = true;
   builder["rejectDupKeys"] = true;
   std::unique_ptr<Json::CharReader> reader(builder.newCharReader());

@@ -714,7 +714,8 @@ void Dispatcher::WaitForDestination(const std::vector<int64_t>& ids, int statusC
 
     // Workers that fail while the others already wait add nothing: the backoff grows with
     // the attempts made after a wait, not with the number of workers.
-    if (now >= waitUntil_)
+    const bool startsWait = now >= waitUntil_;
+    if (startsWait)
     {
       destinationFailures_++;
       const double delay =
@@ -725,13 +726,14 @@ void Dispatcher::WaitForDestination(const std::vector<int64_t>& ids, int statusC
     waitUntil = waitUntil_;
     waitReason_ = message;
 
-    // Throttling: fewer concurrent requests from now on, growing again after successes.
+    // Throttling: fewer concurrent requests from now on, growing again after successes. Workers
+    // throttled during the same wait halve the count once, as they count one failure.
     const bool throttled = statusCode == 429 || statusCode == 503;
     if (throttled)
     {
       successesSinceChange_ = 0;
     }
-    if (throttled && activeWorkers_ > 1)
+    if (throttled && startsWait && activeWorkers_ > 1)
     {
       activeWorkers_ = std::max(1u, activeWorkers_ / 2);
       logger_.Warning("the service throttles (HTTP " + std::to_string(statusCode) +

@@ -16,6 +16,18 @@ std::string ReadResourceId(const Json::Value& value, const std::string& where)
   }
   return value.asString();
 }
+
+
+// Counts UTF-8 code points: every byte but the continuation bytes 10xxxxxx starts one.
+size_t CountCharacters(const std::string& text)
+{
+  size_t count = 0;
+  for (const char c : text)
+  {
+    count += (static_cast<unsigned char>(c) & 0xc0) != 0x80 ? 1 : 0;
+  }
+  return count;
+}
 }  // namespace
 
 
@@ -151,7 +163,7 @@ std::string ParseSnapshotLabel(const Json::Value& body, size_t maxLength)
   }
 
   const Json::Value& label = body["Label"];
-  if (!label.isString() || label.asString().size() > maxLength)
+  if (!label.isString() || CountCharacters(label.asString()) > maxLength)
   {
     throw Exception(ErrorCode::BadRequest, "\"Label\" must be a string of at most " +
                                                std::to_string(maxLength) + " characters");

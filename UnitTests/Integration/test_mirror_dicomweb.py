@@ -246,7 +246,7 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
             ("/azure-dicom/sync", "not json"),
             ("/azure-dicom/sync", "[]"),
             ("/azure-dicom/sync", "{}"),
-            ("/azure-dicom/sync", '{"Resources": "abc"}'),
+            ("/azure-dicom/sync", '{"Resources": 5}'),
             ("/azure-dicom/sync", '{"Resources": [1, 2]}'),
             ("/azure-dicom/sync", '{"All": "yes"}'),
             ("/azure-dicom/sync", '{"Unknown": true}'),
@@ -254,7 +254,7 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
             ("/azure-dicom/retry", "{}"),
             ("/azure-dicom/retry", '{"State": "Bogus"}'),
             ("/azure-dicom/retry", '{"State": 3}'),
-            ("/azure-dicom/retry", '{"Resources": "abc"}'),
+            ("/azure-dicom/retry", '{"Resources": {"ID": "abc"}}'),
         ]
         for route, body in cases:
             with self.subTest(route=route, body=body):
