@@ -59,6 +59,8 @@ ARC_API_VERSION = "2020-06-01"
 APP_SERVICE_API_VERSION = "2019-08-01"
 ARC_KEY_FILE_MODE = 0o600
 TLS_HANDSHAKE_TIMEOUT_SECONDS = 10
+# Bytes written at a time when a replaced response is padded (FakeAzure.replace_response_next).
+RESPONSE_PIECE_BYTES = 1024 * 1024
 TEST_CERTIFICATE_DAYS = 2
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -146,14 +148,21 @@ class Fault:
     DICOM request but STOW-RS POST: QIDO-RS, PUT and DELETE), "token", "vault" and "any".
     """
 
-    def __init__(self, kind, target, count, status=0, retry_after=None, body="", seconds=0.0):
-        self.kind = kind  # "status", "reset" or "delay"
+    def __init__(self, kind, target, count, status=0, retry_after=None, body="", seconds=0.0,
+                 content_type="", size=0, fill=b" ", store=True):
+        self.kind = kind  # "status", "reset", "delay" or "response"
         self.target = target
         self.remaining = count
         self.status = status
         self.retry_after = retry_after
         self.body = body
         self.seconds = seconds
+        # Only for "response": the Content-Type, the body's size in bytes after padding with
+        # fill, and whether the request stores its instances before the response is replaced.
+        self.content_type = content_type
+        self.size = size
+        self.fill = fill
+        self.store = store
 
 
 class FakeAzure:
@@ -297,6 +306,30 @@ class FakeAzure:
         """
         with self.lock:
             self.faults.append(Fault("delay", target, count, seconds=seconds))
+
+    def replace_response_next(self, status=200, body=None, content_type=DICOM_JSON, count=1, size=0,
+                    fill=b" ", store=True):
+        """Replace the response to the next count STOW-RS requests, as a broken service would.
+
+        With store, the instances are stored as usual and then the response is replaced.
+        Without it, nothing is stored. body None keeps the body that the fake would have sent
+        ("{}" without store). When size is larger than the body, the body is padded with the byte
+        fill up to size bytes and streamed in pieces, so a body of hundreds of MB needs no
+        memory.
+        """
+        if isinstance(fill, str):
+            fill = fill.encode("ascii")
+        if len(fill) != 1:
+            raise ValueError(f"fill must be one byte, not {fill!r}")
+        with self.lock:
+            self.faults.append(Fault("response", "stow", count, status=status, body=body,
+                                     content_type=content_type, size=size, fill=fill,
+                                     store=store))
+
+    def clear_faults(self):
+        """Forget the planned faults that have not been used yet."""
+        with self.lock:
+            self.faults = []
 
     def set_max_body_bytes(self, limit):
         """Respond 413 to STOW requests whose body is larger than limit bytes (0: no limit)."""
@@ -828,6 +861,26 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
     def send_json(self, status, value, content_type="application/json", headers=None):
         self.send(status, json.dumps(value), content_type, headers)
 
+    def send_replaced_response(self, fault, default_body):
+        """Send the response of a "response" fault, streaming its padding in pieces of 1 MB."""
+        body = default_body if fault.body is None else fault.body
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        length = max(fault.size, len(body))
+        self.entry["ResponseReplaced"] = True
+        self.send_response(fault.status)
+        self.send_header("Content-Type", fault.content_type)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        self.last_status = fault.status
+        self.wfile.write(body)
+        remaining = length - len(body)
+        piece = fault.fill * RESPONSE_PIECE_BYTES
+        while remaining > 0:
+            self.wfile.write(piece[:remaining])
+            remaining -= min(remaining, len(piece))
+        self.entry["ResponseBytes"] = length
+
     def reset_connection(self):
         """Close the socket with RST (SO_LINGER 0), as a proxy that dies mid-request."""
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -847,6 +900,13 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
             self.read_body(limit=int(self.headers.get("Content-Length", "0") or 0) // 2)
             self.reset_connection()
             return True
+        if fault.kind == "response":
+            if fault.store:
+                self.response_fault = fault
+                return False
+            self.read_body()
+            self.send_replaced_response(fault, b"{}")
+            return True
         self.read_body()
         headers = {}
         if fault.retry_after is not None:
@@ -858,6 +918,7 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
 
     def route(self):
         self.last_status = 0
+        self.response_fault = None
         url = urllib.parse.urlsplit(self.path)
         self.query = urllib.parse.parse_qs(url.query)
         path = url.path
@@ -1267,6 +1328,8 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
             status = 202
         else:
             status = 200
+        if self.response_fault is not None:
+            return self.send_replaced_response(self.response_fault, json.dumps(answer).encode("utf-8"))
         return self.send_json(status, answer, content_type=DICOM_JSON)
 
     def store_part(self, version, partition, study_in_url, content, upsert):
@@ -1369,6 +1432,8 @@ CONTROL_ACTIONS = {
     "FailNext": "fail_next",
     "ResetNext": "reset_next",
     "DelayNext": "delay_next",
+    "ReplaceResponseNext": "replace_response_next",
+    "ClearFaults": "clear_faults",
     "SetMaxBodyBytes": "set_max_body_bytes",
     "SetDelay": "set_delay",
     "SetBeingCreated": "set_being_created",

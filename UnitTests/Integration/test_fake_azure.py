@@ -233,6 +233,54 @@ class FakeAzureTest(unittest.TestCase):
             self.stow(harness.make_study(1, 1, 200000))
         self.assertEqual(self.stow(harness.make_study(1, 1)).status_code, 200)
 
+    def test_fault_response_replaced_stored(self):
+        instances = harness.make_study(1, 2)
+        self.fake.replace_response_next(200, body="not json", content_type="text/html")
+        response = self.stow(instances)
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.headers["Content-Type"], "text/html")
+        self.assertEqual(response.text, "not json")
+        self.assertEqual(self.fake.stored_uids(),
+                         {harness.sop_uid_of(data) for data in instances})
+        second = self.stow(instances)
+        self.assertEqual(second.status_code, 409)
+
+    def test_fault_response_not_stored(self):
+        instances = harness.make_study(1, 1)
+        self.fake.replace_response_next(200, store=False)
+        response = self.stow(instances)
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.json(), {})
+        self.assertEqual(self.fake.stored_uids(), set())
+        self.assertEqual(self.stow(instances).status_code, 200)
+        self.assertEqual(len(self.fake.stored_uids()), 1)
+
+    def test_fault_response_huge_streamed(self):
+        size = 64 * 1024 * 1024 + 3
+        instances = harness.make_study(1, 1)
+        self.fake.replace_response_next(200, size=size, fill="x")
+        body, content_type = multipart(instances)
+        headers = {"Content-Type": content_type, **self.bearer()}
+        received = 0
+        with self.session.post(self.fake.service_base() + "/studies", data=body,
+                               headers=headers, stream=True,
+                               timeout=REQUEST_TIMEOUT_SECONDS) as response:
+            self.assertEqual(response.status_code, 200)
+            self.assertEqual(int(response.headers["Content-Length"]), size)
+            chunks = response.iter_content(chunk_size=1024 * 1024)
+            first = next(chunks)
+            received = len(first) + sum(len(chunk) for chunk in chunks)
+        self.assertEqual(received, size)
+        uid = harness.sop_uid_of(instances[0])
+        self.assertTrue(first.startswith(b"{"), first[:100])
+        self.assertIn(uid.encode("ascii"), first)
+        self.assertTrue(first.rstrip(b"x").endswith(b"}"), first[-100:])
+        self.assertEqual(self.fake.stored_uids(), {uid})
+
+    def test_fault_response_fill_checked(self):
+        with self.assertRaises(ValueError):
+            self.fake.replace_response_next(200, fill=b"ab")
+
     def test_qido_and_delete(self):
         instances = harness.make_study(2, 1)
         self.stow(instances)
