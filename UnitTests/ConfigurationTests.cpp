@@ -2,6 +2,8 @@
 #include "Common/Exception.h"
 #include "Sync/Configuration.h"
 
+#include "TestSupport.h"
+
 #include <gtest/gtest.h>
 #include <json/reader.h>
 #include <json/writer.h>
@@ -16,6 +18,9 @@
 #include <vector>
 
 using namespace AzureDicom;
+using AzureDicom::Testing::ParseJson;
+using AzureDicom::Testing::ToText;
+
 
 namespace
 {
@@ -25,28 +30,6 @@ const char* const kClientId = "11111111-2222-3333-4444-555555555555";
 const char* const kSecret = "s3cr3t-Value-42";
 const char* const kPemCertificate =
     "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUXz\n-----END CERTIFICATE-----\n";
-
-
-Json::Value ParseJson(const std::string& text)
-{
-  Json::CharReaderBuilder builder;
-  Json::Value value;
-  std::string errors;
-  std::istringstream stream(text);
-  if (!Json::parseFromStream(builder, stream, &value, &errors))
-  {
-    throw std::runtime_error("invalid JSON in a test: " + errors + " in " + text);
-  }
-  return value;
-}
-
-
-std::string ToText(const Json::Value& value)
-{
-  Json::StreamWriterBuilder builder;
-  builder["indentation"] = "";
-  return Json::writeString(builder, value);
-}
 
 
 // A section with a valid ServiceUrl and the members of extraMembers ("\"Workers\": 8").

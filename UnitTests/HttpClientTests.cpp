@@ -2,6 +2,8 @@
 #include "Common/Exception.h"
 #include "LoopbackHttpServer.h"
 
+#include "TestSupport.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -11,29 +13,13 @@
 #include <string>
 
 using namespace AzureDicom;
+using AzureDicom::Testing::CatchException;
+
 using namespace AzureDicom::Testing;
 
 namespace
 {
 const char SECRET_TOKEN[] = "Bearer eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.secret-part";
-
-
-// Runs the call and returns the AzureDicom::Exception that it throws. Fails the test when it
-// throws nothing.
-Exception CatchException(const std::function<void()>& call)
-{
-  try
-  {
-    call();
-  }
-  catch (const Exception& e)
-  {
-    return e;
-  }
-
-  ADD_FAILURE() << "expected an AzureDicom::Exception";
-  return Exception(ErrorCode::InternalError, "no exception");
-}
 
 
 std::string MakeBinaryBody(size_t size)

@@ -3,35 +3,21 @@
 #include "Common/Exception.h"
 #include "Common/Json.h"
 
+#include "TestSupport.h"
+
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <string>
 
 using namespace AzureDicom;
+using AzureDicom::Testing::CatchException;
+
 
 namespace
 {
 const int DEFAULT_PRIORITY = 7;
 const char SNAPSHOT_ID[] = "42";
-
-
-// Runs the call and returns the AzureDicom::Exception that it throws. Fails the test when it
-// throws nothing.
-Exception CatchException(const std::function<void()>& call)
-{
-  try
-  {
-    call();
-  }
-  catch (const Exception& e)
-  {
-    return e;
-  }
-
-  ADD_FAILURE() << "expected an AzureDicom::Exception";
-  return Exception(ErrorCode::InternalError, "no exception");
-}
 
 
 // Parses a JSON text that the test itself wrote.

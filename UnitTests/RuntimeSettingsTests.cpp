@@ -2,6 +2,8 @@
 #include "Sync/Configuration.h"
 #include "Sync/RuntimeSettings.h"
 
+#include "TestSupport.h"
+
 #include <gtest/gtest.h>
 #include <json/reader.h>
 #include <json/writer.h>
@@ -12,34 +14,15 @@
 #include <vector>
 
 using namespace AzureDicom;
+using AzureDicom::Testing::ParseJson;
+using AzureDicom::Testing::ToText;
+
 
 namespace
 {
 const char* const SERVICE_URL = "https://example-dicom.dicom.azurehealthcareapis.com";
 const char* const SECRET_VERSION = "0123456789abcdef0123456789abcdef";
 const char* const SECRET_VERSION_KEY = "Credentials.KeyVault.SecretVersion";
-
-
-Json::Value ParseJson(const std::string& text)
-{
-  Json::CharReaderBuilder builder;
-  Json::Value value;
-  std::string errors;
-  std::istringstream stream(text);
-  if (!Json::parseFromStream(builder, stream, &value, &errors))
-  {
-    throw std::runtime_error("invalid JSON in a test: " + errors + " in " + text);
-  }
-  return value;
-}
-
-
-std::string ToText(const Json::Value& value)
-{
-  Json::StreamWriterBuilder builder;
-  builder["indentation"] = "";
-  return Json::writeString(builder, value);
-}
 
 
 // A section that sets each runtime key but the secret version, which needs Key Vault, and one
