@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config git ca-certificates curl
   orthanc orthanc-dev orthanc-dicomweb
   libjsoncpp-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev clang libclang-rt-14-dev
   python3 python3-pydicom python3-requests python3-yaml dcmtk openssl shellcheck
   iproute2 util-linux
   chromium chromium-driver
