@@ -1439,3 +1439,18 @@ TEST_F(ConfigurationTest, UnverifiedLoopbackAccepted)
   EXPECT_FALSE(configuration.tls.verifyPeer);
   EXPECT_TRUE(GetUnverifiedTlsWarning(configuration).empty());
 }
+
+
+TEST_F(ConfigurationTest, UnverifiedWarningNamesRemoteVault)
+{
+  Json::Value section = MakeKeyVaultSection();
+  section["ServiceUrl"] = "http://127.0.0.1:8042";
+  section["Credentials"]["AuthorityHost"] = "http://127.0.0.1:9000";
+  section["Tls"]["VerifyPeer"] = false;
+  section["Tls"]["AllowUnverifiedRemoteHosts"] = true;
+
+  const std::string warning = GetUnverifiedTlsWarning(ParseConfiguration(section));
+
+  EXPECT_TRUE(Contains(warning, "AzureDicom.Credentials.KeyVault.VaultUrl"));
+  EXPECT_FALSE(Contains(warning, "AzureDicom.ServiceUrl"));
+}

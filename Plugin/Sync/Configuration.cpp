@@ -308,7 +308,7 @@ unsigned int ToUnsigned(int64_t number)
 // only the keys and the types are checked.
 class ObjectReader
 {
- public:
+public:
   ObjectReader(const Json::Value& object, const std::string& path, const KeyList& allowedKeys,
                bool checkValues)
       : object_(object), path_(path), checkValues_(checkValues)
@@ -426,7 +426,7 @@ class ObjectReader
     return ObjectReader(child, PathOf(key), allowedKeys, checkValues_);
   }
 
- private:
+private:
   void CheckKeyIsAllowed(const std::string& name, const KeyList& allowedKeys) const
   {
     std::string sameIgnoringCase;
@@ -866,15 +866,10 @@ TlsSettings ReadTls(const ObjectReader& reader)
 }
 
 
-// Unverified certificates expose tokens and images to an impostor, so they are accepted for a
-// host that is not on loopback only with Tls.AllowUnverifiedRemoteHosts.
-void CheckUnverifiedTls(const Configuration& configuration)
+// Returns the configuration keys and hosts, among ServiceUrl and the Entra ID and Key Vault
+// endpoints that the credentials use, that are not on loopback.
+std::vector<std::pair<std::string, std::string>> ListRemoteHosts(const Configuration& configuration)
 {
-  if (configuration.tls.verifyPeer || configuration.tls.allowUnverifiedRemoteHosts)
-  {
-    return;
-  }
-
   std::vector<std::pair<std::string, std::string>> urls = {
       {"AzureDicom.ServiceUrl", configuration.serviceUrl}};
   const CredentialSettings& credentials = configuration.credentials;
@@ -889,16 +884,36 @@ void CheckUnverifiedTls(const Configuration& configuration)
     urls.emplace_back("AzureDicom.Credentials.KeyVault.VaultUrl", credentials.keyVault->vaultUrl);
   }
 
+  std::vector<std::pair<std::string, std::string>> remote;
   for (const auto& url : urls)
   {
     const std::string host = GetUrlHost(url.second, url.first);
     if (!IsLoopbackHost(host))
     {
-      Fail("AzureDicom.Tls.VerifyPeer",
-           "false, but " + url.first + " is the host " + Quote(host) + ", not on loopback",
-           "true (with Tls.CaCertificates for a private CA), or Tls.AllowUnverifiedRemoteHosts "
-           "true to accept unverified certificates knowingly");
+      remote.emplace_back(url.first, host);
     }
+  }
+  return remote;
+}
+
+
+// Unverified certificates expose tokens and images to an impostor, so they are accepted for a
+// host that is not on loopback only with Tls.AllowUnverifiedRemoteHosts.
+void CheckUnverifiedTls(const Configuration& configuration)
+{
+  if (configuration.tls.verifyPeer || configuration.tls.allowUnverifiedRemoteHosts)
+  {
+    return;
+  }
+
+  const auto remote = ListRemoteHosts(configuration);
+  if (!remote.empty())
+  {
+    Fail("AzureDicom.Tls.VerifyPeer",
+         "false, but " + remote.front().first + " is the host " + Quote(remote.front().second) +
+             ", not on loopback",
+         "true (with Tls.CaCertificates for a private CA), or Tls.AllowUnverifiedRemoteHosts "
+         "true to accept unverified certificates knowingly");
   }
 }
 
@@ -1349,16 +1364,26 @@ const char* ToString(CredentialType type)
 
 std::string GetUnverifiedTlsWarning(const Configuration& configuration)
 {
-  if (configuration.tls.verifyPeer ||
-      IsLoopbackHost(GetUrlHost(configuration.serviceUrl, "AzureDicom.ServiceUrl")))
+  if (configuration.tls.verifyPeer)
   {
     return "";
   }
 
-  return "AzureDicom.Tls.VerifyPeer is false and Tls.AllowUnverifiedRemoteHosts is true: the "
-         "certificates of the service, Entra ID and Key Vault are not checked, so tokens and "
-         "images can reach an impostor; set VerifyPeer to true and use Tls.CaCertificates for a "
-         "private CA";
+  std::string hosts;
+  for (const auto& remote : ListRemoteHosts(configuration))
+  {
+    hosts += (hosts.empty() ? "" : ", ") + remote.first + " " + Quote(remote.second);
+  }
+  if (hosts.empty())
+  {
+    return "";
+  }
+
+  return "AzureDicom.Tls.VerifyPeer is false and Tls.AllowUnverifiedRemoteHosts is true, so the "
+         "certificates of " +
+         hosts +
+         " are not checked and tokens and images can reach an "
+         "impostor; set VerifyPeer to true and use Tls.CaCertificates for a private CA";
 }
 
 

@@ -123,8 +123,8 @@ Configuration ParseConfiguration(const Json::Value& section);
 // list only the keys that their Type takes, so that the result parses again.
 Json::Value ToRedactedJson(const Configuration& configuration);
 
-// Returns a warning when Tls.VerifyPeer is false for a ServiceUrl that is not on loopback, or ""
-// when the certificates are checked or the service is local.
+// Returns a warning naming ServiceUrl, AuthorityHost or VaultUrl when Tls.VerifyPeer is false
+// for one that is not on loopback, or "" when the certificates are checked or all are local.
 std::string GetUnverifiedTlsWarning(const Configuration& configuration);
 
 // Returns true for the hosts where plain http:// is allowed: "localhost" (case-insensitive),
