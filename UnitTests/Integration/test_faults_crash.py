@@ -14,7 +14,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fault_checks  # noqa: E402
 import harness  # noqa: E402
 
-ARCHIVE_STUDIES = 4
+# The back-fill job queues 500 instances per step (SyncJob.h), so an archive of 1200 takes
+# three steps, and the job can be killed between two of them.
+ARCHIVE_STUDIES = 8
+ARCHIVE_INSTANCES_PER_SERIES = 50
 NEW_STUDIES = 6
 SERIES_PER_STUDY = 3
 INSTANCES_PER_SERIES = 15
@@ -29,11 +32,10 @@ WAIT_TIMEOUT_SECONDS = 60
 
 
 class CrashFaultsTest(fault_checks.FaultTestCase):
-    def make_instances(self, studies):
+    def make_instances(self, studies, per_series=INSTANCES_PER_SERIES):
         instances = []
         for _ in range(studies):
-            instances += harness.make_study(SERIES_PER_STUDY, INSTANCES_PER_SERIES,
-                                            INSTANCE_BYTES)
+            instances += harness.make_study(SERIES_PER_STUDY, per_series, INSTANCE_BYTES)
         return instances
 
     def kill_and_restart(self, source, moment):
@@ -74,7 +76,7 @@ class CrashFaultsTest(fault_checks.FaultTestCase):
         # Orthanc without the plugin, until the archive is stored.
         source.plugins = []
         self.add_orthanc(source).start()
-        archive = self.make_instances(ARCHIVE_STUDIES)
+        archive = self.make_instances(ARCHIVE_STUDIES, ARCHIVE_INSTANCES_PER_SERIES)
         harness.upload_all(source, archive)
         source.stop()
         source.plugins = [harness.plugin_path()]
@@ -99,11 +101,14 @@ class CrashFaultsTest(fault_checks.FaultTestCase):
                          "a batch in flight", describe_state=source.status)
         self.kill_and_restart(source, "while sending")
 
-        # 3: while a back-fill job runs.
+        # 3: while a back-fill job runs, after its first step queued part of the archive.
+        queued_before = sum(source.counts().values())
         job = self.start_backfill(source)
-        print(f"back-fill job {job} before the kill: {source.get_json('/jobs/' + job)['State']}",
-              flush=True)
-        self.kill_and_restart(source, "during the back-fill")
+        harness.wait_for(lambda: sum(source.counts().values()) > queued_before,
+                         WAIT_TIMEOUT_SECONDS, "the back-fill's first step", interval=0.02)
+        job_state = source.get_json("/jobs/" + job)["State"]
+        self.kill_and_restart(source, f"during the back-fill (job {job_state})")
+        self.assertEqual(job_state, "Running")
 
         # 4: during the next back-fill, with uploads and requests in flight.
         remaining = [data for data in new_instances if harness.sop_uid_of(data) not in uploaded]
