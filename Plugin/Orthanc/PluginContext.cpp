@@ -376,7 +376,7 @@ Json::Value PluginContext::GetStatus()
       outbox_->GetLastRollback(rollback) ? ToJson(rollback) : Json::Value(Json::nullValue);
 
   status["Follower"]["Sequence"] = Json::Int64(outbox_->GetFollowerSequence());
-  status["Follower"]["LastError"] = follower_->GetLastError();
+  status["Follower"]["LastError"] = followerError;
   status["Workers"] = configuration.workers;
   status["ActiveWorkers"] = dispatcher.activeWorkers;
   return status;
