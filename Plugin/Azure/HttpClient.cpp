@@ -94,7 +94,7 @@ std::string TrimSpaces(const std::string& text)
 
 // Keeps the first maxResponseBytes of the body and reads the rest without storing it, so that
 // the connection stays usable for the next request.
-// Where libcurl's read callback is in a RequestBody.
+// The read position of libcurl's read callback in a RequestBody.
 struct UploadState
 {
   const RequestBody* body;
@@ -126,8 +126,8 @@ size_t OnReadBody(char* buffer, size_t size, size_t count, void* userData)
 }
 
 
-// libcurl rewinds the body to send it again, for example after a connection that the server
-// closed was reused; only a rewind to the start is needed.
+// Rewinds the body to its start, which libcurl asks for to send it again, for example after it
+// reused a connection that the server had closed.
 int OnSeekBody(void* userData, curl_off_t offset, int origin)
 {
   if (offset != 0 || origin != SEEK_SET)

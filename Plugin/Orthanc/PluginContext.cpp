@@ -326,7 +326,7 @@ Json::Value PluginContext::GetStatus()
   Json::Value status;
   status["Enabled"] = true;
   status["State"] = followerFailing ? "Waiting" : dispatcher.state;
-  status["Paused"] = dispatcher.paused;  // by an administrator; State tells a wait apart
+  status["Paused"] = dispatcher.paused;  // by an administrator; State shows a wait
   status["PauseReason"] =
       followerFailing ? "new instances cannot be queued: " + followerError : dispatcher.pauseReason;
   status["WaitUntil"] = ToJsonTime(dispatcher.waitUntil);
@@ -469,7 +469,7 @@ Json::Value PluginContext::GetRuntimeValuesOf(const SnapshotRecord& snapshot)
   std::string error;
   ParseJson(settings, error, snapshot.settings.data(), snapshot.settings.size());
 
-  // The snapshot holds ToRedactedJson() of a parsed configuration, so its values are normalized.
+  // The snapshot contains ToRedactedJson() of a parsed configuration, so its values are normalized.
   Json::Value values = FlattenOverrides(settings);
   values["Paused"] = snapshot.paused;
   return values;

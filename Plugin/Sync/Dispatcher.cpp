@@ -727,7 +727,7 @@ void Dispatcher::WaitForDestination(const std::vector<int64_t>& ids, int statusC
     waitReason_ = message;
 
     // Throttling: fewer concurrent requests from now on, growing again after successes. Workers
-    // throttled during the same wait halve the count once, as they count one failure.
+    // throttled during the same wait halve the count once, because they count as one failure.
     const bool throttled = statusCode == 429 || statusCode == 503;
     if (throttled)
     {
