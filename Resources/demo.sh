@@ -142,6 +142,7 @@ start_server source "$source_url"
 
 "$python" "$helper" upload "$source_url"
 echo "Mirror status: $source_url/azure-dicom/status"
+echo "Dashboard: $source_url/azure-dicom/ui/"
 
 # The watcher runs in the background because "wait" returns as soon as a signal arrives, so
 # Ctrl-C or SIGTERM stops everything at once instead of after the current foreground command.
