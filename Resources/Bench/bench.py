@@ -1,0 +1,272 @@
+#!/usr/bin/python3
+"""Measure the plugin against Orthanc's DICOMweb STOW job, Lua auto-routing and curl.
+
+Resources/bench.sh builds the plugin and the null sink, then runs this script in a network
+namespace where only loopback exists. It prints the tables and writes the Markdown page.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+
+import datasets
+import page
+import processes
+import report
+import scenarios
+import servers
+
+WORK_MARKER = ".orthanc-azure-dicom-bench"
+
+FULL = {
+    report.CT: datasets.DataSetSpec("ct-512k", "512 KB", 2000, 10, 2, 512, 512),
+    report.SMALL: datasets.DataSetSpec("small-2k", "2 KB", 20000, 20, 2, 32, 16),
+    report.MULTIFRAME: datasets.DataSetSpec("multiframe", "200 MB multi-frame", 1, 1, 1,
+                                            512, 512, frames=400),
+    "backlog": datasets.DataSetSpec("backlog-2k", "2 KB", 100000, 100, 2, 32, 16),
+}
+
+QUICK = {
+    report.CT: datasets.DataSetSpec("ct-512k", "512 KB", 200, 2, 2, 512, 512),
+    report.SMALL: datasets.DataSetSpec("small-2k", "2 KB", 2000, 4, 2, 32, 16),
+    report.MULTIFRAME: datasets.DataSetSpec("multiframe", "20 MB multi-frame", 1, 1, 1,
+                                            512, 512, frames=40),
+    "backlog": datasets.DataSetSpec("backlog-2k", "2 KB", 10000, 10, 2, 32, 16),
+}
+
+SMALL_BACKLOG = 1000
+LATENCY_RATE = 20
+SECTIONS = ("transfers", "ingestion", "latency", "backlog")
+
+
+def log(message):
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def read_machine():
+    """Return the CPU count, memory and CPU model of this machine."""
+    model = platform.processor() or "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        memory_kb = int(meminfo.readline().split()[1])
+    return {"CPUs": os.cpu_count(), "Memory": f"{memory_kb / 1024 / 1024:.1f} GiB",
+            "Model": model, "Kernel": platform.release()}
+
+
+def prepare_work_folder(work):
+    """Create the work folder, or check that an existing one was made by this script."""
+    if os.path.isdir(work) and os.listdir(work) and \
+            not os.path.exists(os.path.join(work, WORK_MARKER)):
+        raise SystemExit(f"error: {work} exists and was not made by the benchmark: choose "
+                         "another with --work")
+    os.makedirs(work, exist_ok=True)
+    open(os.path.join(work, WORK_MARKER), "a", encoding="ascii").close()
+    shutil.rmtree(os.path.join(work, "runs"), ignore_errors=True)
+
+
+def print_record(record):
+    if isinstance(record, scenarios.Transfer):
+        rate = record.instances_per_second
+        text = record.error or (f"{rate:,.1f} instances/s, {record.megabytes_per_second:,.1f} "
+                                f"MB/s in {record.seconds:.1f} s {record.note}")
+        log(f"  {record.dataset}, {record.target}, {record.method}: {text}")
+    elif isinstance(record, scenarios.Ingestion):
+        text = record.error or f"{record.instances_per_second:,.1f} instances/s"
+        plugin = "with the plugin" if record.with_plugin else "without the plugin"
+        log(f"  ingestion of {record.dataset} by {record.protocol} {plugin}: {text}")
+
+
+def run_transfers(context, results, data, bodies, sink):
+    for key in (report.CT, report.SMALL, report.MULTIFRAME):
+        dataset = data[key]
+        archive = scenarios.prepare_archive(context, dataset)
+        for target in (servers.OrthancTarget(), servers.SinkTarget(sink)):
+            log(f"{dataset.spec.label} to the {target.name}")
+            runs = [
+                lambda: scenarios.run_plugin_ingest(context, dataset, target),
+                lambda: scenarios.run_plugin_backfill(context, dataset, archive, target),
+                lambda: scenarios.run_stow_job(context, dataset, archive, target),
+                lambda: scenarios.run_lua(context, dataset, target, stable=True),
+                lambda: scenarios.run_lua(context, dataset, target, stable=False),
+                lambda: scenarios.run_curl(context, dataset, bodies[key], target),
+            ]
+            for run in runs:
+                record = run()
+                results.transfers.append(record)
+                print_record(record)
+
+
+def run_ingestion(context, results, data, repeats):
+    for key in (report.CT, report.SMALL):
+        dataset = data[key]
+        for repeat in range(repeats):
+            # The order alternates, so that a drift of the machine's load favours neither.
+            order = (False, True) if repeat % 2 == 0 else (True, False)
+            for protocol in ("REST", "C-STORE"):
+                for with_plugin in order:
+                    record = scenarios.run_ingestion(context, dataset, protocol, with_plugin)
+                    results.ingestions.append(record)
+                    print_record(record)
+
+
+def run_latency(context, results, data, sink, count):
+    dataset = data[report.CT]
+    for target in (servers.OrthancTarget(), servers.SinkTarget(sink)):
+        record = scenarios.run_latency(context, dataset, target, min(count, dataset.count),
+                                       LATENCY_RATE)
+        results.latencies.append(record)
+        log(f"  latency to the {target.name}: "
+            f"{record.error or f'p50 {record.p50:.3f} s, p95 {record.p95:.3f} s'}")
+
+
+def run_backlog(context, results, data):
+    dataset = data["backlog"]
+    archive = scenarios.prepare_archive(context, dataset)
+    for pending in (min(SMALL_BACKLOG, dataset.count), dataset.count):
+        record = scenarios.run_backlog(context, archive, dataset.count, pending)
+        results.backlogs.append(record)
+        log(f"  backlog of {pending}: {record.error or f'queued in {record.queue_seconds:.1f} s, RSS {record.rss_after / 2**20:.0f} MiB'}")
+
+
+RECORD_TYPES = {"transfers": scenarios.Transfer, "ingestions": scenarios.Ingestion,
+                "latencies": scenarios.Latency, "backlogs": scenarios.Backlog}
+
+
+def save_results(path, run, results):
+    """Write the run's details and every record as JSON, which --render reads again."""
+    run_json = dataclasses.asdict(run)
+    run_json["started"] = run.started.isoformat()
+    run_json["finished"] = run.finished.isoformat()
+    saved = {
+        "Run": run_json,
+        "DataSets": {key: {"Spec": datasets.spec_to_json(dataset.spec), "Count": dataset.count,
+                           "TotalBytes": dataset.total_bytes}
+                     for key, dataset in results.datasets.items()},
+    }
+    for name in RECORD_TYPES:
+        saved[name] = [dataclasses.asdict(record) for record in getattr(results, name)]
+    with open(path, "w", encoding="utf-8") as output:
+        json.dump(saved, output, indent=1)
+
+
+def load_results(path):
+    """Read a results file of save_results(); return (RunInfo, Results)."""
+    with open(path, encoding="utf-8") as source:
+        saved = json.load(source)
+    run_json = dict(saved["Run"])
+    run_json["started"] = datetime.datetime.fromisoformat(run_json["started"])
+    run_json["finished"] = datetime.datetime.fromisoformat(run_json["finished"])
+    summaries = {key: datasets.DataSetSummary(datasets.DataSetSpec(**entry["Spec"]),
+                                              entry["Count"], entry["TotalBytes"])
+                 for key, entry in saved["DataSets"].items()}
+    results = report.Results(summaries)
+    for name, record_type in RECORD_TYPES.items():
+        setattr(results, name, [record_type(**record) for record in saved.get(name, [])])
+    return page.RunInfo(**run_json), results
+
+
+def write_report(run, results, output_path):
+    """Write the page, print the tables, and return the goals."""
+    goals = report.evaluate_goals(results, run.sections)
+    with open(output_path, "w", encoding="utf-8") as output:
+        output.write(page.render(run, results, goals))
+    print()
+    print(page.render_tables(results, goals))
+    return goals
+
+
+def parse_options():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller data sets and one repeat, for a trial run")
+    parser.add_argument("--plugin", help="path of libOrthancAzureDicom.so")
+    parser.add_argument("--sink", help="path of the null-sink binary")
+    parser.add_argument("--work", default="/tmp/orthanc-azure-dicom-bench",
+                        help="folder of the data sets, archives and runs (default %(default)s)")
+    parser.add_argument("--output", required=True, help="Markdown page to write")
+    parser.add_argument("--commit", default="unknown",
+                        help="the plugin's git commit, as the page shows it")
+    parser.add_argument("--max-run-seconds", type=float,
+                        help="time limit of one transfer, after which its rate is computed "
+                             "from the instances confirmed so far (default 300, 60 with "
+                             "--quick)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="run only these sections (default: all)")
+    parser.add_argument("--render", metavar="RESULTS",
+                        help="measure nothing: write the page again from the results.json of "
+                             "an earlier run")
+    options = parser.parse_args()
+    if not options.render and (not options.plugin or not options.sink):
+        parser.error("--plugin and --sink are required unless --render is given")
+    return options
+
+
+def main():
+    options = parse_options()
+    if options.render:
+        run, results = load_results(options.render)
+        write_report(run, results, options.output)
+        log(f"wrote {options.output} from {options.render}")
+        return 0
+
+    specs = QUICK if options.quick else FULL
+    max_run_seconds = options.max_run_seconds or (60 if options.quick else 300)
+    work = os.path.abspath(options.work)
+    prepare_work_folder(work)
+
+    machine = read_machine()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = processes.load_average()
+    log(f"{machine['CPUs']} CPUs, {machine['Memory']}, {machine['Model']}; load average "
+        f"{load_before}")
+
+    data = {key: datasets.generate(spec, os.path.join(work, "data"), log)
+            for key, spec in specs.items()}
+    bodies = {key: datasets.build_bodies(data[key], os.path.join(work, "data"),
+                                         servers.MAX_INSTANCES_PER_REQUEST,
+                                         servers.MAX_REQUEST_SIZE_MB * 1024 * 1024, log)
+              for key in (report.CT, report.SMALL, report.MULTIFRAME)}
+
+    sink = processes.NullSink(options.sink, os.path.join(work, "sink")).start()
+    context = scenarios.Context(options.plugin, work, sink, max_run_seconds, log)
+    results = report.Results(data)
+    try:
+        if "transfers" in options.only:
+            run_transfers(context, results, data, bodies, sink)
+        if "ingestion" in options.only:
+            run_ingestion(context, results, data, 1 if options.quick else 2)
+        if "latency" in options.only:
+            run_latency(context, results, data, sink, 200 if options.quick else 1200)
+        if "backlog" in options.only:
+            run_backlog(context, results, data)
+    finally:
+        sink.stop()
+
+    load_after = processes.load_average()
+    finished = datetime.datetime.now(datetime.timezone.utc)
+    run = page.RunInfo(quick=options.quick, machine=machine, commit=options.commit,
+                       versions=context.versions, started=started, finished=finished,
+                       load_before=load_before, load_after=load_after,
+                       max_run_seconds=max_run_seconds, latency_rate=LATENCY_RATE,
+                       sections=options.only)
+    results_path = os.path.join(work, "results.json")
+    save_results(results_path, run, results)
+    goals = write_report(run, results, options.output)
+    passed = sum(1 for goal in goals if goal.passed)
+    log(f"{passed} of {len(goals)} goals passed; load average {load_after}; wrote "
+        f"{options.output} and {results_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The Markdown page of a benchmark run (docs/benchmarks.md by default)."""
+
+import dataclasses
+import datetime
+
+import report
+import scenarios
+import servers
+
+
+@dataclasses.dataclass
+class RunInfo:
+    quick: bool
+    machine: dict
+    commit: str
+    versions: dict
+    started: datetime.datetime
+    finished: datetime.datetime
+    load_before: str
+    load_after: str
+    max_run_seconds: float
+    latency_rate: float
+    sections: list
+
+
+def describe_methods(results, latency_rate):
+    """Return the Method section's text."""
+    ct = results.label(report.CT)
+    return f"""\
+Each transfer starts new servers: an empty target (a new Orthanc with its DICOMweb plugin, or
+the null sink, which runs for the whole benchmark and whose counts are taken per run) and a
+new source Orthanc. Every server listens on loopback only, in a network namespace where only
+loopback exists. The sources use Orthanc's defaults but for `HttpTimeout` 3600 (the DICOMweb
+plugin sends a whole STOW job in one request), `StableAge` 2 and `SaveJobs` false.
+
+- **plugin, while ingesting**: {scenarios.PARALLEL_CLIENTS} REST clients store the data set
+  (`POST /instances`, one kept-open connection each, in study order) into an Orthanc with the
+  plugin. Measured from the first store until `GET /azure-dicom/status` counts every instance
+  `Mirrored` or `AlreadyPresent` (polled every {scenarios.POLL_INTERVAL_SECONDS} s).
+- **plugin, back-fill**: an Orthanc stored the data set once with the plugin loaded and
+  `"Enable": false` (the archive). Each run starts an Orthanc on that storage folder with the
+  plugin enabled and a new outbox, and measures from `POST /azure-dicom/sync {{"All": true}}`
+  until every instance is confirmed, as above. No run adds instances to the archive.
+- **DICOMweb STOW job**: an Orthanc on the archive with only the DICOMweb plugin runs
+  `POST /dicom-web/servers/target/stow` with all studies and `"Synchronous": false`. Measured
+  from the submission until the job is `Success` and the target counts every instance.
+- **Lua, per instance** and **Lua, on stable studies**: the same ingestion as the first
+  method into an Orthanc with the DICOMweb plugin and a Lua script whose `OnStoredInstance`
+  (or `OnStableStudy`, with `StableAge` 2) calls `RestApiPost('/dicom-web/servers/target/stow',
+  ...)` with the instance (or study) and `"Synchronous": false`, so that Orthanc's job engine
+  runs up to `ConcurrentJobs` (default 2) STOW jobs at once. Measured from the first store
+  until the target counts every instance.
+- **curl, {scenarios.PARALLEL_CLIENTS} connections**: the upper bound. The data set is cut
+  into the plugin's batches ({servers.MAX_INSTANCES_PER_REQUEST} instances,
+  {servers.MAX_REQUEST_SIZE_MB} MiB) and written as multipart/related bodies before the
+  measurement. `xargs -P {scenarios.PARALLEL_CLIENTS}` runs {scenarios.PARALLEL_CLIENTS} curl
+  processes, each posting its share of the bodies over one kept-open connection, without
+  `Expect: 100-continue`.
+
+The target counts instances with `GET /statistics` (Orthanc) or `GET /stats` (null sink). A
+transfer that has not finished after the time limit is stopped, and its rate is computed from
+the instances confirmed until then (the note says so).
+
+Columns: MB are 10^6 bytes of DICOM files (multipart framing not counted), MiB are 2^20
+bytes. "sender CPU s/GB" is the user and system CPU time of the source Orthanc (or of the curl
+processes) per GB sent, and "total CPU s/GB" adds the target's (Orthanc or null sink). "sender
+peak RSS" is the source Orthanc's peak resident set (VmHWM, reset when the measurement
+starts) or the largest curl process's. "plugin ÷ this" divides the plugin's rate by this
+row's rate on the same data set and target: the plugin while ingesting for the Lua rows, the
+back-fill for the STOW job and curl rows. "machine busy %" is the CPU use of the whole machine
+during the run (100 % is every CPU busy), and "others" the part of it that the benchmark's own
+processes did not use: other work on the machine.
+
+- **Ingestion rate**: a new Orthanc stores the data set by REST ({scenarios.PARALLEL_CLIENTS}
+  clients as above) or by C-STORE (`storescu --scan-directories`, one association, Orthanc's
+  default PDU size), with the plugin not loaded, or loaded and sending to the null sink. The
+  rate is instances over the time from the first store until the last store returned. The runs
+  alternate between the two configurations, and each goal takes the best of the repeats.
+  storescu and Orthanc run with `TCP_NODELAY=1`: Debian's DCMTK 3.6.7 otherwise leaves Nagle's
+  algorithm on, and each C-STORE waits for delayed TCP acknowledgements (100 instances of 2 KB
+  took 9.2 s instead of 0.44 s in a trial with Debian 12's packages).
+- **Store-to-mirrored latency**: one client stores {ct} instances at a steady
+  {latency_rate} stores per second into an Orthanc with the plugin. The latency of an
+  instance is the plugin's `SentAt` (`GET /azure-dicom/instances/{{id}}`, the time its
+  response was recorded) minus the time its `POST /instances` was sent, so it includes
+  Orthanc's own store.
+- **Backlog**: an archive of small instances stored with the plugin disabled. A new Orthanc
+  with the plugin on it is paused (`PUT /azure-dicom/settings {{"Paused": true}}`), then
+  `POST /azure-dicom/sync` queues the first instances (`{{"Resources": [...]}}`) or all of
+  them (`{{"All": true}}`). "time to queue" runs from that POST until the job is `Success`.
+  RSS is the source's VmRSS after the job, and again after a restart of Orthanc on the same
+  outbox (still paused).
+"""
+
+
+def format_time(moment):
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def dataset_table(results):
+    rows = []
+    for name, dataset in results.datasets.items():
+        spec = dataset.spec
+        rows.append([spec.label, f"{dataset.count:,}", spec.studies,
+                     f"{spec.rows} x {spec.columns} x {spec.frames}",
+                     f"{dataset.mean_bytes / 1024:,.1f} KiB",
+                     f"{dataset.total_bytes / 1e6:,.1f} MB", name])
+    return report.table(["data set", "instances", "studies", "pixels (rows x columns x frames)",
+                         "mean file size", "total", "folder"], rows)
+
+
+def render_tables(results, goals):
+    """Return the result tables and the goals, as Markdown."""
+    parts = []
+    if results.transfers:
+        parts += ["### Transfers", report.transfer_table(results)]
+    if results.ingestions:
+        parts += ["### Ingestion rate", report.ingestion_table(results)]
+    if results.latencies:
+        parts += ["### Store-to-mirrored latency", report.latency_table(results)]
+    if results.backlogs:
+        parts += ["### Backlog", report.backlog_table(results)]
+    passed = sum(1 for goal in goals if goal.passed)
+    parts += [f"### Goals ({passed} of {len(goals)} passed)", report.goals_table(goals)]
+    return "\n\n".join(parts) + "\n"
+
+
+def render(run, results, goals):
+    machine = run.machine
+    versions = "\n".join(f"- {name}: {version}" for name, version in sorted(run.versions.items()))
+    mode = ("quick run (`--quick`: smaller data sets, one repeat); its numbers are for trying "
+            "the script, not for comparison" if run.quick else "full run")
+    minutes = (run.finished - run.started).total_seconds() / 60
+    settings = (f"`Workers` {servers.WORKERS}, `MaxInstancesPerRequest` "
+                f"{servers.MAX_INSTANCES_PER_REQUEST}, `MaxRequestSizeMB` "
+                f"{servers.MAX_REQUEST_SIZE_MB}, `RequestTimeoutSeconds` "
+                f"{servers.REQUEST_TIMEOUT_SECONDS}, `Retry` {servers.RETRY}, `ApiVersion` "
+                '`""` (a plain DICOMweb server), `Credentials` `None`')
+    methods = describe_methods(results, run.latency_rate)
+    return f"""# Benchmarks
+
+Written by `bash Resources/bench.sh` ({mode}); sections run: {", ".join(run.sections)}.
+It compares the plugin with Orthanc's own ways to send instances to a DICOMweb server, on two
+targets: an Orthanc with its DICOMweb plugin, and the benchmark's null sink
+(`Resources/Bench/NullSink.cpp`), which parses each part's SOP Instance UID and responds 200
+without storing anything, so that the sender is what limits the rate. The servers, the clients
+and the target all run on the one machine below, so the numbers depend on it and on what else
+ran at the time.
+
+## Machine and versions
+
+- {machine["CPUs"]} CPUs ({machine["Model"]}), {machine["Memory"]} of memory, Linux
+  {machine["Kernel"]}
+- run from {format_time(run.started)} to {format_time(run.finished)} ({minutes:.0f} minutes);
+  load average {run.load_before} before and {run.load_after} after (1, 5 and 15 minutes)
+- this plugin's git commit: {run.commit}
+{versions}
+
+The plugin's settings in every run: {settings}. The time limit of one transfer is
+{run.max_run_seconds:.0f} s.
+
+## Data sets
+
+Generated with pydicom: CT Image Storage instances (Enhanced CT for the multi-frame one),
+explicit VR little endian, 16-bit random pixel data.
+
+{dataset_table(results)}
+
+## Method
+
+{methods}
+## Results
+
+{render_tables(results, goals)}"""

@@ -1,0 +1,238 @@
+"""Tables, goals and the Markdown page of the benchmark."""
+
+import dataclasses
+
+import scenarios
+import servers
+
+MEGABYTE = 1e6
+MIB = 1024 * 1024
+
+# Data set names that the goals refer to (the keys of bench.py's specifications).
+CT = "ct-512k"
+SMALL = "small-2k"
+MULTIFRAME = "multiframe"
+
+
+def number(value, digits=1):
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def megabytes(value):
+    return "n/a" if not value else f"{value / MIB:,.0f}"
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class Results:
+    """The records of one benchmark run, with lookups for the goals."""
+
+    def __init__(self, datasets_by_name):
+        self.datasets = datasets_by_name
+        self.transfers = []
+        self.ingestions = []
+        self.latencies = []
+        self.backlogs = []
+
+    def label(self, name):
+        dataset = self.datasets.get(name)
+        return dataset.spec.label if dataset else name
+
+    def transfer(self, method, target, dataset):
+        for record in self.transfers:
+            if (record.method, record.target, record.dataset) == (method, target, dataset):
+                return record
+        return None
+
+    def rate(self, method, target, dataset):
+        record = self.transfer(method, target, dataset)
+        return record.instances_per_second if record else None
+
+    def best_ingestion(self, protocol, dataset, with_plugin):
+        rates = [record.instances_per_second for record in self.ingestions
+                 if (record.protocol, record.dataset, record.with_plugin) ==
+                 (protocol, dataset, with_plugin) and record.instances_per_second]
+        return max(rates) if rates else None
+
+    def reference_method(self, method):
+        """Return the plugin method that a method is compared with in the ratio column."""
+        if method in (scenarios.LUA_INSTANCE, scenarios.LUA_STABLE, scenarios.PLUGIN_INGEST):
+            return scenarios.PLUGIN_INGEST
+        return scenarios.PLUGIN_BACKFILL
+
+
+def transfer_table(results):
+    header = ["data set", "target", "method", "instances", "seconds", "instances/s", "MB/s",
+              "sender CPU s/GB", "total CPU s/GB", "sender peak RSS (MiB)",
+              "plugin ÷ this", "machine busy % (others)", "note"]
+    rows = []
+    for record in results.transfers:
+        reference = results.rate(results.reference_method(record.method), record.target,
+                                 record.dataset)
+        own = record.instances_per_second
+        ratio = reference / own if reference and own else None
+        is_reference = record.method == results.reference_method(record.method)
+        note = record.error or record.note
+        rows.append([
+            results.label(record.dataset), record.target, record.method,
+            f"{record.confirmed:,} of {record.expected:,}", number(record.seconds),
+            number(own), number(record.megabytes_per_second),
+            number(record.cpu_per_gigabyte(False)), number(record.cpu_per_gigabyte(True)),
+            megabytes(record.sender_peak_rss), "" if is_reference else number(ratio, 2),
+            f"{record.busy_percent:.0f} ({record.others_percent:.0f})",
+            note.replace("|", "/").replace("\n", " ")[:200]])
+    return table(header, rows)
+
+
+def ingestion_table(results):
+    header = ["data set", "protocol", "plugin", "instances", "seconds", "instances/s", "MB/s",
+              "Orthanc CPU s/GB", "mirrored when the last store returned",
+              "machine busy % (others)", "error"]
+    rows = []
+    for record in results.ingestions:
+        cpu = record.orthanc_cpu / (record.bytes / 1e9) if record.seconds else None
+        rows.append([
+            results.label(record.dataset), record.protocol,
+            "sending to the null sink" if record.with_plugin else "not loaded",
+            f"{record.count:,}", number(record.seconds), number(record.instances_per_second),
+            number(record.megabytes_per_second), number(cpu),
+            f"{record.mirrored_at_end:,}" if record.with_plugin else "",
+            f"{record.busy_percent:.0f} ({record.others_percent:.0f})", record.error[:200]])
+    return table(header, rows)
+
+
+def latency_table(results):
+    header = ["target", "data set", "stores", "requested rate /s", "achieved rate /s",
+              "p50 (s)", "p95 (s)", "max (s)", "machine busy %", "error"]
+    rows = [[record.target, results.label(record.dataset), f"{record.count:,}",
+             number(record.rate), number(record.achieved_rate), number(record.p50, 3),
+             number(record.p95, 3), number(record.maximum, 3), f"{record.busy_percent:.0f}",
+             record.error[:200]] for record in results.latencies]
+    return table(header, rows)
+
+
+def backlog_table(results):
+    header = ["pending", "archive", "time to queue (s)", "queued/s", "RSS before (MiB)",
+              "RSS with the backlog (MiB)", "peak RSS (MiB)", "RSS after a restart (MiB)",
+              "error"]
+    rows = []
+    for record in results.backlogs:
+        rate = record.pending / record.queue_seconds if record.queue_seconds else None
+        rows.append([f"{record.pending:,}", f"{record.archive_count:,}",
+                     number(record.queue_seconds), number(rate, 0), megabytes(record.rss_before),
+                     megabytes(record.rss_after), megabytes(record.peak_rss),
+                     megabytes(record.rss_after_restart), record.error[:200]])
+    return table(header, rows)
+
+
+@dataclasses.dataclass
+class Goal:
+    description: str
+    measured: str
+    passed: bool
+
+
+def ratio_goal(description, numerator, denominator, minimum):
+    if not numerator or not denominator:
+        return Goal(description, "not measured", False)
+    ratio = numerator / denominator
+    return Goal(description, f"{ratio:.2f} x ({numerator:,.1f} / {denominator:,.1f})",
+                ratio >= minimum)
+
+
+def evaluate_goals(results, sections):
+    """Return the goals of the sections run, each with the measured value and PASS or FAIL.
+
+    A goal whose measurement failed is FAIL, with "not measured" as its value.
+    """
+    goals = [goal for section, goal in evaluate_all_goals(results) if section in sections]
+    return goals
+
+
+def evaluate_all_goals(results):
+    """Return (section, Goal) pairs for every goal."""
+    goals = []
+    ct, small, multiframe = results.label(CT), results.label(SMALL), results.label(MULTIFRAME)
+    targets = [servers.OrthancTarget.name, servers.SinkTarget.name]
+
+    for target in targets:
+        plugin = results.rate(scenarios.PLUGIN_INGEST, target, CT)
+        goals.append(("transfers", ratio_goal(
+            f"mirroring while ingesting {ct}, {target}: plugin ≥ 1.5 x Lua on stable studies",
+            plugin, results.rate(scenarios.LUA_STABLE, target, CT), 1.5)))
+        goals.append(("transfers", ratio_goal(
+            f"mirroring while ingesting {ct}, {target}: plugin ≥ 30 x Lua per instance",
+            plugin, results.rate(scenarios.LUA_INSTANCE, target, CT), 30)))
+
+    for dataset in (CT, SMALL):
+        for protocol in ("REST", "C-STORE"):
+            goals.append(("ingestion", ratio_goal(
+                f"ingestion of {results.label(dataset)} by {protocol}: with the plugin sending "
+                "to the null sink ≥ 0.95 x without (instances/s, best of the repeats)",
+                results.best_ingestion(protocol, dataset, True),
+                results.best_ingestion(protocol, dataset, False), 0.95)))
+
+    for dataset in (CT, SMALL):
+        label = results.label(dataset)
+        for target in targets:
+            backfill = results.rate(scenarios.PLUGIN_BACKFILL, target, dataset)
+            goals.append(("transfers", ratio_goal(
+                f"back-fill of {label}, {target}: plugin ≥ 1.2 x the DICOMweb STOW job",
+                backfill, results.rate(scenarios.STOW_JOB, target, dataset), 1.2)))
+            goals.append(("transfers", ratio_goal(
+                f"back-fill of {label}, {target}: plugin ≥ 0.85 x the curl upper bound",
+                backfill, results.rate(scenarios.CURL, target, dataset), 0.85)))
+        goals.append(("transfers", ratio_goal(
+            f"back-fill of {label}: plugin to the null sink ≥ 3 x the rate the Orthanc target "
+            "allows (curl upper bound to the Orthanc target)",
+            results.rate(scenarios.PLUGIN_BACKFILL, servers.SinkTarget.name, dataset),
+            results.rate(scenarios.CURL, servers.OrthancTarget.name, dataset), 3)))
+
+    for record in results.latencies:
+        description = (f"store-to-mirrored p95 < 2 s at {record.rate:.0f} stores/s, "
+                       f"{record.target}")
+        if record.error:
+            goal = Goal(description, f"not measured: {record.error[:100]}", False)
+        else:
+            goal = Goal(description, f"p95 {record.p95:.3f} s", record.p95 < 2.0)
+        goals.append(("latency", goal))
+
+    for dataset, label in ((CT, ct), (SMALL, small), (MULTIFRAME, multiframe)):
+        backfill = results.transfer(scenarios.PLUGIN_BACKFILL, servers.SinkTarget.name, dataset)
+        stow = results.transfer(scenarios.STOW_JOB, servers.SinkTarget.name, dataset)
+        description = (f"peak RSS of the sending Orthanc, back-fill of {label} to the null "
+                       "sink ≤ 0.5 x the STOW job's")
+        if not backfill or not stow or not backfill.ok or not stow.ok:
+            goals.append(("transfers", Goal(description, "not measured", False)))
+            continue
+        ratio = backfill.sender_peak_rss / stow.sender_peak_rss
+        goals.append(("transfers", Goal(
+            description, f"{ratio:.2f} x ({megabytes(backfill.sender_peak_rss)} / "
+                         f"{megabytes(stow.sender_peak_rss)} MiB)", ratio <= 0.5)))
+
+    backlogs = sorted((record for record in results.backlogs if not record.error),
+                      key=lambda record: record.pending)
+    description = "RSS with the large backlog pending within 50 MB of the RSS with the small one"
+    if len(backlogs) >= 2:
+        small_backlog, large_backlog = backlogs[0], backlogs[-1]
+        growth = large_backlog.rss_after - small_backlog.rss_after
+        goals.append(("backlog", Goal(
+            description.replace("the large backlog", f"{large_backlog.pending:,}")
+            .replace("the small one", f"{small_backlog.pending:,}"),
+            f"{growth / MEGABYTE:+,.1f} MB ({megabytes(large_backlog.rss_after)} vs "
+            f"{megabytes(small_backlog.rss_after)} MiB)", growth <= 50 * MEGABYTE)))
+    else:
+        goals.append(("backlog", Goal(description, "not measured", False)))
+    return goals
+
+
+def goals_table(goals):
+    rows = [[goal.description, goal.measured, "PASS" if goal.passed else "FAIL"]
+            for goal in goals]
+    return table(["goal", "measured", "result"], rows)
