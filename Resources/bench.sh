@@ -11,7 +11,9 @@
 #   --output FILE         the Markdown page (default docs/benchmarks.md)
 #   --max-run-seconds S   time limit of one transfer (default 300, 60 with --quick)
 #   --only SECTION...     transfers, ingestion, latency and/or backlog (default: all)
-# A full run takes one to two hours and needs about 8 GB in the work folder.
+#   --render FILE         measure nothing: write the page again from the results.json that
+#                         an earlier run left in its work folder
+# A full run took 60 minutes on 2 CPUs and used about 6 GB in the work folder.
 #
 # As root on Debian 12, it first installs the packages it needs. It builds the plugin in
 # build-bench/ and the null sink (Resources/Bench/NullSink.cpp) with g++, then runs
@@ -26,7 +28,7 @@ install=true
 options=()
 
 usage() {
-  sed -n '2,19s/^# \{0,1\}//p' "$0"
+  sed -n '2,21s/^# \{0,1\}//p' "$0"
 }
 
 while [ $# -gt 0 ]; do

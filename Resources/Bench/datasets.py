@@ -83,6 +83,13 @@ def spec_to_json(spec):
     return dataclasses.asdict(spec)
 
 
+def cache_key(spec):
+    """Return what decides whether generated files can be reused: the spec but its label."""
+    key = spec_to_json(spec)
+    del key["label"]
+    return key
+
+
 def make_series_template(spec, study_uid, series_uid, patient_index, study_index, series_number):
     """Return a CT-like data set with the attributes shared by the instances of one series."""
     meta = FileMetaDataset()
@@ -142,7 +149,7 @@ def generate(spec, root, log):
     if os.path.exists(manifest_path):
         with open(manifest_path, encoding="utf-8") as text:
             manifest = json.load(text)
-        if manifest.get("Spec") == spec_to_json(spec):
+        if manifest.get("Key") == cache_key(spec):
             return DataSet(spec, directory, manifest["Files"])
         log(f"the data set in {directory} has another specification: generating it again")
     shutil.rmtree(directory, ignore_errors=True)
@@ -181,7 +188,7 @@ def generate(spec, root, log):
                               "StudyInstanceUID": study_uid, "SOPInstanceUID": sop_uid})
 
     with open(manifest_path, "w", encoding="utf-8") as text:
-        json.dump({"Spec": spec_to_json(spec), "Files": files}, text)
+        json.dump({"Key": cache_key(spec), "Files": files}, text)
     seconds = (datetime.datetime.now() - started).total_seconds()
     log(f"generated {len(files)} files in {seconds:.0f} s")
     return DataSet(spec, directory, files)
@@ -212,7 +219,7 @@ def build_bodies(dataset, root, max_count, max_bytes, log):
     """
     directory = os.path.join(root, dataset.spec.name + "-bodies")
     manifest_path = os.path.join(directory, BODY_MANIFEST)
-    key = {"Spec": spec_to_json(dataset.spec), "MaxCount": max_count, "MaxBytes": max_bytes}
+    key = {"Spec": cache_key(dataset.spec), "MaxCount": max_count, "MaxBytes": max_bytes}
     if os.path.exists(manifest_path):
         with open(manifest_path, encoding="utf-8") as text:
             manifest = json.load(text)

@@ -65,7 +65,10 @@ Columns: MB are 10^6 bytes of DICOM files (multipart framing not counted), MiB a
 bytes. "sender CPU s/GB" is the user and system CPU time of the source Orthanc (or of the curl
 processes) per GB sent, and "total CPU s/GB" adds the target's (Orthanc or null sink). "sender
 peak RSS" is the source Orthanc's peak resident set (VmHWM, reset when the measurement
-starts) or the largest curl process's. "plugin ÷ this" divides the plugin's rate by this
+starts) or the largest curl process's. It includes Orthanc's storage cache of files read
+through the REST API (`MaximumStorageCacheSize`, 128 MB by default), for the plugin and the
+DICOMweb plugin alike. curl reads all the bodies of its share into memory when it starts
+(`--data-binary @file`), so its peak RSS is about the size of its share. "plugin ÷ this" divides the plugin's rate by this
 row's rate on the same data set and target: the plugin while ingesting for the Lua rows, the
 back-fill for the STOW job and curl rows. "machine busy %" is the CPU use of the whole machine
 during the run (100 % is every CPU busy), and "others" the part of it that the benchmark's own
@@ -125,16 +128,29 @@ def render_tables(results, goals):
     return "\n\n".join(parts) + "\n"
 
 
+def describe_other_load(results):
+    """Return a sentence on the CPU that other work used during the measurements, or ""."""
+    shares = [record.others_percent for record in results.transfers + results.ingestions
+              if record.busy_percent > 0]
+    if not shares:
+        return ""
+    mean = sum(shares) / len(shares)
+    return (f"- other work on the machine used {mean:.0f} % of its CPUs on average during the "
+            f"transfers and ingestion runs (up to {max(shares):.0f} %, see \"others\" in the "
+            "tables)\n")
+
+
 def render(run, results, goals):
     machine = run.machine
     versions = "\n".join(f"- {name}: {version}" for name, version in sorted(run.versions.items()))
     mode = ("quick run (`--quick`: smaller data sets, one repeat); its numbers are for trying "
             "the script, not for comparison" if run.quick else "full run")
     minutes = (run.finished - run.started).total_seconds() / 60
+    retry = ", ".join(f"`Retry.{key}` {value}" for key, value in servers.RETRY.items())
     settings = (f"`Workers` {servers.WORKERS}, `MaxInstancesPerRequest` "
                 f"{servers.MAX_INSTANCES_PER_REQUEST}, `MaxRequestSizeMB` "
                 f"{servers.MAX_REQUEST_SIZE_MB}, `RequestTimeoutSeconds` "
-                f"{servers.REQUEST_TIMEOUT_SECONDS}, `Retry` {servers.RETRY}, `ApiVersion` "
+                f"{servers.REQUEST_TIMEOUT_SECONDS}, {retry}, `ApiVersion` "
                 '`""` (a plain DICOMweb server), `Credentials` `None`')
     methods = describe_methods(results, run.latency_rate)
     return f"""# Benchmarks
@@ -149,11 +165,10 @@ ran at the time.
 
 ## Machine and versions
 
-- {machine["CPUs"]} CPUs ({machine["Model"]}), {machine["Memory"]} of memory, Linux
-  {machine["Kernel"]}
+- {machine["CPUs"]} CPUs ({machine["Model"]}), {machine["Memory"]} of memory, Linux {machine["Kernel"]}
 - run from {format_time(run.started)} to {format_time(run.finished)} ({minutes:.0f} minutes);
   load average {run.load_before} before and {run.load_after} after (1, 5 and 15 minutes)
-- this plugin's git commit: {run.commit}
+{describe_other_load(results)}- this plugin's git commit: {run.commit}
 {versions}
 
 The plugin's settings in every run: {settings}. The time limit of one transfer is

@@ -231,7 +231,7 @@ def prepare_archive(context, dataset):
     disabled. The folder is reused while its data set is the same."""
     archive = os.path.join(context.work, "archives", dataset.spec.name)
     marker_path = os.path.join(archive, ARCHIVE_MARKER)
-    key = {"Spec": datasets.spec_to_json(dataset.spec), "Count": dataset.count,
+    key = {"Spec": datasets.cache_key(dataset.spec), "Count": dataset.count,
            "First": dataset.files[0]["SOPInstanceUID"]}
     if os.path.exists(marker_path):
         with open(marker_path, encoding="utf-8") as text:
