@@ -78,7 +78,8 @@ else
   source="$repository"
   plugin_build="$build/worktree"
   described=$(git rev-parse HEAD)
-  if [ -n "$(git status --porcelain -- Plugin CMakeLists.txt Resources/CMake Resources/Embedded)" ]; then
+  changes=$(git status --porcelain -- Plugin CMakeLists.txt Resources/CMake Resources/Embedded)
+  if [ -n "$changes" ]; then
     described="$described, with uncommitted changes to the plugin's sources"
   fi
 fi

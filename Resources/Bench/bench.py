@@ -29,7 +29,7 @@ FULL = {
     report.SMALL: datasets.DataSetSpec("small-2k", "2 KB", 20000, 20, 2, 32, 16),
     report.MULTIFRAME: datasets.DataSetSpec("multiframe", "200 MB multi-frame", 1, 1, 1,
                                             512, 512, frames=400),
-    "backlog": datasets.DataSetSpec("backlog-2k", "2 KB, backlog", 100000, 100, 2, 32, 16),
+    "backlog": datasets.DataSetSpec("backlog-2k", "2 KB (backlog)", 100000, 100, 2, 32, 16),
 }
 
 QUICK = {
@@ -37,7 +37,7 @@ QUICK = {
     report.SMALL: datasets.DataSetSpec("small-2k", "2 KB", 2000, 4, 2, 32, 16),
     report.MULTIFRAME: datasets.DataSetSpec("multiframe", "20 MB multi-frame", 1, 1, 1,
                                             512, 512, frames=40),
-    "backlog": datasets.DataSetSpec("backlog-2k", "2 KB, backlog", 10000, 10, 2, 32, 16),
+    "backlog": datasets.DataSetSpec("backlog-2k", "2 KB (backlog)", 10000, 10, 2, 32, 16),
 }
 
 SMALL_BACKLOG = 1000
@@ -135,7 +135,9 @@ def run_backlog(context, results, data):
     for pending in (min(SMALL_BACKLOG, dataset.count), dataset.count):
         record = scenarios.run_backlog(context, archive, dataset.count, pending)
         results.backlogs.append(record)
-        log(f"  backlog of {pending}: {record.error or f'queued in {record.queue_seconds:.1f} s, RSS {record.rss_after / 2**20:.0f} MiB'}")
+        summary = record.error or (f"queued in {record.queue_seconds:.1f} s, RSS "
+                                   f"{record.rss_after / 2**20:.0f} MiB")
+        log(f"  backlog of {pending}: {summary}")
 
 
 RECORD_TYPES = {"transfers": scenarios.Transfer, "ingestions": scenarios.Ingestion,

@@ -187,6 +187,7 @@ class CurlUpload:
         list_path = os.path.join(self.directory, "configurations.txt")
         with open(list_path, "w", encoding="utf-8") as listing:
             listing.write("\n".join(configurations) + "\n")
+
         output_path = os.path.join(self.directory, "curl-output.txt")
         rss_path = os.path.join(self.directory, "curl-peak-rss.txt")
         # GNU time appends each curl's peak RSS in KiB. The usage that wait4 returns for xargs
@@ -198,12 +199,13 @@ class CurlUpload:
         with open(output_path, "w", encoding="utf-8") as output:
             process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL)
-            # wait4 returns the usage of xargs and of every curl that it waited for, so the
-            # CPU time and peak RSS are those of this upload only.
+            # wait4 returns the CPU time of xargs and of every curl that it waited for, so the
+            # time is that of this upload only.
             _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         self.seconds = time.monotonic() - started
         self.cpu_seconds = usage.ru_utime + usage.ru_stime
+
         with open(rss_path, encoding="ascii") as rss:
             self.peak_rss = max(int(line) for line in rss.read().split()) * 1024
         with open(output_path, encoding="utf-8") as output:

@@ -83,6 +83,11 @@ def spec_to_json(spec):
     return dataclasses.asdict(spec)
 
 
+def folder_name(spec):
+    """Return the folder of a data set, named so that the quick and full sets do not collide."""
+    return f"{spec.name}-{spec.count}"
+
+
 def cache_key(spec):
     """Return what decides whether generated files can be reused: the spec but its label."""
     key = spec_to_json(spec)
@@ -144,7 +149,7 @@ def make_series_template(spec, study_uid, series_uid, patient_index, study_index
 
 def generate(spec, root, log):
     """Write the data set of spec under root (or reuse an identical one); return the DataSet."""
-    directory = os.path.join(root, spec.name)
+    directory = os.path.join(root, folder_name(spec))
     manifest_path = os.path.join(directory, MANIFEST)
     if os.path.exists(manifest_path):
         with open(manifest_path, encoding="utf-8") as text:
@@ -217,7 +222,7 @@ def build_bodies(dataset, root, max_count, max_bytes, log):
 
     The bodies are reused while the data set and the batch limits are the same.
     """
-    directory = os.path.join(root, dataset.spec.name + "-bodies")
+    directory = os.path.join(root, folder_name(dataset.spec) + "-bodies")
     manifest_path = os.path.join(directory, BODY_MANIFEST)
     key = {"Spec": cache_key(dataset.spec), "MaxCount": max_count, "MaxBytes": max_bytes}
     if os.path.exists(manifest_path):

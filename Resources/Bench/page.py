@@ -3,6 +3,7 @@
 import dataclasses
 import datetime
 
+import datasets
 import report
 import scenarios
 import servers
@@ -26,17 +27,20 @@ class RunInfo:
 def describe_methods(results, latency_rate):
     """Return the Method section's text."""
     ct = results.label(report.CT)
+    clients = scenarios.PARALLEL_CLIENTS
     return f"""\
+### Transfers
+
 Each transfer starts new servers: an empty target (a new Orthanc with its DICOMweb plugin, or
 the null sink, which runs for the whole benchmark and whose counts are taken per run) and a
 new source Orthanc. Every server listens on loopback only, in a network namespace where only
 loopback exists. The sources use Orthanc's defaults but for `HttpTimeout` 3600 (the DICOMweb
 plugin sends a whole STOW job in one request), `StableAge` 2 and `SaveJobs` false.
 
-- **plugin, while ingesting**: {scenarios.PARALLEL_CLIENTS} REST clients store the data set
-  (`POST /instances`, one kept-open connection each, in study order) into an Orthanc with the
-  plugin. Measured from the first store until `GET /azure-dicom/status` counts every instance
-  `Mirrored` or `AlreadyPresent` (polled every {scenarios.POLL_INTERVAL_SECONDS} s).
+- **plugin, while ingesting**: {clients} REST clients store the data set (`POST /instances`,
+  one kept-open connection each, in study order) into an Orthanc with the plugin. Measured
+  from the first store until `GET /azure-dicom/status` counts every instance `Mirrored` or
+  `AlreadyPresent` (polled every {scenarios.POLL_INTERVAL_SECONDS} s).
 - **plugin, back-fill**: an Orthanc stored the data set once with the plugin loaded and
   `"Enable": false` (the archive). Each run starts an Orthanc on that storage folder with the
   plugin enabled and a new outbox, and measures from `POST /azure-dicom/sync {{"All": true}}`
@@ -45,17 +49,16 @@ plugin sends a whole STOW job in one request), `StableAge` 2 and `SaveJobs` fals
   `POST /dicom-web/servers/target/stow` with all studies and `"Synchronous": false`. Measured
   from the submission until the job is `Success` and the target counts every instance.
 - **Lua, per instance** and **Lua, on stable studies**: the same ingestion as the first
-  method into an Orthanc with the DICOMweb plugin and a Lua script whose `OnStoredInstance`
+  method, into an Orthanc with the DICOMweb plugin and a Lua script. Its `OnStoredInstance`
   (or `OnStableStudy`, with `StableAge` 2) calls `RestApiPost('/dicom-web/servers/target/stow',
-  ...)` with the instance (or study) and `"Synchronous": false`, so that Orthanc's job engine
+  ...)` with the instance (or study) and `"Synchronous": false`. Orthanc's job engine then
   runs up to `ConcurrentJobs` (default 2) STOW jobs at once. Measured from the first store
   until the target counts every instance.
-- **curl, {scenarios.PARALLEL_CLIENTS} connections**: the upper bound. The data set is cut
-  into the plugin's batches ({servers.MAX_INSTANCES_PER_REQUEST} instances,
-  {servers.MAX_REQUEST_SIZE_MB} MiB) and written as multipart/related bodies before the
-  measurement. `xargs -P {scenarios.PARALLEL_CLIENTS}` runs {scenarios.PARALLEL_CLIENTS} curl
-  processes, each posting its share of the bodies over one kept-open connection, without
-  `Expect: 100-continue`.
+- **curl, {clients} connections**: the upper bound. The data set is cut into the plugin's
+  batches ({servers.MAX_INSTANCES_PER_REQUEST} instances, {servers.MAX_REQUEST_SIZE_MB} MiB)
+  and written as multipart/related bodies before the measurement. `xargs -P {clients}` runs
+  {clients} curl processes, each posting its share of the bodies over one kept-open
+  connection, without `Expect: 100-continue`.
 
 The target counts instances with `GET /statistics` (Orthanc) or `GET /stats` (null sink). A
 transfer that has not finished after the time limit is stopped, and its rate is computed from
@@ -65,28 +68,29 @@ Columns: MB are 10^6 bytes of DICOM files (multipart framing not counted), MiB a
 bytes. "sender CPU s/GB" is the user and system CPU time of the source Orthanc (or of the curl
 processes) per GB sent, and "total CPU s/GB" adds the target's (Orthanc or null sink). "sender
 peak RSS" is the source Orthanc's peak resident set (VmHWM, reset when the measurement
-starts) or the largest curl process's. It includes Orthanc's storage cache of files read
-through the REST API (`MaximumStorageCacheSize`, 128 MB by default), for the plugin and the
-DICOMweb plugin alike. curl reads all the bodies of its share into memory when it starts
-(`--data-binary @file`), so its peak RSS is about the size of its share. "plugin ÷ this" divides the plugin's rate by this
-row's rate on the same data set and target: the plugin while ingesting for the Lua rows, the
-back-fill for the STOW job and curl rows. "machine busy %" is the CPU use of the whole machine
-during the run (100 % is every CPU busy), and "others" the part of it that the benchmark's own
-processes did not use: other work on the machine.
+starts) or the largest curl process's. It includes Orthanc's storage cache of recently read
+and written files (`MaximumStorageCacheSize`, 128 MB by default in Orthanc 1.10), for the
+plugin and the DICOMweb plugin alike. curl reads all the bodies of its share into memory when
+it starts (`--data-binary @file`), so its peak RSS is about the size of its share. "plugin ÷
+this" divides the plugin's rate by this row's rate on the same data set and target: the plugin
+while ingesting for the Lua rows, the back-fill for the STOW job and curl rows. "machine busy
+%" is the CPU use of the whole machine during the run (100 % is every CPU busy), and "others"
+the part of it that the benchmark's own processes did not use: other work on the machine.
 
-- **Ingestion rate**: a new Orthanc stores the data set by REST ({scenarios.PARALLEL_CLIENTS}
-  clients as above) or by C-STORE (`storescu --scan-directories`, one association, Orthanc's
-  default PDU size), with the plugin not loaded, or loaded and sending to the null sink. The
-  rate is instances over the time from the first store until the last store returned. The runs
-  alternate between the two configurations, and each goal takes the best of the repeats.
-  storescu and Orthanc run with `TCP_NODELAY=1`: Debian's DCMTK 3.6.7 otherwise leaves Nagle's
-  algorithm on, and each C-STORE waits for delayed TCP acknowledgements (100 instances of 2 KB
-  took 9.2 s instead of 0.44 s in a trial with Debian 12's packages).
-- **Store-to-mirrored latency**: one client stores {ct} instances at a steady
-  {latency_rate} stores per second into an Orthanc with the plugin. The latency of an
-  instance is the plugin's `SentAt` (`GET /azure-dicom/instances/{{id}}`, the time its
-  response was recorded) minus the time its `POST /instances` was sent, so it includes
-  Orthanc's own store.
+### Ingestion rate, latency and backlog
+
+- **Ingestion rate**: a new Orthanc stores the data set by REST ({clients} clients as above)
+  or by C-STORE (`storescu --scan-directories`, one association, Orthanc's default PDU size),
+  with the plugin not loaded, or loaded and sending to the null sink. The rate is instances
+  over the time from the first store until the last store returned. The runs alternate
+  between the two configurations, and each goal takes the best of the repeats. storescu and
+  Orthanc run with `TCP_NODELAY=1`, because Debian's DCMTK 3.6.7 otherwise leaves Nagle's
+  algorithm on. Each C-STORE then waits for delayed TCP acknowledgements: 100 instances of
+  2 KB took 9.2 s instead of 0.44 s in a trial with Debian 12's packages.
+- **Store-to-mirrored latency**: one client stores {ct} instances at a steady {latency_rate}
+  stores per second into an Orthanc with the plugin. The latency of an instance is the
+  plugin's `SentAt` (`GET /azure-dicom/instances/{{id}}`, the time its response was recorded)
+  minus the time its `POST /instances` was sent, so it includes Orthanc's own store.
 - **Backlog**: an archive of small instances stored with the plugin disabled. A new Orthanc
   with the plugin on it is paused (`PUT /azure-dicom/settings {{"Paused": true}}`), then
   `POST /azure-dicom/sync` queues the first instances (`{{"Resources": [...]}}`) or all of
@@ -102,14 +106,14 @@ def format_time(moment):
 
 def dataset_table(results):
     rows = []
-    for name, dataset in results.datasets.items():
+    for dataset in results.datasets.values():
         spec = dataset.spec
         rows.append([spec.label, f"{dataset.count:,}", spec.studies,
                      f"{spec.rows} x {spec.columns} x {spec.frames}",
                      f"{dataset.mean_bytes / 1024:,.1f} KiB",
-                     f"{dataset.total_bytes / 1e6:,.1f} MB", name])
+                     f"{dataset.total_bytes / 1e6:,.1f} MB", datasets.folder_name(spec)])
     return report.table(["data set", "instances", "studies", "pixels (rows x columns x frames)",
-                         "mean file size", "total", "folder"], rows)
+                         "mean file size", "total", "folder under data/"], rows)
 
 
 def render_tables(results, goals):
@@ -135,8 +139,8 @@ def describe_other_load(results):
     if not shares:
         return ""
     mean = sum(shares) / len(shares)
-    return (f"- other work on the machine used {mean:.0f} % of its CPUs on average during the "
-            f"transfers and ingestion runs (up to {max(shares):.0f} %, see \"others\" in the "
+    return (f"- other work on the machine used {mean:.0f} % of its CPUs on average during the\n"
+            f"  transfers and ingestion runs (up to {max(shares):.0f} %, see \"others\" in the "
             "tables)\n")
 
 
@@ -156,16 +160,17 @@ def render(run, results, goals):
     return f"""# Benchmarks
 
 Written by `bash Resources/bench.sh` ({mode}); sections run: {", ".join(run.sections)}.
-It compares the plugin with Orthanc's own ways to send instances to a DICOMweb server, on two
-targets: an Orthanc with its DICOMweb plugin, and the benchmark's null sink
-(`Resources/Bench/NullSink.cpp`), which parses each part's SOP Instance UID and responds 200
-without storing anything, so that the sender is what limits the rate. The servers, the clients
-and the target all run on the one machine below, so the numbers depend on it and on what else
-ran at the time.
+It compares the plugin with Orthanc's own ways to send instances to a DICOMweb server. There
+are two targets: an Orthanc with its DICOMweb plugin, and the benchmark's null sink
+(`Resources/Bench/NullSink.cpp`). The null sink parses each part's SOP Instance UID and
+responds 200 without storing anything, so the sender is what limits the rate. The servers, the
+clients and the target all run on the one machine below, so the numbers depend on it and on
+what else ran at the time.
 
 ## Machine and versions
 
-- {machine["CPUs"]} CPUs ({machine["Model"]}), {machine["Memory"]} of memory, Linux {machine["Kernel"]}
+- {machine["CPUs"]} CPUs ({machine["Model"]}), {machine["Memory"]} of memory,
+  Linux {machine["Kernel"]}
 - run from {format_time(run.started)} to {format_time(run.finished)} ({minutes:.0f} minutes);
   load average {run.load_before} before and {run.load_after} after (1, 5 and 15 minutes)
 {describe_other_load(results)}- this plugin's git commit: {run.commit}

@@ -40,7 +40,7 @@ function OnStoredInstance(instanceId, tags, metadata, origin)
 end
 """
 
-LUA_STABLE_STUDY = """-- Sends each study with the DICOMweb plugin's STOW-RS client once it is stable.
+LUA_STABLE_STUDY = """-- Sends each stable study with the DICOMweb plugin's STOW-RS client.
 function OnStableStudy(studyId, tags, metadata)
   RestApiPost('/dicom-web/servers/{server}/stow',
               '{{"Resources": ["' .. studyId .. '"], "Synchronous": false}}')
@@ -229,7 +229,7 @@ def discard_storage(directory):
 def prepare_archive(context, dataset):
     """Return a storage folder in which an Orthanc stored the data set with the plugin
     disabled. The folder is reused while its data set is the same."""
-    archive = os.path.join(context.work, "archives", dataset.spec.name)
+    archive = os.path.join(context.work, "archives", datasets.folder_name(dataset.spec))
     marker_path = os.path.join(archive, ARCHIVE_MARKER)
     key = {"Spec": datasets.cache_key(dataset.spec), "Count": dataset.count,
            "First": dataset.files[0]["SOPInstanceUID"]}

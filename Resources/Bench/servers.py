@@ -1,4 +1,4 @@
-"""Orthanc sources and STOW-RS targets of the benchmark, built on the integration tests' helpers.
+"""Orthanc sources and STOW-RS targets of the benchmark, built on UnitTests/Integration/harness.py.
 
 Every Orthanc listens on free loopback ports with "RemoteAccessAllowed" false (harness.py), and
 bench.sh runs the benchmark in a network namespace where only loopback exists.
