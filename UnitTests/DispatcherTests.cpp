@@ -2,6 +2,8 @@
 #include "Common/Exception.h"
 #include "Sync/Dispatcher.h"
 
+#include "TestSupport.h"
+
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -1335,35 +1337,7 @@ TEST_F(DeletionWorkerTest, TransientErrorKeepsRequest)
 
 namespace
 {
-// A file of the gateway that counts its live instances, so that a test can check how long the
-// dispatcher keeps it.
-class TrackedBuffer final : public IBuffer
-{
-public:
-  TrackedBuffer(std::string data, int& liveCount) : data_(std::move(data)), liveCount_(liveCount)
-  {
-    liveCount_++;
-  }
-
-  ~TrackedBuffer() override
-  {
-    liveCount_--;
-  }
-
-  const char* GetData() const override
-  {
-    return data_.data();
-  }
-
-  size_t GetSize() const override
-  {
-    return data_.size();
-  }
-
-private:
-  std::string data_;
-  int& liveCount_;
-};
+using TrackedBuffer = AzureDicom::Testing::CountedBuffer;
 
 
 // Serves /instances/{id}/file through ReadBuffer() alone, with the content "DICM:<id>", and

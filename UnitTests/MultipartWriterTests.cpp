@@ -2,6 +2,8 @@
 
 #include "Common/Exception.h"
 
+#include "TestSupport.h"
+
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -396,34 +398,7 @@ TEST(MultipartWriterTest, BodySizeIsSumOfSegments)
 
 namespace
 {
-// A buffer that counts its live instances, so that a test can check when the writer releases it.
-class CountedBuffer final : public IBuffer
-{
-public:
-  CountedBuffer(std::string data, int& liveCount) : data_(std::move(data)), liveCount_(liveCount)
-  {
-    liveCount_++;
-  }
-
-  ~CountedBuffer() override
-  {
-    liveCount_--;
-  }
-
-  const char* GetData() const override
-  {
-    return data_.data();
-  }
-
-  size_t GetSize() const override
-  {
-    return data_.size();
-  }
-
-private:
-  std::string data_;
-  int& liveCount_;
-};
+using CountedBuffer = AzureDicom::Testing::CountedBuffer;
 
 
 // The body as the writer built it in one std::string before it held the parts in segments.

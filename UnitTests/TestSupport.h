@@ -2,6 +2,7 @@
 
 // Helpers that several test files share.
 
+#include "Common/Buffer.h"
 #include "Common/Exception.h"
 
 #include <gtest/gtest.h>
@@ -56,5 +57,36 @@ inline std::string ToText(const Json::Value& value)
   builder["indentation"] = "";
   return Json::writeString(builder, value);
 }
+
+
+// A buffer that counts its live instances in liveCount, so that a test can check how long the
+// code under test keeps it.
+class CountedBuffer final : public IBuffer
+{
+public:
+  CountedBuffer(std::string data, int& liveCount) : data_(std::move(data)), liveCount_(liveCount)
+  {
+    liveCount_++;
+  }
+
+  ~CountedBuffer() override
+  {
+    liveCount_--;
+  }
+
+  const char* GetData() const override
+  {
+    return data_.data();
+  }
+
+  size_t GetSize() const override
+  {
+    return data_.size();
+  }
+
+private:
+  std::string data_;
+  int& liveCount_;
+};
 }  // namespace Testing
 }  // namespace AzureDicom
