@@ -126,7 +126,7 @@ size_t OnReadBody(char* buffer, size_t size, size_t count, void* userData)
 }
 
 
-// Rewinds the body to its start, which libcurl asks for to send it again, for example after it
+// Rewinds the body to its start. libcurl calls it to send the body again, for example after it
 // reused a connection that the server had closed.
 int OnSeekBody(void* userData, curl_off_t offset, int origin)
 {

@@ -150,7 +150,7 @@ OrthancPluginJob* RollbackJob::CreateHandle(std::unique_ptr<RollbackJob> job)
         static_cast<RollbackJob*>(self)->Stop(reason);
         return OrthancPluginErrorCode_Success;
       },
-      [](void*) { return OrthancPluginErrorCode_Success; });  // the outbox holds the progress
+      [](void*) { return OrthancPluginErrorCode_Success; });  // the progress is in the outbox
   if (handle == nullptr)
   {
     throw Exception(ErrorCode::InternalError, "Orthanc could not create the rollback job");

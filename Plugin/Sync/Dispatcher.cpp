@@ -619,8 +619,8 @@ void Dispatcher::ApplyPerInstance(const Batch& batch, const StowResponse& parsed
         if (item.contentChanged)
         {
           outcome.contentConflict = true;
-          outcome.message = std::string("the service holds other content for this SOP Instance "
-                                        "UID and keeps it") +
+          outcome.message = std::string("the service already stores other content for this SOP "
+                                        "Instance UID and keeps it") +
                             (settings_.onConflict == ConflictPolicy::Keep
                                  ? " (OnConflict is Keep)"
                                  : " (it was stored there again after the old copy was deleted)");

@@ -110,9 +110,9 @@ public:
 
   void Start();
 
-  // Stops the workers. With abortRequests, requests in progress are cut and their items are sent
-  // again after the next start (Orthanc stops); otherwise each worker finishes its request and
-  // records its outcome first, which can take up to the request timeout.
+  // Stops the workers. With abortRequests (when Orthanc stops), requests in progress are cut and
+  // their items are sent again after the next start. Otherwise each worker first finishes its
+  // request and records its outcome, which can take up to the request timeout.
   void Stop(bool abortRequests = true);
 
   // Stops the workers after their requests in progress, takes the new settings and sender

@@ -283,7 +283,7 @@ struct Outbox::Statements
                               "WHERE orthanc_id = ?3 AND state IN ('Mirrored', 'AlreadyPresent') "
                               "AND content_md5 != '' AND content_md5 != ?4");
     // The deletion worker may be deleting the service's copy right now, so the item is sent
-    // again: the service then creates it, or answers that it already has it.
+    // again: the service then creates it, or reports that it already stores it.
     keepDeletedItem = Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
                                             " WHERE orthanc_id = ?2 AND delete_requested = 1");
     expireLeases = Prepare(database,

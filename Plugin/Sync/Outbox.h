@@ -76,7 +76,7 @@ struct DestinationShare
 };
 
 
-// What rolling back to a snapshot would do to the outbox and the service.
+// The effect that rolling back to a snapshot would have on the outbox and the service.
 struct RollbackPlan
 {
   std::vector<DestinationShare> destinations;

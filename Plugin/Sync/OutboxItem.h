@@ -27,7 +27,7 @@ const char* ToString(ItemState state);
 bool ParseItemState(ItemState& state, const std::string& name);
 
 
-// Where an item was sent: the service, its API version and data partition.
+// The destination of an item: the service, its API version and data partition.
 struct Destination
 {
   std::string serviceUrl;  // no trailing slash
