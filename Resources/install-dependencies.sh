@@ -10,6 +10,8 @@ packages=(
   libgtest-dev libgmock-dev clang libclang-rt-14-dev
   python3 python3-pydicom python3-requests python3-yaml dcmtk openssl shellcheck
   iproute2 util-linux
+  # The test and the benchmark of several Orthanc nodes start their own PostgreSQL server.
+  postgresql orthanc-postgresql libpq-dev
   chromium chromium-driver
 )
 
@@ -34,10 +36,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "Installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  # Debian's orthanc package starts a system service on install. The plugin's scripts start
-  # their own Orthanc processes, so the service is stopped again if it was started here.
+  # Debian's orthanc and postgresql packages start system services on install (PostgreSQL's
+  # cluster on port 5432). The plugin's scripts start their own Orthanc and PostgreSQL
+  # processes, so these services are stopped again if they were started here.
   apt-get install -y -q --no-install-recommends "${missing[@]}"
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet orthanc 2>/dev/null; then
-    systemctl stop orthanc || true
-  fi
+  for service in orthanc postgresql; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null
+    then
+      systemctl stop "$service" || true
+    fi
+  done
 fi
