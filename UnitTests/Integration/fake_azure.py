@@ -922,7 +922,9 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         self.query = urllib.parse.parse_qs(url.query)
         path = url.path
-        entry = {"Time": time.time(), "Method": self.command, "Path": self.path, "Kind": "other"}
+        # ClientPort lets a test tell which process sent a request, by the owner of the socket.
+        entry = {"Time": time.time(), "Method": self.command, "Path": self.path, "Kind": "other",
+                 "ClientPort": self.client_address[1]}
         self.entry = entry
         try:
             self.dispatch(path)
