@@ -11,6 +11,10 @@
 #   --output FILE         the Markdown page (default docs/benchmarks.md)
 #   --max-run-seconds S   time limit of one transfer (default 300, 60 with --quick)
 #   --only SECTION...     transfers, ingestion, latency and/or backlog (default: all)
+#   --datasets D...       transfer only these data sets: 512k, 2k, multiframe
+#   --targets T...        transfer only to these targets: orthanc, sink
+#   --methods M...        only these transfer methods: plugin-ingest, plugin-backfill,
+#                         stow-job, lua-stable, lua-instance, curl
 #   --render FILE         measure nothing: write the page again from the results.json that
 #                         an earlier run left in its work folder
 # A full run took 60 minutes on 2 CPUs and used about 6 GB in the work folder.
@@ -28,7 +32,7 @@ install=true
 options=()
 
 usage() {
-  sed -n '2,21s/^# \{0,1\}//p' "$0"
+  sed -n '2,25s/^# \{0,1\}//p' "$0"
 }
 
 while [ $# -gt 0 ]; do

@@ -164,7 +164,12 @@ void SyncJob::QueueInstances(const std::vector<std::string>& orthancIds)
       missing_++;
     }
   }
+  QueueResolved(instances, orthancIds.size());
+}
 
+
+void SyncJob::QueueResolved(const std::vector<NewInstance>& instances, size_t processed)
+{
   // Sending an explicit resource again returns its Failed items to the queue; the whole
   // archive only adds what the outbox does not have yet.
   const QueueResult result = context_.GetOutbox().Queue(
@@ -172,7 +177,7 @@ void SyncJob::QueueInstances(const std::vector<std::string>& orthancIds)
   queued_.inserted += result.inserted;
   queued_.requeued += result.requeued;
   queued_.unchanged += result.unchanged;
-  processed_ += orthancIds.size();
+  processed_ += processed;
 
   if (result.inserted + result.requeued > 0)
   {
@@ -226,20 +231,37 @@ void SyncJob::ExpandNextResource()
 
 bool SyncJob::StepWholeArchive()
 {
-  Json::Value ids;
-  const std::string uri = "/instances?since=" + std::to_string(archiveCursor_) +
+  // One request returns a page of instances with their tags and sizes ("expand"), instead of
+  // one request per instance.
+  Json::Value page;
+  const std::string uri = "/instances?expand&since=" + std::to_string(archiveCursor_) +
                           "&limit=" + std::to_string(INSTANCES_PER_STEP);
-  if (!context_.GetGateway().GetJson(ids, uri) || !ids.isArray())
+  if (!context_.GetGateway().GetJson(page, uri) || !page.isArray())
   {
     throw Exception(ErrorCode::ProtocolError, "Orthanc returned no list of instances to " + uri);
   }
 
-  std::vector<std::string> page;
-  for (const Json::Value& id : ids)
+  std::vector<NewInstance> instances;
+  instances.reserve(page.size());
+  for (const Json::Value& answer : page)
   {
-    page.push_back(id.asString());
+    const std::string id = GetStringMember(answer, "ID");
+    NewInstance instance;
+    if (id.empty())
+    {
+      throw Exception(ErrorCode::ProtocolError,
+                      "Orthanc returned an instance without \"ID\" to " + uri);
+    }
+    if (resolver_.Resolve(instance, id, answer))
+    {
+      instances.push_back(instance);
+    }
+    else
+    {
+      missing_++;
+    }
   }
-  QueueInstances(page);
+  QueueResolved(instances, page.size());
   archiveCursor_ += page.size();
   return page.size() < INSTANCES_PER_STEP;
 }

@@ -47,6 +47,7 @@ private:
   const char* GetContent();
   void Reset();
   void QueueInstances(const std::vector<std::string>& orthancIds);
+  void QueueResolved(const std::vector<NewInstance>& instances, size_t processed);
   void ExpandNextResource();
   bool StepWholeArchive();
 

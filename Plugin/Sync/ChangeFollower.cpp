@@ -2,7 +2,7 @@
 
 #include "Common/Clock.h"
 #include "Common/Exception.h"
-#include "Common/Md5.h"
+#include "Sync/InstanceDigest.h"
 
 #include <algorithm>
 #include <chrono>
@@ -236,12 +236,7 @@ void ChangeFollower::AddDigestsOfConfirmed(std::vector<NewInstance>& instances)
       continue;
     }
 
-    Md5 digest;
-    if (orthanc_.ReadBinary("/instances/" + instance.orthancId + "/file",
-                            [&digest](const char* data, size_t size) { digest.Update(data, size); }))
-    {
-      instance.contentMd5 = digest.Finish();
-    }
+    instance.contentMd5 = GetInstanceMd5(orthanc_, instance.orthancId);
   }
 }
 }  // namespace AzureDicom

@@ -137,8 +137,10 @@ public:
   }
 
   // Claims and sends one batch with the given sender, in the calling thread; returns false
-  // when no item was due. The worker threads call it in a loop.
-  bool ProcessOneBatch(IStowSender& sender);
+  // when no item was due. The worker threads call it in a loop. Sets *fullBatch to whether the
+  // claim reached MaxInstancesPerRequest or half of MaxRequestSizeMB, that is whether more items
+  // were probably due.
+  bool ProcessOneBatch(IStowSender& sender, bool* fullBatch = nullptr);
 
 private:
   struct Batch;

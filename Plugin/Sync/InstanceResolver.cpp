@@ -65,7 +65,13 @@ bool InstanceResolver::Resolve(NewInstance& instance, const std::string& orthanc
   {
     return false;
   }
+  return Resolve(instance, orthancId, answer);
+}
 
+
+bool InstanceResolver::Resolve(NewInstance& instance, const std::string& orthancId,
+                               const Json::Value& answer)
+{
   instance.orthancId = orthancId;
   instance.sopInstanceUid = GetMainDicomTag(answer, "SOPInstanceUID");
   if (instance.sopInstanceUid.empty())

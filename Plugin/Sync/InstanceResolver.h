@@ -22,6 +22,10 @@ public:
   // Returns false when the instance no longer exists in Orthanc.
   bool Resolve(NewInstance& instance, const std::string& orthancId);
 
+  // The same from the instance's JSON that Orthanc returned (GET /instances/{id}, or one
+  // element of GET /instances?expand), without a REST call of its own but for a new series.
+  bool Resolve(NewInstance& instance, const std::string& orthancId, const Json::Value& answer);
+
 private:
   struct SeriesInfo
   {

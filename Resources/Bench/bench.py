@@ -43,6 +43,10 @@ QUICK = {
 SMALL_BACKLOG = 1000
 LATENCY_RATE = 20
 SECTIONS = ("transfers", "ingestion", "latency", "backlog")
+TRANSFER_DATASETS = {"512k": report.CT, "2k": report.SMALL, "multiframe": report.MULTIFRAME}
+TRANSFER_TARGETS = ("orthanc", "sink")
+TRANSFER_METHODS = ("plugin-ingest", "plugin-backfill", "stow-job", "lua-stable",
+                    "lua-instance", "curl")
 
 
 def log(message):
@@ -86,22 +90,31 @@ def print_record(record):
         log(f"  ingestion of {record.dataset} by {record.protocol} {plugin}: {text}")
 
 
-def run_transfers(context, results, data, bodies, sink):
-    for key in (report.CT, report.SMALL, report.MULTIFRAME):
+def run_transfers(context, results, data, bodies, sink, choice):
+    """Run every transfer method that choice (the parsed options) selects."""
+    for name, key in TRANSFER_DATASETS.items():
+        if name not in choice.datasets:
+            continue
         dataset = data[key]
         archive = scenarios.prepare_archive(context, dataset)
-        for target in (servers.OrthancTarget(), servers.SinkTarget(sink)):
+        targets = {"orthanc": servers.OrthancTarget(), "sink": servers.SinkTarget(sink)}
+        for target_name in choice.targets:
+            target = targets[target_name]
             log(f"{dataset.spec.label} to the {target.name}")
-            runs = [
-                lambda: scenarios.run_plugin_ingest(context, dataset, target),
-                lambda: scenarios.run_plugin_backfill(context, dataset, archive, target),
-                lambda: scenarios.run_stow_job(context, dataset, archive, target),
-                lambda: scenarios.run_lua(context, dataset, target, stable=True),
-                lambda: scenarios.run_lua(context, dataset, target, stable=False),
-                lambda: scenarios.run_curl(context, dataset, bodies[key], target),
-            ]
-            for run in runs:
-                record = run()
+            runs = {
+                "plugin-ingest": lambda: scenarios.run_plugin_ingest(context, dataset, target),
+                "plugin-backfill": lambda: scenarios.run_plugin_backfill(context, dataset,
+                                                                         archive, target),
+                "stow-job": lambda: scenarios.run_stow_job(context, dataset, archive, target),
+                "lua-stable": lambda: scenarios.run_lua(context, dataset, target, stable=True),
+                "lua-instance": lambda: scenarios.run_lua(context, dataset, target,
+                                                          stable=False),
+                "curl": lambda: scenarios.run_curl(context, dataset, bodies[key], target),
+            }
+            for method in TRANSFER_METHODS:
+                if method not in choice.methods:
+                    continue
+                record = runs[method]()
                 results.transfers.append(record)
                 print_record(record)
 
@@ -204,6 +217,15 @@ def parse_options():
                              "--quick)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="run only these sections (default: all)")
+    parser.add_argument("--datasets", nargs="+", choices=list(TRANSFER_DATASETS),
+                        default=list(TRANSFER_DATASETS),
+                        help="transfer only these data sets (default: all)")
+    parser.add_argument("--targets", nargs="+", choices=TRANSFER_TARGETS,
+                        default=list(TRANSFER_TARGETS),
+                        help="transfer only to these targets (default: both)")
+    parser.add_argument("--methods", nargs="+", choices=TRANSFER_METHODS,
+                        default=list(TRANSFER_METHODS),
+                        help="run only these transfer methods (default: all)")
     parser.add_argument("--render", metavar="RESULTS",
                         help="measure nothing: write the page again from the results.json of "
                              "an earlier run")
@@ -211,6 +233,20 @@ def parse_options():
     if not options.render and (not options.plugin or not options.sink):
         parser.error("--plugin and --sink are required unless --render is given")
     return options
+
+
+def needed_datasets(options):
+    """Return the keys of the data sets that the selected sections use."""
+    needed = set()
+    if "transfers" in options.only:
+        needed.update(TRANSFER_DATASETS[name] for name in options.datasets)
+    if "ingestion" in options.only:
+        needed.update((report.CT, report.SMALL))
+    if "latency" in options.only:
+        needed.add(report.CT)
+    if "backlog" in options.only:
+        needed.add("backlog")
+    return needed
 
 
 def main():
@@ -233,18 +269,18 @@ def main():
         f"{load_before}")
 
     data = {key: datasets.generate(spec, os.path.join(work, "data"), log)
-            for key, spec in specs.items()}
+            for key, spec in specs.items() if key in needed_datasets(options)}
     bodies = {key: datasets.build_bodies(data[key], os.path.join(work, "data"),
                                          servers.MAX_INSTANCES_PER_REQUEST,
                                          servers.MAX_REQUEST_SIZE_MB * 1024 * 1024, log)
-              for key in (report.CT, report.SMALL, report.MULTIFRAME)}
+              for key in data if key in TRANSFER_DATASETS.values()}
 
     sink = processes.NullSink(options.sink, os.path.join(work, "sink")).start()
     context = scenarios.Context(options.plugin, work, sink, max_run_seconds, log)
     results = report.Results(data)
     try:
         if "transfers" in options.only:
-            run_transfers(context, results, data, bodies, sink)
+            run_transfers(context, results, data, bodies, sink, options)
         if "ingestion" in options.only:
             run_ingestion(context, results, data, 1 if options.quick else 2)
         if "latency" in options.only:
