@@ -10,7 +10,8 @@
 #   --work DIR            data sets, archives and runs (default /tmp/orthanc-azure-dicom-bench)
 #   --output FILE         the Markdown page (default docs/benchmarks.md)
 #   --max-run-seconds S   time limit of one transfer (default 300, 60 with --quick)
-#   --only SECTION...     transfers, ingestion, latency and/or backlog (default: all)
+#   --only SECTION...     transfers, ingestion, latency, backlog and/or nodes (default:
+#                         all)
 #   --datasets D...       transfer only these data sets: 512k, 2k, multiframe
 #   --targets T...        transfer only to these targets: orthanc, sink
 #   --methods M...        only these transfer methods: plugin-ingest, plugin-backfill,

@@ -16,6 +16,7 @@ import sys
 import time
 
 import datasets
+import nodes
 import page
 import processes
 import report
@@ -42,7 +43,7 @@ QUICK = {
 
 SMALL_BACKLOG = 1000
 LATENCY_RATE = 20
-SECTIONS = ("transfers", "ingestion", "latency", "backlog")
+SECTIONS = ("transfers", "ingestion", "latency", "backlog", "nodes")
 TRANSFER_DATASETS = {"512k": report.CT, "2k": report.SMALL, "multiframe": report.MULTIFRAME}
 TRANSFER_TARGETS = ("orthanc", "sink")
 TRANSFER_METHODS = ("plugin-ingest", "plugin-backfill", "stow-job", "lua-stable",
@@ -154,7 +155,8 @@ def run_backlog(context, results, data):
 
 
 RECORD_TYPES = {"transfers": scenarios.Transfer, "ingestions": scenarios.Ingestion,
-                "latencies": scenarios.Latency, "backlogs": scenarios.Backlog}
+                "latencies": scenarios.Latency, "backlogs": scenarios.Backlog,
+                "nodes": nodes.NodesRun}
 
 
 def save_results(path, run, results):
@@ -246,6 +248,8 @@ def needed_datasets(options):
         needed.add(report.CT)
     if "backlog" in options.only:
         needed.add("backlog")
+    if "nodes" in options.only:
+        needed.update(nodes.DATASETS)
     return needed
 
 
@@ -287,6 +291,8 @@ def main():
             run_latency(context, results, data, sink, 200 if options.quick else 1200)
         if "backlog" in options.only:
             run_backlog(context, results, data)
+        if "nodes" in options.only:
+            nodes.run_section(context, results, data, sink, log)
     finally:
         sink.stop()
 

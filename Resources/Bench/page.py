@@ -4,6 +4,7 @@ import dataclasses
 import datetime
 
 import datasets
+import nodes
 import report
 import scenarios
 import servers
@@ -127,6 +128,8 @@ def render_tables(results, goals):
         parts += ["### Store-to-mirrored latency", report.latency_table(results)]
     if results.backlogs:
         parts += ["### Backlog", report.backlog_table(results)]
+    if results.nodes:
+        parts += ["### One node and two nodes over PostgreSQL", nodes.nodes_table(results)]
     passed = sum(1 for goal in goals if goal.passed)
     parts += [f"### Goals ({passed} of {len(goals)} passed)", report.goals_table(goals)]
     return "\n\n".join(parts) + "\n"
@@ -157,6 +160,8 @@ def render(run, results, goals):
                 f"{servers.REQUEST_TIMEOUT_SECONDS}, {retry}, `ApiVersion` "
                 '`""` (a plain DICOMweb server), `Credentials` `None`')
     methods = describe_methods(results, run.latency_rate)
+    if results.nodes:
+        methods += "\n" + nodes.describe_method()
     return f"""# Benchmarks
 
 Written by `bash Resources/bench.sh` ({mode}); sections run: {", ".join(run.sections)}.

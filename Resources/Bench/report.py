@@ -39,6 +39,7 @@ class Results:
         self.ingestions = []
         self.latencies = []
         self.backlogs = []
+        self.nodes = []
 
     def label(self, name):
         dataset = self.datasets.get(name)
