@@ -3,6 +3,8 @@
 #include "Sync/DeletionWorker.h"
 #include "Sync/Outbox.h"
 
+#include "OutboxBackends.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -99,7 +101,7 @@ OutboxItem GetItem(Outbox& outbox, const std::string& orthancId)
 
 // The copies that this plugin created at the service, as rollbacks and mirrored deletes find
 // them again after an item changed state.
-class OutboxCreatedCopyTest : public ::testing::Test
+class OutboxCreatedCopyTest : public ::testing::TestWithParam<OutboxBackend>
 {
 protected:
   void SetUp() override
@@ -108,7 +110,14 @@ protected:
         (std::filesystem::temp_directory_path() / "outbox-created-copy-test-XXXXXX").string();
     ASSERT_NE(mkdtemp(pattern.data()), nullptr);
     directory_ = pattern;
-    outbox_ = std::make_unique<Outbox>(directory_ + "/outbox.db");
+
+    std::string database = directory_ + "/outbox.db";
+    if (GetParam() == OutboxBackend::PostgreSql)
+    {
+      database = PrepareTestPostgreSql();
+      ASSERT_FALSE(database.empty());
+    }
+    outbox_ = std::make_unique<Outbox>(database);
   }
 
   void TearDown() override
@@ -172,8 +181,12 @@ protected:
   std::unique_ptr<Outbox> outbox_;
 };
 
+INSTANTIATE_TEST_SUITE_P(Backends, OutboxCreatedCopyTest,
+                         ::testing::Values(OutboxBackend::Sqlite, OutboxBackend::PostgreSql),
+                         GetBackendName);
 
-TEST_F(OutboxCreatedCopyTest, RestoredAfterRollbackIsDeletable)
+
+TEST_P(OutboxCreatedCopyTest, RestoredAfterRollbackIsDeletable)
 {
   RollBackOneItem();
   ASSERT_EQ(GetItem(*outbox_, "orthanc-1").state, ItemState::RolledBack);
@@ -190,7 +203,7 @@ TEST_F(OutboxCreatedCopyTest, RestoredAfterRollbackIsDeletable)
 }
 
 
-TEST_F(OutboxCreatedCopyTest, RetriedAfterRollbackIsPlanned)
+TEST_P(OutboxCreatedCopyTest, RetriedAfterRollbackIsPlanned)
 {
   RollBackOneItem();
   const SnapshotRecord later = TakeSnapshot(NOW + 4500);
@@ -203,7 +216,7 @@ TEST_F(OutboxCreatedCopyTest, RetriedAfterRollbackIsPlanned)
 }
 
 
-TEST_F(OutboxCreatedCopyTest, ChangedCopyIsDeletable)
+TEST_P(OutboxCreatedCopyTest, ChangedCopyIsDeletable)
 {
   outbox_->Queue({MakeInstance(1)}, QueueMode::InsertMissing, NOW);
   MirrorDueItems(1, NOW);
@@ -219,7 +232,7 @@ TEST_F(OutboxCreatedCopyTest, ChangedCopyIsDeletable)
 }
 
 
-TEST_F(OutboxCreatedCopyTest, ChangedCopyIsRolledBack)
+TEST_P(OutboxCreatedCopyTest, ChangedCopyIsRolledBack)
 {
   const SnapshotRecord snapshot = TakeSnapshot(NOW);
   outbox_->Queue({MakeInstance(1)}, QueueMode::InsertMissing, NOW + 1000);
@@ -235,7 +248,7 @@ TEST_F(OutboxCreatedCopyTest, ChangedCopyIsRolledBack)
 }
 
 
-TEST_F(OutboxCreatedCopyTest, EmptyMessagesAreStored)
+TEST_P(OutboxCreatedCopyTest, EmptyMessagesAreStored)
 {
   const SnapshotRecord snapshot = TakeSnapshot(NOW);
   outbox_->Queue({MakeInstance(1), MakeInstance(2)}, QueueMode::InsertMissing, NOW + 1000);
@@ -250,7 +263,7 @@ TEST_F(OutboxCreatedCopyTest, EmptyMessagesAreStored)
 }
 
 
-TEST_F(OutboxCreatedCopyTest, StoredAgainDuringDeleteIsSentAgain)
+TEST_P(OutboxCreatedCopyTest, StoredAgainDuringDeleteIsSentAgain)
 {
   outbox_->Queue({MakeInstance(1)}, QueueMode::InsertMissing, NOW);
   MirrorDueItems(1, NOW);

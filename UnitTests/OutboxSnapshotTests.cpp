@@ -1,6 +1,8 @@
 #include "Common/Exception.h"
 #include "Sync/Outbox.h"
 
+#include "OutboxBackends.h"
+
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -236,7 +238,27 @@ protected:
 };
 
 
-TEST_F(OutboxSnapshotTest, EmptyOutboxSnapshot)
+// The tests of OutboxSnapshotTest that hold for both databases, once for each.
+class OutboxSnapshotBackendTest : public OutboxSnapshotTest, public ::testing::WithParamInterface<OutboxBackend>
+{
+protected:
+  void SetUp() override
+  {
+    OutboxSnapshotTest::SetUp();
+    if (GetParam() == OutboxBackend::PostgreSql)
+    {
+      path_ = PrepareTestPostgreSql();
+      ASSERT_FALSE(path_.empty());
+    }
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, OutboxSnapshotBackendTest,
+                         ::testing::Values(OutboxBackend::Sqlite, OutboxBackend::PostgreSql),
+                         GetBackendName);
+
+
+TEST_P(OutboxSnapshotBackendTest, EmptyOutboxSnapshot)
 {
   Outbox outbox(path_);
 
@@ -252,7 +274,7 @@ TEST_F(OutboxSnapshotTest, EmptyOutboxSnapshot)
 }
 
 
-TEST_F(OutboxSnapshotTest, SnapshotRecordsPositionAndCounts)
+TEST_P(OutboxSnapshotBackendTest, SnapshotRecordsPositionAndCounts)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1), MakeInstance(2)}, ItemState::Mirrored, DESTINATION_A);
@@ -283,7 +305,7 @@ TEST_F(OutboxSnapshotTest, LastQueuedIsHighestId)
 }
 
 
-TEST_F(OutboxSnapshotTest, GetSnapshotReadsBack)
+TEST_P(OutboxSnapshotBackendTest, GetSnapshotReadsBack)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
@@ -314,7 +336,7 @@ TEST_F(OutboxSnapshotTest, GetSnapshotReadsBack)
 }
 
 
-TEST_F(OutboxSnapshotTest, ListSnapshotsInIdOrder)
+TEST_P(OutboxSnapshotBackendTest, ListSnapshotsInIdOrder)
 {
   Outbox outbox(path_);
   EXPECT_TRUE(outbox.ListSnapshots().empty());
@@ -337,7 +359,7 @@ TEST_F(OutboxSnapshotTest, ListSnapshotsInIdOrder)
 }
 
 
-TEST_F(OutboxSnapshotTest, SnapshotsSurviveReopen)
+TEST_P(OutboxSnapshotBackendTest, SnapshotsSurviveReopen)
 {
   {
     Outbox outbox(path_);
@@ -351,7 +373,7 @@ TEST_F(OutboxSnapshotTest, SnapshotsSurviveReopen)
 }
 
 
-TEST_F(OutboxSnapshotTest, PlanListsCreatedAfterSnapshot)
+TEST_P(OutboxSnapshotBackendTest, PlanListsCreatedAfterSnapshot)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(9, 900)}, ItemState::Mirrored, DESTINATION_A);
@@ -379,7 +401,7 @@ TEST_F(OutboxSnapshotTest, PlanListsCreatedAfterSnapshot)
 }
 
 
-TEST_F(OutboxSnapshotTest, PlanLimitsFirstItems)
+TEST_P(OutboxSnapshotBackendTest, PlanLimitsFirstItems)
 {
   Outbox outbox(path_);
   const SnapshotRecord snapshot = PrepareRollback(outbox);
@@ -396,7 +418,7 @@ TEST_F(OutboxSnapshotTest, PlanLimitsFirstItems)
 }
 
 
-TEST_F(OutboxSnapshotTest, PlanOfLatestSnapshotIsEmpty)
+TEST_P(OutboxSnapshotBackendTest, PlanOfLatestSnapshotIsEmpty)
 {
   Outbox outbox(path_);
   PrepareRollback(outbox);
@@ -413,7 +435,7 @@ TEST_F(OutboxSnapshotTest, PlanOfLatestSnapshotIsEmpty)
 }
 
 
-TEST_F(OutboxSnapshotTest, PlanDropsPendingQueuedAfter)
+TEST_P(OutboxSnapshotBackendTest, PlanDropsPendingQueuedAfter)
 {
   Outbox outbox(path_);
   outbox.Queue({MakeInstance(1)}, QueueMode::InsertMissing, NOW);
@@ -440,7 +462,7 @@ TEST_F(OutboxSnapshotTest, PlanDropsPendingQueuedAfter)
 }
 
 
-TEST_F(OutboxSnapshotTest, PlanKeepsAlreadyPresent)
+TEST_P(OutboxSnapshotBackendTest, PlanKeepsAlreadyPresent)
 {
   Outbox outbox(path_);
   const SnapshotRecord snapshot = TakeSnapshot(outbox);
@@ -455,7 +477,7 @@ TEST_F(OutboxSnapshotTest, PlanKeepsAlreadyPresent)
 }
 
 
-TEST_F(OutboxSnapshotTest, StartRollbackMarksPlan)
+TEST_P(OutboxSnapshotBackendTest, StartRollbackMarksPlan)
 {
   Outbox outbox(path_);
   const SnapshotRecord snapshot = PrepareRollback(outbox);
@@ -505,7 +527,7 @@ TEST_F(OutboxSnapshotTest, StartRollbackMarksPlan)
 }
 
 
-TEST_F(OutboxSnapshotTest, MarkedItemsLeaveLaterPlans)
+TEST_P(OutboxSnapshotBackendTest, MarkedItemsLeaveLaterPlans)
 {
   Outbox outbox(path_);
   const SnapshotRecord snapshot = PrepareRollback(outbox);
@@ -518,7 +540,7 @@ TEST_F(OutboxSnapshotTest, MarkedItemsLeaveLaterPlans)
 }
 
 
-TEST_F(OutboxSnapshotTest, SecondRollbackConflicts)
+TEST_P(OutboxSnapshotBackendTest, SecondRollbackConflicts)
 {
   Outbox outbox(path_);
   const SnapshotRecord snapshot = PrepareRollback(outbox);
@@ -542,7 +564,7 @@ TEST_F(OutboxSnapshotTest, SecondRollbackConflicts)
 }
 
 
-TEST_F(OutboxSnapshotTest, RollbackWithoutDeleteMarksNothing)
+TEST_P(OutboxSnapshotBackendTest, RollbackWithoutDeleteMarksNothing)
 {
   Outbox outbox(path_);
   const SnapshotRecord snapshot = PrepareRollback(outbox);
@@ -562,7 +584,7 @@ TEST_F(OutboxSnapshotTest, RollbackWithoutDeleteMarksNothing)
 }
 
 
-TEST_F(OutboxSnapshotTest, RemovalOutcomesAreCounted)
+TEST_P(OutboxSnapshotBackendTest, RemovalOutcomesAreCounted)
 {
   Outbox outbox(path_);
   const SnapshotRecord snapshot = PrepareRollback(outbox);
@@ -600,7 +622,7 @@ TEST_F(OutboxSnapshotTest, RemovalOutcomesAreCounted)
 }
 
 
-TEST_F(OutboxSnapshotTest, RemovalRecordedTwiceCountsOnce)
+TEST_P(OutboxSnapshotBackendTest, RemovalRecordedTwiceCountsOnce)
 {
   Outbox outbox(path_);
   const SnapshotRecord snapshot = PrepareRollback(outbox);
@@ -623,7 +645,7 @@ TEST_F(OutboxSnapshotTest, RemovalRecordedTwiceCountsOnce)
 }
 
 
-TEST_F(OutboxSnapshotTest, RemovalOfOtherRollbackIsIgnored)
+TEST_P(OutboxSnapshotBackendTest, RemovalOfOtherRollbackIsIgnored)
 {
   Outbox outbox(path_);
   const SnapshotRecord snapshot = PrepareRollback(outbox);
@@ -644,7 +666,7 @@ TEST_F(OutboxSnapshotTest, RemovalOfOtherRollbackIsIgnored)
 }
 
 
-TEST_F(OutboxSnapshotTest, CanceledRollbackFreesItems)
+TEST_P(OutboxSnapshotBackendTest, CanceledRollbackFreesItems)
 {
   Outbox outbox(path_);
   const SnapshotRecord snapshot = PrepareRollback(outbox);
@@ -675,7 +697,7 @@ TEST_F(OutboxSnapshotTest, CanceledRollbackFreesItems)
 }
 
 
-TEST_F(OutboxSnapshotTest, FinishedRollbackStaysFinished)
+TEST_P(OutboxSnapshotBackendTest, FinishedRollbackStaysFinished)
 {
   Outbox outbox(path_);
   const SnapshotRecord snapshot = PrepareRollback(outbox);
@@ -695,7 +717,7 @@ TEST_F(OutboxSnapshotTest, FinishedRollbackStaysFinished)
 }
 
 
-TEST_F(OutboxSnapshotTest, NoRollbackYet)
+TEST_P(OutboxSnapshotBackendTest, NoRollbackYet)
 {
   Outbox outbox(path_);
 
@@ -706,7 +728,7 @@ TEST_F(OutboxSnapshotTest, NoRollbackYet)
 }
 
 
-TEST_F(OutboxSnapshotTest, RollbackStateNames)
+TEST_P(OutboxSnapshotBackendTest, RollbackStateNames)
 {
   EXPECT_STREQ(ToString(RollbackState::Running), "Running");
   EXPECT_STREQ(ToString(RollbackState::Success), "Success");
@@ -715,7 +737,7 @@ TEST_F(OutboxSnapshotTest, RollbackStateNames)
 }
 
 
-TEST_F(OutboxSnapshotTest, RunningRollbackSurvivesReopen)
+TEST_P(OutboxSnapshotBackendTest, RunningRollbackSurvivesReopen)
 {
   int64_t rollbackId = 0;
   {
@@ -730,7 +752,7 @@ TEST_F(OutboxSnapshotTest, RunningRollbackSurvivesReopen)
 }
 
 
-TEST_F(OutboxSnapshotTest, OutcomesRecordConfirmation)
+TEST_P(OutboxSnapshotBackendTest, OutcomesRecordConfirmation)
 {
   Outbox outbox(path_);
   const std::vector<OutboxItem> claimed =
@@ -765,7 +787,7 @@ TEST_F(OutboxSnapshotTest, OutcomesRecordConfirmation)
 }
 
 
-TEST_F(OutboxSnapshotTest, CreationSequenceGrowsAcrossBatches)
+TEST_P(OutboxSnapshotBackendTest, CreationSequenceGrowsAcrossBatches)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
@@ -778,7 +800,7 @@ TEST_F(OutboxSnapshotTest, CreationSequenceGrowsAcrossBatches)
 }
 
 
-TEST_F(OutboxSnapshotTest, UnconfirmedOutcomeKeepsDestination)
+TEST_P(OutboxSnapshotBackendTest, UnconfirmedOutcomeKeepsDestination)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
@@ -798,7 +820,7 @@ TEST_F(OutboxSnapshotTest, UnconfirmedOutcomeKeepsDestination)
 }
 
 
-TEST_F(OutboxSnapshotTest, AlreadyPresentAtSameDestinationKeepsCreation)
+TEST_P(OutboxSnapshotBackendTest, AlreadyPresentAtSameDestinationKeepsCreation)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
@@ -819,7 +841,7 @@ TEST_F(OutboxSnapshotTest, AlreadyPresentAtSameDestinationKeepsCreation)
 }
 
 
-TEST_F(OutboxSnapshotTest, AlreadyPresentElsewhereClearsCreation)
+TEST_P(OutboxSnapshotBackendTest, AlreadyPresentElsewhereClearsCreation)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
@@ -836,7 +858,7 @@ TEST_F(OutboxSnapshotTest, AlreadyPresentElsewhereClearsCreation)
 }
 
 
-TEST_F(OutboxSnapshotTest, ForgetCreationClearsSequence)
+TEST_P(OutboxSnapshotBackendTest, ForgetCreationClearsSequence)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
@@ -851,7 +873,7 @@ TEST_F(OutboxSnapshotTest, ForgetCreationClearsSequence)
 }
 
 
-TEST_F(OutboxSnapshotTest, OtherContentReturnsToPending)
+TEST_P(OutboxSnapshotBackendTest, OtherContentReturnsToPending)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1), MakeInstance(2)}, ItemState::Mirrored, DESTINATION_A);
@@ -910,7 +932,7 @@ TEST_F(OutboxSnapshotTest, DigestIgnoredWithoutRecordedDigest)
 }
 
 
-TEST_F(OutboxSnapshotTest, ConfirmationClearsContentChanged)
+TEST_P(OutboxSnapshotBackendTest, ConfirmationClearsContentChanged)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
@@ -929,7 +951,7 @@ TEST_F(OutboxSnapshotTest, ConfirmationClearsContentChanged)
 }
 
 
-TEST_F(OutboxSnapshotTest, ConfirmedDigestsOnly)
+TEST_P(OutboxSnapshotBackendTest, ConfirmedDigestsOnly)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
@@ -955,7 +977,7 @@ TEST_F(OutboxSnapshotTest, ConfirmedDigestsOnly)
 }
 
 
-TEST_F(OutboxSnapshotTest, DeletionOnlyOfCreatedCopies)
+TEST_P(OutboxSnapshotBackendTest, DeletionOnlyOfCreatedCopies)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
@@ -977,7 +999,7 @@ TEST_F(OutboxSnapshotTest, DeletionOnlyOfCreatedCopies)
 }
 
 
-TEST_F(OutboxSnapshotTest, DeletionRequestsAreListedInOrder)
+TEST_P(OutboxSnapshotBackendTest, DeletionRequestsAreListedInOrder)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1), MakeInstance(2), MakeInstance(3)}, ItemState::Mirrored,
@@ -996,7 +1018,7 @@ TEST_F(OutboxSnapshotTest, DeletionRequestsAreListedInOrder)
 }
 
 
-TEST_F(OutboxSnapshotTest, CompletedDeletionRemovesItem)
+TEST_P(OutboxSnapshotBackendTest, CompletedDeletionRemovesItem)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1), MakeInstance(2)}, ItemState::Mirrored, DESTINATION_A);
@@ -1013,7 +1035,7 @@ TEST_F(OutboxSnapshotTest, CompletedDeletionRemovesItem)
 }
 
 
-TEST_F(OutboxSnapshotTest, AbandonedDeletionKeepsItem)
+TEST_P(OutboxSnapshotBackendTest, AbandonedDeletionKeepsItem)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
@@ -1034,7 +1056,7 @@ TEST_F(OutboxSnapshotTest, AbandonedDeletionKeepsItem)
 }
 
 
-TEST_F(OutboxSnapshotTest, StoredAgainClearsDeletion)
+TEST_P(OutboxSnapshotBackendTest, StoredAgainClearsDeletion)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
@@ -1052,7 +1074,7 @@ TEST_F(OutboxSnapshotTest, StoredAgainClearsDeletion)
 }
 
 
-TEST_F(OutboxSnapshotTest, DeletionExcludesRollbackItems)
+TEST_P(OutboxSnapshotBackendTest, DeletionExcludesRollbackItems)
 {
   Outbox outbox(path_);
   const SnapshotRecord snapshot = PrepareRollback(outbox);
@@ -1066,7 +1088,7 @@ TEST_F(OutboxSnapshotTest, DeletionExcludesRollbackItems)
 }
 
 
-TEST_F(OutboxSnapshotTest, PropertiesAreStored)
+TEST_P(OutboxSnapshotBackendTest, PropertiesAreStored)
 {
   {
     Outbox outbox(path_);
@@ -1103,7 +1125,7 @@ TEST_F(OutboxSnapshotTest, VersionOneFileIsMigrated)
 
   Outbox outbox(path_);
 
-  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "2");
+  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "3");
   EXPECT_EQ(outbox.GetFollowerSequence(), 42);
   const std::vector<OutboxItem> items = outbox.ListItems(nullptr, 0, 10);
   ASSERT_EQ(items.size(), 2u);
@@ -1149,7 +1171,7 @@ TEST_F(OutboxSnapshotTest, MigratedFileReopens)
   }
 
   Outbox reopened(path_);
-  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "2");
+  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "3");
   ASSERT_EQ(reopened.ListSnapshots().size(), 1u);
   EXPECT_EQ(reopened.ListSnapshots()[0].label, "after the upgrade");
 }

@@ -1,6 +1,8 @@
 #include "Common/Exception.h"
 #include "Sync/Outbox.h"
 
+#include "OutboxBackends.h"
+
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -159,6 +161,26 @@ class OutboxTest : public ::testing::Test
 };
 
 
+// The tests of OutboxTest that hold for both databases, once for each.
+class OutboxBackendTest : public OutboxTest, public ::testing::WithParamInterface<OutboxBackend>
+{
+protected:
+  void SetUp() override
+  {
+    OutboxTest::SetUp();
+    if (GetParam() == OutboxBackend::PostgreSql)
+    {
+      path_ = PrepareTestPostgreSql();
+      ASSERT_FALSE(path_.empty());
+    }
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, OutboxBackendTest,
+                         ::testing::Values(OutboxBackend::Sqlite, OutboxBackend::PostgreSql),
+                         GetBackendName);
+
+
 TEST_F(OutboxTest, NewDatabaseHasNoSequence)
 {
   Outbox outbox(path_);
@@ -166,11 +188,11 @@ TEST_F(OutboxTest, NewDatabaseHasNoSequence)
   EXPECT_EQ(outbox.GetFollowerSequence(), -1);
   EXPECT_EQ(outbox.CountByState().Get(ItemState::Pending), 0u);
   EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "2");
+  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "3");
 }
 
 
-TEST_F(OutboxTest, ReopenKeepsItemsAndSequence)
+TEST_P(OutboxBackendTest, ReopenKeepsItemsAndSequence)
 {
   {
     Outbox outbox(path_);
@@ -230,7 +252,7 @@ TEST_F(OutboxTest, IdsAreNeverReused)
 }
 
 
-TEST_F(OutboxTest, QueueFromChangesIgnoresDuplicate)
+TEST_P(OutboxBackendTest, QueueFromChangesIgnoresDuplicate)
 {
   Outbox outbox(path_);
   outbox.QueueFromChanges({MakeInstance(1), MakeInstance(2)}, 5, NOW);
@@ -249,7 +271,7 @@ TEST_F(OutboxTest, QueueFromChangesIgnoresDuplicate)
 }
 
 
-TEST_F(OutboxTest, QueueFromChangesStoresSequenceAlone)
+TEST_P(OutboxBackendTest, QueueFromChangesStoresSequenceAlone)
 {
   Outbox outbox(path_);
 
@@ -296,7 +318,7 @@ TEST_F(OutboxTest, FailedQueueFromChangesChangesNothing)
 }
 
 
-TEST_F(OutboxTest, EmptyOrthancIdIsRejected)
+TEST_P(OutboxBackendTest, EmptyOrthancIdIsRejected)
 {
   Outbox outbox(path_);
   NewInstance instance = MakeInstance(2);
@@ -317,7 +339,7 @@ TEST_F(OutboxTest, EmptyOrthancIdIsRejected)
 }
 
 
-TEST_F(OutboxTest, ClaimBatchCountLimit)
+TEST_P(OutboxBackendTest, ClaimBatchCountLimit)
 {
   Outbox outbox(path_);
   outbox.Queue(MakeInstances(1, 5), QueueMode::InsertMissing, NOW);
@@ -336,7 +358,7 @@ TEST_F(OutboxTest, ClaimBatchCountLimit)
 }
 
 
-TEST_F(OutboxTest, ClaimBatchZeroCount)
+TEST_P(OutboxBackendTest, ClaimBatchZeroCount)
 {
   Outbox outbox(path_);
   outbox.Queue(MakeInstances(1, 2), QueueMode::InsertMissing, NOW);
@@ -346,7 +368,7 @@ TEST_F(OutboxTest, ClaimBatchZeroCount)
 }
 
 
-TEST_F(OutboxTest, ClaimBatchByteLimit)
+TEST_P(OutboxBackendTest, ClaimBatchByteLimit)
 {
   Outbox outbox(path_);
   outbox.Queue({MakeInstance(1, "A", 40), MakeInstance(2, "A", 60), MakeInstance(3, "A", 1)},
@@ -360,7 +382,7 @@ TEST_F(OutboxTest, ClaimBatchByteLimit)
 }
 
 
-TEST_F(OutboxTest, ClaimBatchOversizedFirstAlone)
+TEST_P(OutboxBackendTest, ClaimBatchOversizedFirstAlone)
 {
   Outbox outbox(path_);
   outbox.Queue({MakeInstance(1, "A", 500), MakeInstance(2, "A", 10)}, QueueMode::InsertMissing,
@@ -374,7 +396,7 @@ TEST_F(OutboxTest, ClaimBatchOversizedFirstAlone)
 }
 
 
-TEST_F(OutboxTest, ClaimBatchKeepsQueueOrder)
+TEST_P(OutboxBackendTest, ClaimBatchKeepsQueueOrder)
 {
   Outbox outbox(path_);
   outbox.Queue({MakeInstance(1, "A", 10), MakeInstance(2, "A", 200), MakeInstance(3, "A", 10)},
@@ -389,7 +411,7 @@ TEST_F(OutboxTest, ClaimBatchKeepsQueueOrder)
 }
 
 
-TEST_F(OutboxTest, ClaimBatchWaitsForNextAttempt)
+TEST_P(OutboxBackendTest, ClaimBatchWaitsForNextAttempt)
 {
   Outbox outbox(path_);
   const std::vector<OutboxItem> claimed = QueueAndClaim(outbox, {MakeInstance(1)});
@@ -408,7 +430,7 @@ TEST_F(OutboxTest, ClaimBatchWaitsForNextAttempt)
 }
 
 
-TEST_F(OutboxTest, ClaimBatchTakesEarliestDueFirst)
+TEST_P(OutboxBackendTest, ClaimBatchTakesEarliestDueFirst)
 {
   Outbox outbox(path_);
   const std::vector<OutboxItem> claimed = QueueAndClaim(outbox, {MakeInstance(1)});
@@ -425,7 +447,7 @@ TEST_F(OutboxTest, ClaimBatchTakesEarliestDueFirst)
 }
 
 
-TEST_F(OutboxTest, ClaimBatchExpiresLeases)
+TEST_P(OutboxBackendTest, ClaimBatchExpiresLeases)
 {
   Outbox outbox(path_);
   outbox.Queue(MakeInstances(1, 2), QueueMode::InsertMissing, NOW);
@@ -443,7 +465,7 @@ TEST_F(OutboxTest, ClaimBatchExpiresLeases)
 }
 
 
-TEST_F(OutboxTest, ExpireLeasesCountsExpired)
+TEST_P(OutboxBackendTest, ExpireLeasesCountsExpired)
 {
   Outbox outbox(path_);
   outbox.Queue(MakeInstances(1, 3), QueueMode::InsertMissing, NOW);
@@ -458,7 +480,7 @@ TEST_F(OutboxTest, ExpireLeasesCountsExpired)
 }
 
 
-TEST_F(OutboxTest, ReleaseAllLeasesResetsSending)
+TEST_P(OutboxBackendTest, ReleaseAllLeasesResetsSending)
 {
   Outbox outbox(path_);
   QueueAndClaim(outbox, MakeInstances(1, 3));
@@ -472,7 +494,7 @@ TEST_F(OutboxTest, ReleaseAllLeasesResetsSending)
 }
 
 
-TEST_F(OutboxTest, RecordOutcomesPerState)
+TEST_P(OutboxBackendTest, RecordOutcomesPerState)
 {
   Outbox outbox(path_);
   const std::vector<OutboxItem> claimed = QueueAndClaim(outbox, MakeInstances(1, 4));
@@ -527,7 +549,7 @@ TEST_F(OutboxTest, RecordOutcomesPerState)
 }
 
 
-TEST_F(OutboxTest, RecordOutcomesCountsAttempts)
+TEST_P(OutboxBackendTest, RecordOutcomesCountsAttempts)
 {
   Outbox outbox(path_);
   for (int round = 0; round < 3; round++)
@@ -544,7 +566,7 @@ TEST_F(OutboxTest, RecordOutcomesCountsAttempts)
 }
 
 
-TEST_F(OutboxTest, RecordOutcomesOnlySendingItems)
+TEST_P(OutboxBackendTest, RecordOutcomesOnlySendingItems)
 {
   Outbox outbox(path_);
   const std::vector<OutboxItem> claimed = QueueAndClaim(outbox, MakeInstances(1, 2));
@@ -563,7 +585,7 @@ TEST_F(OutboxTest, RecordOutcomesOnlySendingItems)
 }
 
 
-TEST_F(OutboxTest, RecordOutcomesKeepsDestination)
+TEST_P(OutboxBackendTest, RecordOutcomesKeepsDestination)
 {
   Outbox outbox(path_);
   std::vector<OutboxItem> claimed = QueueAndClaim(outbox, {MakeInstance(1)});
@@ -579,7 +601,7 @@ TEST_F(OutboxTest, RecordOutcomesKeepsDestination)
 }
 
 
-TEST_F(OutboxTest, RecordOutcomesRejectsSending)
+TEST_P(OutboxBackendTest, RecordOutcomesRejectsSending)
 {
   Outbox outbox(path_);
   const std::vector<OutboxItem> claimed = QueueAndClaim(outbox, MakeInstances(1, 2));
@@ -594,7 +616,7 @@ TEST_F(OutboxTest, RecordOutcomesRejectsSending)
 }
 
 
-TEST_F(OutboxTest, ReleaseCountsNoAttempt)
+TEST_P(OutboxBackendTest, ReleaseCountsNoAttempt)
 {
   Outbox outbox(path_);
   const std::vector<OutboxItem> claimed = QueueAndClaim(outbox, MakeInstances(1, 3));
@@ -614,7 +636,7 @@ TEST_F(OutboxTest, ReleaseCountsNoAttempt)
 }
 
 
-TEST_F(OutboxTest, QueueInsertMissing)
+TEST_P(OutboxBackendTest, QueueInsertMissing)
 {
   Outbox outbox(path_);
   MarkFailed(outbox, {MakeInstance(1)});
@@ -630,7 +652,7 @@ TEST_F(OutboxTest, QueueInsertMissing)
 }
 
 
-TEST_F(OutboxTest, QueueRequeueFailed)
+TEST_P(OutboxBackendTest, QueueRequeueFailed)
 {
   Outbox outbox(path_);
   MarkFailed(outbox, {MakeInstance(1)});
@@ -653,7 +675,7 @@ TEST_F(OutboxTest, QueueRequeueFailed)
 }
 
 
-TEST_F(OutboxTest, RetryStateOnlyRetryable)
+TEST_P(OutboxBackendTest, RetryStateOnlyRetryable)
 {
   Outbox outbox(path_);
   MarkFailed(outbox, MakeInstances(1, 2));
@@ -675,7 +697,7 @@ TEST_F(OutboxTest, RetryStateOnlyRetryable)
 }
 
 
-TEST_F(OutboxTest, RetryInstancesOnlyRetryable)
+TEST_P(OutboxBackendTest, RetryInstancesOnlyRetryable)
 {
   Outbox outbox(path_);
   MarkFailed(outbox, MakeInstances(1, 2));
@@ -694,7 +716,7 @@ TEST_F(OutboxTest, RetryInstancesOnlyRetryable)
 }
 
 
-TEST_F(OutboxTest, MarkSkippedOnlyUnsent)
+TEST_P(OutboxBackendTest, MarkSkippedOnlyUnsent)
 {
   Outbox outbox(path_);
   const std::vector<OutboxItem> claimed = QueueAndClaim(outbox, MakeInstances(1, 2));
@@ -711,7 +733,7 @@ TEST_F(OutboxTest, MarkSkippedOnlyUnsent)
 }
 
 
-TEST_F(OutboxTest, ListItemsPaging)
+TEST_P(OutboxBackendTest, ListItemsPaging)
 {
   Outbox outbox(path_);
   outbox.Queue(MakeInstances(1, 5), QueueMode::InsertMissing, NOW);
@@ -724,7 +746,7 @@ TEST_F(OutboxTest, ListItemsPaging)
 }
 
 
-TEST_F(OutboxTest, ListItemsByState)
+TEST_P(OutboxBackendTest, ListItemsByState)
 {
   Outbox outbox(path_);
   const std::vector<OutboxItem> claimed = QueueAndClaim(outbox, MakeInstances(1, 5));
@@ -746,7 +768,7 @@ TEST_F(OutboxTest, ListItemsByState)
 }
 
 
-TEST_F(OutboxTest, FindItemByBothKeys)
+TEST_P(OutboxBackendTest, FindItemByBothKeys)
 {
   Outbox outbox(path_);
   outbox.Queue(MakeInstances(1, 3), QueueMode::InsertMissing, NOW);
@@ -765,7 +787,7 @@ TEST_F(OutboxTest, FindItemByBothKeys)
 }
 
 
-TEST_F(OutboxTest, GetStudySummaryByBothKeys)
+TEST_P(OutboxBackendTest, GetStudySummaryByBothKeys)
 {
   Outbox outbox(path_);
   const std::vector<OutboxItem> claimed =
@@ -795,7 +817,7 @@ TEST_F(OutboxTest, GetStudySummaryByBothKeys)
 }
 
 
-TEST_F(OutboxTest, OldestPendingTime)
+TEST_P(OutboxBackendTest, OldestPendingTime)
 {
   Outbox outbox(path_);
   EXPECT_EQ(outbox.GetOldestPendingTime(), 0);
@@ -872,7 +894,7 @@ TEST_F(OutboxTest, NotDatabaseThrows)
 }
 
 
-TEST_F(OutboxTest, ConcurrentClaimsAreDisjoint)
+TEST_P(OutboxBackendTest, ConcurrentClaimsAreDisjoint)
 {
   const int instanceCount = 1000;
   const int threadCount = 4;
@@ -919,7 +941,7 @@ TEST_F(OutboxTest, ConcurrentClaimsAreDisjoint)
 }
 
 
-TEST_F(OutboxTest, TwoConnectionsShareTheFile)
+TEST_P(OutboxBackendTest, TwoConnectionsShareTheFile)
 {
   Outbox first(path_);
   Outbox second(path_);

@@ -1234,55 +1234,6 @@ std::string Redact(const std::string& secret)
 }
 
 
-// Replaces the password of a database connection string, in the URI form
-// ("postgresql://user:password@host/db", "?password=...") and in the key/value form
-// ("host=db password=... dbname=orthanc").
-std::string RedactDatabase(const std::string& database)
-{
-  std::string redacted = database;
-
-  const size_t schemeEnd = redacted.find("://");
-  if (schemeEnd != std::string::npos)
-  {
-    const size_t authorityStart = schemeEnd + 3;
-    const size_t at = FindUserInfoEnd(redacted, authorityStart);
-    const size_t colon = redacted.find(':', authorityStart);
-    if (at != std::string::npos && colon < at)
-    {
-      redacted.replace(colon + 1, at - colon - 1, kRedacted);
-    }
-  }
-
-  const std::string keyword = "password=";
-  for (size_t position = ToLower(redacted).find(keyword); position != std::string::npos;
-       position = ToLower(redacted).find(keyword, position + 1))
-  {
-    const bool startsParameter =
-        position == 0 || std::string(" \t?&").find(redacted[position - 1]) != std::string::npos;
-    if (!startsParameter)
-    {
-      continue;
-    }
-
-    const size_t valueStart = position + keyword.size();
-    size_t valueEnd = redacted.find_first_of(" \t&", valueStart);
-    if (valueStart < redacted.size() && redacted[valueStart] == '\'')
-    {
-      // A quoted value of the key/value form, where \' escapes a quote.
-      valueEnd = valueStart + 1;
-      while (valueEnd < redacted.size() && redacted[valueEnd] != '\'')
-      {
-        valueEnd += (redacted[valueEnd] == '\\') ? 2 : 1;
-      }
-      valueEnd = std::min(valueEnd + 1, redacted.size());
-    }
-    valueEnd = std::min(valueEnd, redacted.size());
-    redacted.replace(valueStart, valueEnd - valueStart, kRedacted);
-  }
-  return redacted;
-}
-
-
 Json::Value KeyVaultToJson(const KeyVaultSettings& keyVault);
 
 
@@ -1341,6 +1292,52 @@ Json::Value KeyVaultToJson(const KeyVaultSettings& keyVault)
   return json;
 }
 }  // namespace
+
+
+std::string RedactDatabase(const std::string& database)
+{
+  std::string redacted = database;
+
+  const size_t schemeEnd = redacted.find("://");
+  if (schemeEnd != std::string::npos)
+  {
+    const size_t authorityStart = schemeEnd + 3;
+    const size_t at = FindUserInfoEnd(redacted, authorityStart);
+    const size_t colon = redacted.find(':', authorityStart);
+    if (at != std::string::npos && colon < at)
+    {
+      redacted.replace(colon + 1, at - colon - 1, kRedacted);
+    }
+  }
+
+  const std::string keyword = "password=";
+  for (size_t position = ToLower(redacted).find(keyword); position != std::string::npos;
+       position = ToLower(redacted).find(keyword, position + 1))
+  {
+    const bool startsParameter =
+        position == 0 || std::string(" \t?&").find(redacted[position - 1]) != std::string::npos;
+    if (!startsParameter)
+    {
+      continue;
+    }
+
+    const size_t valueStart = position + keyword.size();
+    size_t valueEnd = redacted.find_first_of(" \t&", valueStart);
+    if (valueStart < redacted.size() && redacted[valueStart] == '\'')
+    {
+      // A quoted value of the key/value form, where \' escapes a quote.
+      valueEnd = valueStart + 1;
+      while (valueEnd < redacted.size() && redacted[valueEnd] != '\'')
+      {
+        valueEnd += (redacted[valueEnd] == '\\') ? 2 : 1;
+      }
+      valueEnd = std::min(valueEnd + 1, redacted.size());
+    }
+    valueEnd = std::min(valueEnd, redacted.size());
+    redacted.replace(valueStart, valueEnd - valueStart, kRedacted);
+  }
+  return redacted;
+}
 
 
 const char* ToString(CredentialType type)

@@ -135,4 +135,10 @@ bool IsLoopbackHost(const std::string& host);
 // the brackets of an IPv6 address. Throws BadConfiguration for a malformed URL or port, with a
 // message that starts with key (such as "AzureDicom.ServiceUrl").
 std::string GetUrlHost(const std::string& url, const std::string& key);
+
+// Replaces the password of a database connection string with "<redacted>", in the URI form
+// ("postgresql://user:password@host/db", "?password=...") and in the key/value form
+// ("host=db password=... dbname=orthanc"). Other strings, such as a file path, come back as
+// they are.
+std::string RedactDatabase(const std::string& database);
 }  // namespace AzureDicom

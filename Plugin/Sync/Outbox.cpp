@@ -1,31 +1,21 @@
 #include "Sync/Outbox.h"
 
 #include "Sync/OutboxRows.h"
-#include "Sync/Sqlite.h"
 
+#include "Common/Clock.h"
 #include "Common/Exception.h"
 
-#include <fcntl.h>
-#include <sqlite3.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <limits>
+#include <random>
 
 namespace AzureDicom
 {
 namespace
 {
-// PRAGMA user_version of the schema that this code creates. A database with a higher version was
-// written by a newer plugin, and this one rejects it rather than corrupt it.
-const int SCHEMA_VERSION = 2;
-
-// How long a statement waits for another connection's write lock before it fails with SQLITE_BUSY.
-const int BUSY_TIMEOUT_MS = 5000;
-
-const mode_t DATABASE_FILE_MODE = 0600;
+// The version of the schema that this code creates (SQLite's PRAGMA user_version, PostgreSQL's
+// schema_version table). A database with a higher version was written by a newer plugin, and
+// this one rejects it rather than corrupt it.
+const int64_t SCHEMA_VERSION = 3;
 
 
 const char* const FOLLOWER_SEQUENCE_PROPERTY = "FollowerSequence";
@@ -125,6 +115,20 @@ CREATE TABLE rollbacks (
 );
 )sql";
 
+// Version 3, for several Orthanc nodes over one database: the node that claimed each Sending
+// item and the ID of that claim, so that only that claim records its outcome, and the nodes with
+// the time they were last seen and the items they sent.
+const char* const MIGRATION_V3_SQL = R"sql(
+ALTER TABLE items ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE items ADD COLUMN claim_id INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE nodes (
+  name TEXT PRIMARY KEY NOT NULL,
+  last_seen INTEGER NOT NULL,
+  sent INTEGER NOT NULL DEFAULT 0
+);
+)sql";
+
 
 
 // Sets an item back to Pending as if it were queued at ?1: due at once, with attempts, status code,
@@ -133,50 +137,15 @@ CREATE TABLE rollbacks (
 const std::string RESET_TO_PENDING =
     "state = 'Pending', attempts = 0, status_code = 0, failure_reason = 0, warning_reason = 0, "
     "message = '', queued_at = ?1, updated_at = ?1, next_attempt_at = ?1, lease_until = 0, "
-    "sent_at = 0, delete_requested = 0, rollback_id = 0";
+    "sent_at = 0, delete_requested = 0, rollback_id = 0, claimed_by = '', claim_id = 0";
 
 const std::string RETRYABLE_STATES = "('Failed', 'Skipped', 'RolledBack')";
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 bool IsRetryable(ItemState state)
 {
   return state == ItemState::Failed || state == ItemState::Skipped ||
          state == ItemState::RolledBack;
-}
-
-
-void CreateDatabaseFile(const std::string& path)
-{
-  // SQLite would create a missing file with mode 0644 (SQLITE_DEFAULT_FILE_PERMISSIONS) less the
-  // umask. It gives the -wal and -shm files the mode of the main file, so creating the file here
-  // keeps all three private.
-  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, DATABASE_FILE_MODE);
-  if (fd < 0)
-  {
-    const int error = errno;
-    throw Exception(ErrorCode::DatabaseError, "Failed to open or create the outbox database " +
-                                                  path + ": " + std::strerror(error) +
-                                                  " (check that the directory exists and that "
-                                                  "Orthanc may write to it)");
-  }
-
-  close(fd);
 }
 }  // namespace
 
@@ -187,7 +156,7 @@ const std::string ITEM_COLUMNS =
     "size, state, attempts, status_code, failure_reason, warning_reason, message, destination, "
     "queued_at, updated_at, next_attempt_at, lease_until, sent_at, sent_service_url, "
     "sent_api_version, sent_partition, created_sequence, content_md5, content_changed, "
-    "content_conflict, rollback_id, delete_requested";
+    "content_conflict, rollback_id, delete_requested, claimed_by";
 
 
 OutboxItem ReadItem(const Query& query)
@@ -221,15 +190,13 @@ OutboxItem ReadItem(const Query& query)
   item.contentConflict = query.GetInt64(25) != 0;
   item.rollbackId = query.GetInt64(26);
   item.deleteRequested = query.GetInt64(27) != 0;
+  item.claimedBy = query.GetText(28);
   return item;
 }
 
 
 struct Outbox::Statements
 {
-  StatementPtr beginRead;
-  StatementPtr beginWrite;
-  StatementPtr commit;
   StatementPtr getProperty;
   StatementPtr setProperty;
   StatementPtr insertItem;
@@ -253,17 +220,16 @@ struct Outbox::Statements
   StatementPtr retryState;
   StatementPtr retryInstance;
   StatementPtr markSkipped;
+  StatementPtr recordNode;
 
-  explicit Statements(const Database& database)
+  explicit Statements(Database& database)
   {
     const std::string selectItems = "SELECT " + ITEM_COLUMNS + " FROM items ";
     const std::string summarize =
         "SELECT state, COUNT(*), SUM(size), MIN(orthanc_study_id), MIN(study_instance_uid) "
         "FROM items ";
 
-    beginRead = Prepare(database, "BEGIN DEFERRED");
-    beginWrite = Prepare(database, "BEGIN IMMEDIATE");
-    commit = Prepare(database, "COMMIT");
+    const std::string skipLocked = database.GetSkipLockedClause();
     getProperty = Prepare(database, "SELECT value FROM properties WHERE name = ?1");
     setProperty = Prepare(database,
                           "INSERT INTO properties (name, value) VALUES (?1, ?2) "
@@ -286,18 +252,26 @@ struct Outbox::Statements
     // again: the service then creates it, or reports that it already stores it.
     keepDeletedItem = Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
                                             " WHERE orthanc_id = ?2 AND delete_requested = 1");
+    // Any node expires any lease. Rows that another node's transaction holds are skipped,
+    // because that node is claiming or recording them right now.
     expireLeases = Prepare(database,
-                           "UPDATE items SET state = 'Pending', lease_until = 0, updated_at = ?1 "
-                           "WHERE state = 'Sending' AND lease_until < ?1");
+                           "UPDATE items SET state = 'Pending', lease_until = 0, claimed_by = '', "
+                           "claim_id = 0, updated_at = ?1 WHERE id IN (SELECT id FROM items "
+                           "WHERE state = 'Sending' AND lease_until < ?1" +
+                               skipLocked + ")");
+    // Other nodes may be sending their items of a shared database: only this node's go back.
     releaseAllLeases = Prepare(database,
                                "UPDATE items SET state = 'Pending', lease_until = 0, "
-                               "updated_at = ?1 WHERE state = 'Sending'");
+                               "claimed_by = '', claim_id = 0, updated_at = ?1 "
+                               "WHERE state = 'Sending'" +
+                                   std::string(database.IsPostgreSql() ? " AND claimed_by = ?2" : ""));
     selectDue = Prepare(database, selectItems +
-                                      "WHERE state = 'Pending' AND next_attempt_at <= ?1 AND rollback_id = 0 "
-                                      "ORDER BY next_attempt_at, id LIMIT ?2");
+                                      "WHERE state = 'Pending' AND next_attempt_at <= ?1 AND "
+                                      "rollback_id = 0 ORDER BY next_attempt_at, id LIMIT ?2" +
+                                      skipLocked);
     markSending = Prepare(database,
-                          "UPDATE items SET state = 'Sending', lease_until = ?1, updated_at = ?2 "
-                          "WHERE id = ?3");
+                          "UPDATE items SET state = 'Sending', lease_until = ?1, updated_at = ?2, "
+                          "claimed_by = ?4, claim_id = ?5 WHERE id = ?3");
     recordOutcome = Prepare(database,
                             "UPDATE items SET state = ?1, attempts = attempts + ?2, "
                             "status_code = ?3, failure_reason = ?4, warning_reason = ?5, "
@@ -317,11 +291,15 @@ struct Outbox::Statements
                             "content_md5 = CASE WHEN ?16 = '' THEN content_md5 ELSE ?16 END, "
                             "content_conflict = CASE WHEN ?9 IS NULL THEN content_conflict "
                             "ELSE ?17 END, "
-                            "content_changed = CASE WHEN ?9 IS NULL THEN content_changed ELSE 0 END "
-                            "WHERE id = ?11 AND state = 'Sending'");
+                            "content_changed = CASE WHEN ?9 IS NULL THEN content_changed ELSE 0 END, "
+                            "claimed_by = '', claim_id = 0 "
+                            "WHERE id = ?11 AND state = 'Sending' AND claimed_by = ?18 "
+                            "AND claim_id = ?19");
     releaseItem = Prepare(database,
                           "UPDATE items SET state = 'Pending', next_attempt_at = ?1, "
-                          "lease_until = 0, updated_at = ?2 WHERE id = ?3 AND state = 'Sending'");
+                          "lease_until = 0, claimed_by = '', claim_id = 0, updated_at = ?2 "
+                          "WHERE id = ?3 AND state = 'Sending' AND claimed_by = ?4 "
+                          "AND claim_id = ?5");
     countByState = Prepare(database, "SELECT state, COUNT(*) FROM items GROUP BY state");
     oldestQueuedAt =
         Prepare(database, "SELECT MIN(queued_at) FROM items WHERE state IN ('Pending', 'Sending')");
@@ -341,14 +319,19 @@ struct Outbox::Statements
                               " WHERE orthanc_id = ?2 AND state IN " + RETRYABLE_STATES);
     markSkipped = Prepare(database,
                           "UPDATE items SET state = 'Skipped', message = ?1, lease_until = 0, "
-                          "updated_at = ?2 WHERE id = ?3 AND state IN ('Pending', 'Sending')");
+                          "claimed_by = '', claim_id = 0, updated_at = ?2 "
+                          "WHERE id = ?3 AND state IN ('Pending', 'Sending')");
+    recordNode = Prepare(database,
+                         "INSERT INTO nodes (name, last_seen, sent) VALUES (?1, ?2, ?3) "
+                         "ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen, "
+                         "sent = nodes.sent + excluded.sent");
   }
 };
 
 
 namespace
 {
-int64_t ReadIntegerProperty(const Database& database, const StatementPtr& getProperty,
+int64_t ReadIntegerProperty(Database& database, const StatementPtr& getProperty,
                             const char* name, int64_t fallback)
 {
   Query query(database, getProperty, std::string("read the property ") + name);
@@ -357,7 +340,7 @@ int64_t ReadIntegerProperty(const Database& database, const StatementPtr& getPro
 }
 
 
-uint64_t InsertInstance(const Database& database, const StatementPtr& statement,
+uint64_t InsertInstance(Database& database, const StatementPtr& statement,
                         const NewInstance& instance, int64_t now)
 {
   if (instance.orthancId.empty())
@@ -379,7 +362,7 @@ uint64_t InsertInstance(const Database& database, const StatementPtr& statement,
 }
 
 
-bool ReadStudySummary(StudySummary& summary, const Database& database,
+bool ReadStudySummary(StudySummary& summary, Database& database,
                       const StatementPtr& statement, const std::string& key)
 {
   Query query(database, statement, "sum up the study " + key);
@@ -411,39 +394,18 @@ bool ReadStudySummary(StudySummary& summary, const Database& database,
 }  // namespace
 
 
-void Outbox::DatabaseCloser::operator()(sqlite3* db) const
+Outbox::Outbox(const std::string& database, const std::string& nodeName) :
+    nodeName_(nodeName), db_(OpenDatabase(database))
 {
-  sqlite3_close_v2(db);
-}
-
-
-Outbox::Outbox(const std::string& path) : path_(path)
-{
-  CreateDatabaseFile(path_);
-
-  sqlite3* handle = nullptr;
-  const int openCode =
-      sqlite3_open_v2(path_.c_str(), &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
-  db_.reset(handle);  // sqlite3_open_v2() returns a handle to close even when it fails
-  const Database database{db_.get(), path_};
-  if (openCode != SQLITE_OK)
-  {
-    ThrowSqliteError(database, openCode, "open the file");
-  }
-
-  sqlite3_extended_result_codes(db_.get(), 1);
-  sqlite3_busy_timeout(db_.get(), BUSY_TIMEOUT_MS);
-
-  // When the process may not write the file, SQLite opens it read-only and reports no error.
-  if (sqlite3_db_readonly(db_.get(), "main") != 0)
-  {
-    throw Exception(ErrorCode::DatabaseError, "The outbox database " + path_ +
-                                                  " is read-only: Orthanc must be able to "
-                                                  "write to it and to its directory");
-  }
-
   CreateSchema();
-  statements_ = std::make_unique<Statements>(database);
+  statements_ = std::make_unique<Statements>(*db_);
+
+  // A claim ID only has to differ from the earlier claims of the same item, also those of an
+  // earlier process with the same node name, so a random start is enough.
+  std::random_device random;
+  nextClaimId_ = static_cast<int64_t>((static_cast<uint64_t>(random()) << 20) ^ random()) + 1;
+
+  RecordHeartbeat(NowMs());
 }
 
 
@@ -452,46 +414,21 @@ Outbox::~Outbox() = default;
 
 void Outbox::CreateSchema()
 {
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
+  Transaction transaction(database, TransactionMode::Write, "create the schema");
 
-  // WAL lets the REST routes read while a worker writes. synchronous=FULL also syncs the WAL at
-  // every commit: with NORMAL, a committed transaction can vanish on a power cut.
-  StatementPtr journalMode = Prepare(database, "PRAGMA journal_mode = WAL");
-  {
-    Query query(database, journalMode, "switch to WAL journal mode");
-    const bool hasRow = query.Step();
-    if (!hasRow || query.GetText(0) != "wal")
-    {
-      throw Exception(ErrorCode::DatabaseError, "The outbox database " + path_ +
-                                                    " cannot use WAL journal mode (it stays in \"" +
-                                                    (hasRow ? query.GetText(0) : std::string()) +
-                                                    "\" mode): put it on a local file system");
-    }
-  }
-
-  Execute(database, "PRAGMA synchronous = FULL", "set synchronous = FULL");
-
-  StatementPtr beginWrite = Prepare(database, "BEGIN IMMEDIATE");
-  StatementPtr commit = Prepare(database, "COMMIT");
-  StatementPtr userVersion = Prepare(database, "PRAGMA user_version");
-  Transaction transaction(database, beginWrite, commit, "create the schema");
-
-  int64_t version = 0;
-  {
-    Query query(database, userVersion, "read the schema version");
-    if (query.Step())
-    {
-      version = query.GetInt64(0);
-    }
-  }
+  // Two nodes that start at once over an empty PostgreSQL database would both create the
+  // schema: the second waits here until the first has committed it.
+  database.LockForTransaction(MIGRATION_LOCK_KEY, "create the schema");
+  const int64_t version = database.ReadSchemaVersion();
 
   if (version > SCHEMA_VERSION)
   {
     throw Exception(ErrorCode::DatabaseError,
-                    "The outbox database " + path_ + " has schema version " +
+                    "The outbox database " + database.GetName() + " has schema version " +
                         std::to_string(version) + ", newer than the version " +
                         std::to_string(SCHEMA_VERSION) +
-                        " of this plugin: upgrade the plugin or use another database file");
+                        " of this plugin: upgrade the plugin or use another database");
   }
 
   if (version == 0)
@@ -502,10 +439,13 @@ void Outbox::CreateSchema()
   {
     Execute(database, MIGRATION_V2_SQL, "migrate the schema to version 2");
   }
+  if (version < 3)
+  {
+    Execute(database, MIGRATION_V3_SQL, "migrate the schema to version 3");
+  }
   if (version < SCHEMA_VERSION)
   {
-    Execute(database, ("PRAGMA user_version = " + std::to_string(SCHEMA_VERSION)).c_str(),
-            "store the schema version");
+    database.WriteSchemaVersion(SCHEMA_VERSION);
   }
 
   transaction.Commit();
@@ -515,9 +455,9 @@ void Outbox::CreateSchema()
 int64_t Outbox::GetFollowerSequence()
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "read the follower sequence";
-  Transaction transaction(database, statements_->beginRead, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   int64_t sequence = NO_FOLLOWER_SEQUENCE;
   {
@@ -538,9 +478,9 @@ QueueResult Outbox::QueueFromChanges(const std::vector<NewInstance>& instances,
                                      int64_t lastSequence, int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "queue the instances of changes up to " + std::to_string(lastSequence);
-  Transaction transaction(database, statements_->beginWrite, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
   // An instance stored again after it was deleted, or after it failed, is sent again.
   const QueueResult result = QueueInTransaction(instances, QueueMode::RequeueFailed, now);
@@ -558,9 +498,9 @@ QueueResult Outbox::QueueFromChanges(const std::vector<NewInstance>& instances,
 QueueResult Outbox::Queue(const std::vector<NewInstance>& instances, QueueMode mode, int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "queue " + std::to_string(instances.size()) + " instances";
-  Transaction transaction(database, statements_->beginWrite, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
   const QueueResult result = QueueInTransaction(instances, mode, now);
 
@@ -572,7 +512,7 @@ QueueResult Outbox::Queue(const std::vector<NewInstance>& instances, QueueMode m
 QueueResult Outbox::QueueInTransaction(const std::vector<NewInstance>& instances, QueueMode mode,
                                        int64_t now)
 {
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   QueueResult result;
   for (const NewInstance& instance : instances)
   {
@@ -629,9 +569,9 @@ std::vector<OutboxItem> Outbox::ClaimBatch(size_t maxCount, uint64_t maxBytes, i
                                            int64_t leaseUntil)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "claim a batch";
-  Transaction transaction(database, statements_->beginWrite, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
   Query(database, statements_->expireLeases, "expire the leases").Bind(now).Run();
 
@@ -656,19 +596,28 @@ std::vector<OutboxItem> Outbox::ClaimBatch(size_t maxCount, uint64_t maxBytes, i
     }
   }
 
+  const int64_t claimId = nextClaimId_++;
   for (OutboxItem& item : batch)
   {
     Query(database, statements_->markSending, action)
         .Bind(leaseUntil)
         .Bind(now)
         .Bind(item.id)
+        .Bind(nodeName_)
+        .Bind(claimId)
         .Run();
     item.state = ItemState::Sending;
     item.leaseUntil = leaseUntil;
     item.updatedAt = now;
+    item.claimedBy = nodeName_;
   }
 
   transaction.Commit();
+
+  for (const OutboxItem& item : batch)
+  {
+    claims_[item.id] = claimId;
+  }
   return batch;
 }
 
@@ -676,9 +625,9 @@ std::vector<OutboxItem> Outbox::ClaimBatch(size_t maxCount, uint64_t maxBytes, i
 uint64_t Outbox::ExpireLeases(int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "expire the leases";
-  Transaction transaction(database, statements_->beginWrite, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
   const uint64_t expired = Query(database, statements_->expireLeases, action).Bind(now).Run();
 
@@ -690,11 +639,21 @@ uint64_t Outbox::ExpireLeases(int64_t now)
 uint64_t Outbox::ReleaseAllLeases(int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "release all leases";
-  Transaction transaction(database, statements_->beginWrite, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
-  const uint64_t released = Query(database, statements_->releaseAllLeases, action).Bind(now).Run();
+  uint64_t released = 0;
+  {
+    Query query(database, statements_->releaseAllLeases, action);
+    query.Bind(now);
+    if (database.IsPostgreSql())
+    {
+      query.Bind(nodeName_);
+    }
+    released = query.Run();
+  }
+  claims_.clear();
 
   transaction.Commit();
   return released;
@@ -704,12 +663,17 @@ uint64_t Outbox::ReleaseAllLeases(int64_t now)
 void Outbox::RecordOutcomes(const std::vector<ItemOutcome>& outcomes, int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "record the outcomes of " + std::to_string(outcomes.size()) + " items";
-  Transaction transaction(database, statements_->beginWrite, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
-  int64_t createdSequence = ReadIntegerProperty(database, statements_->getProperty, CREATED_SEQUENCE_PROPERTY, 0);
+  // Nodes that record outcomes at the same time would give two copies the same creation
+  // sequence.
+  database.LockForTransaction(CREATED_SEQUENCE_LOCK_KEY, action);
+  int64_t createdSequence =
+      ReadIntegerProperty(database, statements_->getProperty, CREATED_SEQUENCE_PROPERTY, 0);
   const int64_t firstCreatedSequence = createdSequence;
+  int64_t sent = 0;
 
   for (const ItemOutcome& outcome : outcomes)
   {
@@ -759,20 +723,27 @@ void Outbox::RecordOutcomes(const std::vector<ItemOutcome>& outcomes, int64_t no
       query.BindNull();
     }
 
-    if (outcome.state == ItemState::Mirrored)
-    {
-      createdSequence++;
-    }
+    const int64_t nextCreatedSequence =
+        createdSequence + (outcome.state == ItemState::Mirrored ? 1 : 0);
+    const uint64_t changed = query.Bind(now)
+                                 .Bind(outcome.id)
+                                 .Bind(nextCreatedSequence)
+                                 .Bind(outcome.sentTo.serviceUrl)
+                                 .Bind(outcome.sentTo.apiVersion)
+                                 .Bind(outcome.sentTo.partition)
+                                 .Bind(outcome.contentMd5)
+                                 .Bind(static_cast<int64_t>(outcome.contentConflict ? 1 : 0))
+                                 .Bind(nodeName_)
+                                 .Bind(GetClaimId(outcome.id))
+                                 .Run();
 
-    query.Bind(now)
-        .Bind(outcome.id)
-        .Bind(createdSequence)
-        .Bind(outcome.sentTo.serviceUrl)
-        .Bind(outcome.sentTo.apiVersion)
-        .Bind(outcome.sentTo.partition)
-        .Bind(outcome.contentMd5)
-        .Bind(static_cast<int64_t>(outcome.contentConflict ? 1 : 0))
-        .Run();
+    // An item whose lease expired, and that another claim may hold now, keeps its state, and
+    // so does the creation sequence.
+    if (changed > 0)
+    {
+      createdSequence = nextCreatedSequence;
+      sent += confirmed ? 1 : 0;
+    }
   }
 
   if (createdSequence != firstCreatedSequence)
@@ -783,32 +754,54 @@ void Outbox::RecordOutcomes(const std::vector<ItemOutcome>& outcomes, int64_t no
         .Run();
   }
 
+  Query(database, statements_->recordNode, "record the node " + nodeName_)
+      .Bind(nodeName_)
+      .Bind(now)
+      .Bind(sent)
+      .Run();
+
   transaction.Commit();
+
+  for (const ItemOutcome& outcome : outcomes)
+  {
+    claims_.erase(outcome.id);
+  }
 }
 
 
 void Outbox::Release(const std::vector<int64_t>& ids, int64_t nextAttemptAt, int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "release " + std::to_string(ids.size()) + " items";
-  Transaction transaction(database, statements_->beginWrite, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
   for (int64_t id : ids)
   {
-    Query(database, statements_->releaseItem, action).Bind(nextAttemptAt).Bind(now).Bind(id).Run();
+    Query(database, statements_->releaseItem, action)
+        .Bind(nextAttemptAt)
+        .Bind(now)
+        .Bind(id)
+        .Bind(nodeName_)
+        .Bind(GetClaimId(id))
+        .Run();
   }
 
   transaction.Commit();
+
+  for (int64_t id : ids)
+  {
+    claims_.erase(id);
+  }
 }
 
 
 StateCounts Outbox::CountByState()
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "count the items per state";
-  Transaction transaction(database, statements_->beginRead, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   StateCounts result;
   {
@@ -828,9 +821,9 @@ StateCounts Outbox::CountByState()
 int64_t Outbox::GetOldestPendingTime()
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "find the oldest pending item";
-  Transaction transaction(database, statements_->beginRead, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   int64_t oldest = 0;
   {
@@ -849,9 +842,9 @@ int64_t Outbox::GetOldestPendingTime()
 std::vector<OutboxItem> Outbox::ListItems(const ItemState* state, int64_t sinceId, size_t limit)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "list the items";
-  Transaction transaction(database, statements_->beginRead, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   std::vector<OutboxItem> items;
   {
@@ -876,9 +869,9 @@ std::vector<OutboxItem> Outbox::ListItems(const ItemState* state, int64_t sinceI
 bool Outbox::FindItem(OutboxItem& item, const std::string& orthancIdOrSopInstanceUid)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "find the item " + orthancIdOrSopInstanceUid;
-  Transaction transaction(database, statements_->beginRead, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   // An Orthanc ID wins over a SOP Instance UID. A SOP Instance UID that several Orthanc instances
   // share (the same UID under different patients) gives the most recently queued of them.
@@ -904,9 +897,9 @@ bool Outbox::FindItem(OutboxItem& item, const std::string& orthancIdOrSopInstanc
 bool Outbox::GetStudySummary(StudySummary& summary, const std::string& orthancIdOrStudyInstanceUid)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "sum up the study " + orthancIdOrStudyInstanceUid;
-  Transaction transaction(database, statements_->beginRead, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   // A Study Instance UID that several Orthanc studies share sums all of them up, and
   // orthancStudyId is then the lowest of their IDs.
@@ -928,9 +921,9 @@ uint64_t Outbox::RetryState(ItemState state, int64_t now)
   }
 
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = std::string("retry the ") + ToString(state) + " items";
-  Transaction transaction(database, statements_->beginWrite, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
   const uint64_t retried =
       Query(database, statements_->retryState, action).Bind(now).Bind(state).Run();
@@ -943,9 +936,9 @@ uint64_t Outbox::RetryState(ItemState state, int64_t now)
 uint64_t Outbox::RetryInstances(const std::vector<std::string>& orthancIds, int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "retry " + std::to_string(orthancIds.size()) + " instances";
-  Transaction transaction(database, statements_->beginWrite, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
   uint64_t retried = 0;
   for (const std::string& orthancId : orthancIds)
@@ -964,12 +957,91 @@ uint64_t Outbox::RetryInstances(const std::vector<std::string>& orthancIds, int6
 void Outbox::MarkSkipped(int64_t id, const std::string& message, int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "mark item " + std::to_string(id) + " as Skipped";
-  Transaction transaction(database, statements_->beginWrite, statements_->commit, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
   Query(database, statements_->markSkipped, action).Bind(message).Bind(now).Bind(id).Run();
 
   transaction.Commit();
+  claims_.erase(id);
+}
+
+
+int64_t Outbox::GetClaimId(int64_t itemId) const
+{
+  const auto claim = claims_.find(itemId);
+  return claim == claims_.end() ? 0 : claim->second;
+}
+
+
+void Outbox::RecordHeartbeat(int64_t now)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  Database& database = *db_;
+  const std::string action = "record the node " + nodeName_;
+  Transaction transaction(database, TransactionMode::Write, action);
+
+  Query(database, statements_->recordNode, action)
+      .Bind(nodeName_)
+      .Bind(now)
+      .Bind(static_cast<int64_t>(0))
+      .Run();
+
+  transaction.Commit();
+}
+
+
+std::vector<NodeRecord> Outbox::ListNodes()
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  Database& database = *db_;
+  const std::string action = "list the nodes";
+  Transaction transaction(database, TransactionMode::Read, action);
+
+  std::vector<NodeRecord> nodes;
+  {
+    StatementPtr statement =
+        Prepare(database,
+                "SELECT name, last_seen, sent, (SELECT COUNT(*) FROM items "
+                "WHERE state = 'Sending' AND claimed_by = nodes.name) FROM nodes ORDER BY name");
+    Query query(database, statement, action);
+    while (query.Step())
+    {
+      NodeRecord node;
+      node.name = query.GetText(0);
+      node.lastSeen = query.GetInt64(1);
+      node.sent = static_cast<uint64_t>(query.GetInt64(2));
+      node.claimed = static_cast<uint64_t>(query.GetInt64(3));
+      nodes.push_back(node);
+    }
+  }
+
+  transaction.Commit();
+  return nodes;
+}
+
+
+bool Outbox::IsShared() const
+{
+  return db_->IsPostgreSql();
+}
+
+
+bool Outbox::TryHoldFollowerLock()
+{
+  return db_->TryHoldSessionLock(FOLLOWER_LOCK_KEY);
+}
+
+
+void Outbox::ReleaseFollowerLock()
+{
+  db_->ReleaseSessionLock();
+}
+
+
+std::string Outbox::GetConnectionError() const
+{
+  return db_->GetConnectionError();
 }
 }  // namespace AzureDicom

@@ -10,10 +10,11 @@
 #include <string>
 #include <vector>
 
-struct sqlite3;
-
 namespace AzureDicom
 {
+class Database;
+
+
 struct StateCounts
 {
   std::array<uint64_t, ITEM_STATE_COUNT> counts{};  // indexed by ItemState
@@ -89,6 +90,16 @@ struct RollbackPlan
 };
 
 
+// One Orthanc node that uses the outbox, for GET /azure-dicom/status.
+struct NodeRecord
+{
+  std::string name;
+  int64_t lastSeen = 0;  // the last claim, outcome or heartbeat, in ms since the epoch
+  uint64_t claimed = 0;  // items that the node holds in Sending now
+  uint64_t sent = 0;     // outcomes Mirrored or AlreadyPresent that the node recorded
+};
+
+
 enum class RollbackState
 {
   Running,
@@ -132,18 +143,29 @@ enum class RemovalOutcome
 };
 
 
-// The durable record of every instance to mirror: a SQLite database in WAL mode. Every method is
-// one transaction and is safe to call from several threads. Errors throw Exception(DatabaseError)
-// with the SQLite message and the file path.
+// The durable record of every instance to mirror: an SQLite file in WAL mode for one Orthanc, or
+// a PostgreSQL database that several Orthanc nodes share. Every method is one transaction and is
+// safe to call from several threads. Errors throw Exception(DatabaseError) with the database's
+// message and its path or connection string (without password).
 class Outbox
 {
 public:
-  // Opens or creates the database file (mode 0600) and its schema.
-  explicit Outbox(const std::string& path);
+  // Opens or creates the database and its schema: the SQLite file at this path (mode 0600), or
+  // the PostgreSQL database of a postgresql:// or key/value connection string. nodeName marks
+  // the items that this process claims; it must differ between the nodes of one database.
+  explicit Outbox(const std::string& database, const std::string& nodeName = "");
   ~Outbox();
 
   Outbox(const Outbox&) = delete;
   Outbox& operator=(const Outbox&) = delete;
+
+  const std::string& GetNodeName() const
+  {
+    return nodeName_;
+  }
+
+  // True for a PostgreSQL outbox, which other nodes may share.
+  bool IsShared() const;
 
   // The last change sequence of Orthanc that the follower committed, or -1 before the first.
   int64_t GetFollowerSequence();
@@ -161,24 +183,30 @@ public:
   // until leaseUntil: at most maxCount items and, but for a first item that is larger by itself,
   // at most maxBytes in total. Items are taken earliest nextAttemptAt first, then in queue order,
   // and the batch ends at the first item that does not fit. An empty result means nothing is due.
+  // With PostgreSQL, items that another node is claiming at the same moment are skipped (FOR
+  // UPDATE SKIP LOCKED). Each claim gets an ID that only this Outbox object knows.
   std::vector<OutboxItem> ClaimBatch(size_t maxCount, uint64_t maxBytes, int64_t now,
                                      int64_t leaseUntil);
 
   // Returns the Sending items whose lease has expired to Pending; returns how many.
   uint64_t ExpireLeases(int64_t now);
 
-  // Returns every Sending item to Pending. Called at start-up, before any worker of this process
-  // claims a batch, because no other process shares an SQLite outbox.
+  // Returns this node's Sending items to Pending; returns how many. Called at start-up, before
+  // any worker of this process claims a batch. With SQLite, which no other process shares, every
+  // Sending item goes back.
   uint64_t ReleaseAllLeases(int64_t now);
 
   // Records the outcome of each item. An outcome whose state is Pending schedules a retry at
-  // nextAttemptAt, and countAttempt adds one to the item's attempts. Only items that are
-  // still Sending change: an item whose lease expired, or that was released, retried or skipped
-  // meanwhile, keeps its state. An outcome in state Sending throws InternalError.
+  // nextAttemptAt, and countAttempt adds one to the item's attempts. Only items still Sending
+  // under this object's claim change: an item whose lease expired, that another claim or node
+  // holds now, or that was released, retried or skipped meanwhile, keeps its state. An outcome in
+  // state Sending throws InternalError. Confirmed outcomes count in this node's Sent.
+  // NOTE: the claim is looked up by item ID, so when this object claims an item again after its
+  // own lease expired, a late outcome of the first claim still applies.
   void RecordOutcomes(const std::vector<ItemOutcome>& outcomes, int64_t now);
 
   // Returns claimed items to Pending without counting an attempt (destination-wide errors). Items
-  // that are no longer Sending are left alone.
+  // that are no longer Sending under this object's claim are left alone.
   void Release(const std::vector<int64_t>& ids, int64_t nextAttemptAt, int64_t now);
 
   StateCounts CountByState();
@@ -274,24 +302,39 @@ public:
   // sent (OnConflict Replace without an upsert).
   void ForgetCreation(int64_t itemId, int64_t now);
 
+  // Records that this node is alive (NodeRecord::lastSeen).
+  void RecordHeartbeat(int64_t now);
+
+  // The nodes that used the outbox, in name order, with the items each one holds now.
+  std::vector<NodeRecord> ListNodes();
+
+  // Takes, or checks that this node still holds, the right to follow Orthanc's change log: a
+  // PostgreSQL session-level advisory lock on a connection of its own, which the server releases
+  // when this node dies. Returns false while another node holds it. Always true with SQLite.
+  bool TryHoldFollowerLock();
+  void ReleaseFollowerLock();
+
+  // The last failure to reach the PostgreSQL server, "" while connected.
+  std::string GetConnectionError() const;
+
 private:
   struct Statements;
+
+  // The ID of this object's claim of the item, 0 when it holds none. The caller holds mutex_.
+  int64_t GetClaimId(int64_t itemId) const;
 
   // Inserts the instances or, with RequeueFailed, returns their ended items to Pending. The
   // caller holds mutex_ and has begun the transaction.
   QueueResult QueueInTransaction(const std::vector<NewInstance>& instances, QueueMode mode,
                                  int64_t now);
 
-  struct DatabaseCloser
-  {
-    void operator()(sqlite3* db) const;
-  };
-
   void CreateSchema();
 
   std::mutex mutex_;
-  std::string path_;
-  std::unique_ptr<sqlite3, DatabaseCloser> db_;  // declared before statements_, closed after them
+  std::string nodeName_;
+  std::unique_ptr<Database> db_;  // declared before statements_, closed after them
   std::unique_ptr<Statements> statements_;
+  int64_t nextClaimId_ = 1;
+  std::map<int64_t, int64_t> claims_;  // item ID -> ID of this object's claim, under mutex_
 };
 }  // namespace AzureDicom

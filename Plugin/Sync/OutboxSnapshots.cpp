@@ -4,7 +4,6 @@
 #include "Sync/Outbox.h"
 
 #include "Sync/OutboxRows.h"
-#include "Sync/Sqlite.h"
 
 #include <json/json.h>
 
@@ -27,29 +26,6 @@ const char* const CREATED_AFTER =
 
 // Items queued after a snapshot that have not reached the service.
 const char* const QUEUED_AFTER = "id > ?1 AND state IN ('Pending', 'Sending')";
-
-
-// A transaction with its own BEGIN and COMMIT statements.
-class LocalTransaction
-{
-public:
-  LocalTransaction(const Database& database, bool write, const std::string& action)
-      : begin_(Prepare(database, write ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")),
-        commit_(Prepare(database, "COMMIT")),
-        transaction_(database, begin_, commit_, action)
-  {
-  }
-
-  void Commit()
-  {
-    transaction_.Commit();
-  }
-
-private:
-  StatementPtr begin_;
-  StatementPtr commit_;
-  Transaction transaction_;
-};
 
 
 bool ParseRollbackState(RollbackState& state, const std::string& name)
@@ -139,7 +115,7 @@ RollbackRecord ReadRollback(const Query& query, const std::string& path)
 }
 
 
-uint64_t CountRows(const Database& database, const std::string& sql, int64_t parameter,
+uint64_t CountRows(Database& database, const std::string& sql, int64_t parameter,
                    const std::string& action)
 {
   StatementPtr statement = Prepare(database, sql);
@@ -152,7 +128,7 @@ uint64_t CountRows(const Database& database, const std::string& sql, int64_t par
 }
 
 
-std::vector<OutboxItem> SelectItems(const Database& database, const std::string& where,
+std::vector<OutboxItem> SelectItems(Database& database, const std::string& where,
                                     int64_t parameter, size_t limit, const std::string& action)
 {
   StatementPtr statement = Prepare(
@@ -169,7 +145,7 @@ std::vector<OutboxItem> SelectItems(const Database& database, const std::string&
 }
 
 
-uint64_t RunUpdate(const Database& database, const std::string& sql,
+uint64_t RunUpdate(Database& database, const std::string& sql,
                    const std::vector<int64_t>& integers, const std::vector<std::string>& texts,
                    const std::string& action)
 {
@@ -210,9 +186,9 @@ std::map<std::string, std::string> Outbox::GetConfirmedDigests(
     const std::vector<std::string>& orthancIds)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "read the digests of " + std::to_string(orthancIds.size()) + " items";
-  LocalTransaction transaction(database, false, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   StatementPtr statement = Prepare(database,
                                    "SELECT content_md5 FROM items WHERE orthanc_id = ?1 AND state "
@@ -237,10 +213,10 @@ StateCounts Outbox::CountInstances(const std::vector<std::string>& orthancIds,
                                    uint64_t& notQueued, uint64_t& bytes, uint64_t& conflicts)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action =
       "count the items of " + std::to_string(orthancIds.size()) + " instances";
-  LocalTransaction transaction(database, false, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   StatementPtr statement =
       Prepare(database, "SELECT state, size, content_conflict FROM items WHERE orthanc_id = ?1");
@@ -272,9 +248,9 @@ StateCounts Outbox::CountInstances(const std::vector<std::string>& orthancIds,
 uint64_t Outbox::CountConflicts()
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "count the conflicts";
-  LocalTransaction transaction(database, false, action);
+  Transaction transaction(database, TransactionMode::Read, action);
   const uint64_t count =
       CountRows(database, "SELECT COUNT(*) FROM items WHERE content_conflict = 1", -1, action);
   transaction.Commit();
@@ -285,9 +261,9 @@ uint64_t Outbox::CountConflicts()
 std::string Outbox::GetProperty(const std::string& name, const std::string& fallback)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "read the property " + name;
-  LocalTransaction transaction(database, false, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   std::string value = fallback;
   {
@@ -308,9 +284,9 @@ std::string Outbox::GetProperty(const std::string& name, const std::string& fall
 void Outbox::SetProperty(const std::string& name, const std::string& value)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "store the property " + name;
-  LocalTransaction transaction(database, true, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
   StatementPtr statement = Prepare(database,
                                    "INSERT INTO properties (name, value) VALUES (?1, ?2) "
@@ -324,13 +300,17 @@ void Outbox::SetProperty(const std::string& name, const std::string& value)
 void Outbox::InsertSnapshot(SnapshotRecord& snapshot)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "take a snapshot";
-  LocalTransaction transaction(database, true, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
-  snapshot.lastCreated = static_cast<int64_t>(CountRows(
-      database, "SELECT COALESCE(MAX(value), 0) FROM properties WHERE name = 'CreatedSequence'", -1,
-      action));
+  // The same lock as RecordOutcomes, so that no node records a creation between the two reads.
+  database.LockForTransaction(CREATED_SEQUENCE_LOCK_KEY, action);
+  snapshot.lastCreated = static_cast<int64_t>(
+      CountRows(database,
+                "SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM properties "
+                "WHERE name = 'CreatedSequence'",
+                -1, action));
   snapshot.lastQueued = static_cast<int64_t>(
       CountRows(database, "SELECT COALESCE(MAX(id), 0) FROM items", -1, action));
 
@@ -348,18 +328,19 @@ void Outbox::InsertSnapshot(SnapshotRecord& snapshot)
   StatementPtr insert = Prepare(database,
                                 "INSERT INTO snapshots (label, reason, created_at, settings, "
                                 "paused, last_created, last_queued, counts) "
-                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
-  Query(database, insert, action)
-      .Bind(snapshot.label)
-      .Bind(snapshot.reason)
-      .Bind(snapshot.createdAt)
-      .Bind(snapshot.settings)
-      .Bind(static_cast<int64_t>(snapshot.paused ? 1 : 0))
-      .Bind(snapshot.lastCreated)
-      .Bind(snapshot.lastQueued)
-      .Bind(WriteCounts(snapshot.counts))
-      .Run();
-  snapshot.id = sqlite3_last_insert_rowid(database.handle);
+                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id");
+  {
+    Query query(database, insert, action);
+    query.Bind(snapshot.label)
+        .Bind(snapshot.reason)
+        .Bind(snapshot.createdAt)
+        .Bind(snapshot.settings)
+        .Bind(static_cast<int64_t>(snapshot.paused ? 1 : 0))
+        .Bind(snapshot.lastCreated)
+        .Bind(snapshot.lastQueued)
+        .Bind(WriteCounts(snapshot.counts));
+    snapshot.id = query.Step() ? query.GetInt64(0) : 0;
+  }
 
   transaction.Commit();
 }
@@ -368,9 +349,9 @@ void Outbox::InsertSnapshot(SnapshotRecord& snapshot)
 bool Outbox::GetSnapshot(SnapshotRecord& snapshot, int64_t id)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "read the snapshot " + std::to_string(id);
-  LocalTransaction transaction(database, false, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   bool found = false;
   {
@@ -393,9 +374,9 @@ bool Outbox::GetSnapshot(SnapshotRecord& snapshot, int64_t id)
 std::vector<SnapshotRecord> Outbox::ListSnapshots()
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "list the snapshots";
-  LocalTransaction transaction(database, false, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   std::vector<SnapshotRecord> snapshots;
   {
@@ -416,9 +397,9 @@ std::vector<SnapshotRecord> Outbox::ListSnapshots()
 RollbackPlan Outbox::PlanRollback(const SnapshotRecord& snapshot, size_t firstCount)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "plan the rollback to snapshot " + std::to_string(snapshot.id);
-  LocalTransaction transaction(database, false, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   RollbackPlan plan;
   {
@@ -462,10 +443,12 @@ int64_t Outbox::StartRollback(const SnapshotRecord& target, int64_t safetySnapsh
                               bool deleteFromService, int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "start the rollback to snapshot " + std::to_string(target.id);
-  LocalTransaction transaction(database, true, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
+  // Two nodes must not both find no running rollback and start one.
+  database.LockForTransaction(ROLLBACK_LOCK_KEY, action);
   if (CountRows(database, "SELECT COUNT(*) FROM rollbacks WHERE state = 'Running'", -1, action) > 0)
   {
     throw Exception(ErrorCode::Conflict,
@@ -476,9 +459,14 @@ int64_t Outbox::StartRollback(const SnapshotRecord& target, int64_t safetySnapsh
   StatementPtr insert =
       Prepare(database,
               "INSERT INTO rollbacks (snapshot_id, safety_snapshot_id, state, "
-              "total, created_at, updated_at) VALUES (?1, ?2, 'Running', 0, ?3, ?3)");
-  Query(database, insert, action).Bind(target.id).Bind(safetySnapshotId).Bind(now).Run();
-  const int64_t rollbackId = sqlite3_last_insert_rowid(database.handle);
+              "total, created_at, updated_at) VALUES (?1, ?2, 'Running', 0, ?3, ?3) "
+              "RETURNING id");
+  int64_t rollbackId = 0;
+  {
+    Query query(database, insert, action);
+    query.Bind(target.id).Bind(safetySnapshotId).Bind(now);
+    rollbackId = query.Step() ? query.GetInt64(0) : 0;
+  }
 
   uint64_t total = 0;
   if (deleteFromService)
@@ -509,9 +497,9 @@ int64_t Outbox::StartRollback(const SnapshotRecord& target, int64_t safetySnapsh
 std::vector<OutboxItem> Outbox::ListRollbackItems(int64_t rollbackId, size_t limit)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "list the items of rollback " + std::to_string(rollbackId);
-  LocalTransaction transaction(database, false, action);
+  Transaction transaction(database, TransactionMode::Read, action);
   std::vector<OutboxItem> items = SelectItems(
       database, "rollback_id = ?1 AND state != 'RolledBack'", rollbackId, limit, action);
   transaction.Commit();
@@ -523,9 +511,9 @@ void Outbox::RecordRemoval(int64_t rollbackId, int64_t itemId, RemovalOutcome ou
                            const std::string& message, int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "record the deletion of item " + std::to_string(itemId);
-  LocalTransaction transaction(database, true, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
   // Two jobs can run the same rollback after a restart: only the first to record an item counts.
   uint64_t changed = 0;
@@ -564,9 +552,9 @@ void Outbox::FinishRollback(int64_t rollbackId, RollbackState state, const std::
                             int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "finish the rollback " + std::to_string(rollbackId);
-  LocalTransaction transaction(database, true, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
   if (state == RollbackState::Canceled)
   {
@@ -593,9 +581,9 @@ void Outbox::FinishRollback(int64_t rollbackId, RollbackState state, const std::
 void Outbox::SetRollbackJob(int64_t rollbackId, const std::string& jobId)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "record the job of rollback " + std::to_string(rollbackId);
-  LocalTransaction transaction(database, true, action);
+  Transaction transaction(database, TransactionMode::Write, action);
   RunUpdate(database, "UPDATE rollbacks SET job_id = ?2 WHERE id = ?1", {rollbackId}, {jobId},
             action);
   transaction.Commit();
@@ -605,9 +593,9 @@ void Outbox::SetRollbackJob(int64_t rollbackId, const std::string& jobId)
 bool Outbox::GetRollback(RollbackRecord& rollback, int64_t rollbackId)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "read the rollback " + std::to_string(rollbackId);
-  LocalTransaction transaction(database, false, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   bool found = false;
   {
@@ -617,7 +605,7 @@ bool Outbox::GetRollback(RollbackRecord& rollback, int64_t rollbackId)
     query.Bind(rollbackId);
     if (query.Step())
     {
-      rollback = ReadRollback(query, path_);
+      rollback = ReadRollback(query, database.GetName());
       found = true;
     }
   }
@@ -630,9 +618,9 @@ bool Outbox::GetRollback(RollbackRecord& rollback, int64_t rollbackId)
 bool Outbox::GetLastRollback(RollbackRecord& rollback)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "read the last rollback";
-  LocalTransaction transaction(database, false, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   bool found = false;
   {
@@ -641,7 +629,7 @@ bool Outbox::GetLastRollback(RollbackRecord& rollback)
     Query query(database, statement, action);
     if (query.Step())
     {
-      rollback = ReadRollback(query, path_);
+      rollback = ReadRollback(query, database.GetName());
       found = true;
     }
   }
@@ -654,9 +642,9 @@ bool Outbox::GetLastRollback(RollbackRecord& rollback)
 std::vector<int64_t> Outbox::ListRunningRollbacks()
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "list the running rollbacks";
-  LocalTransaction transaction(database, false, action);
+  Transaction transaction(database, TransactionMode::Read, action);
 
   std::vector<int64_t> ids;
   {
@@ -677,9 +665,9 @@ std::vector<int64_t> Outbox::ListRunningRollbacks()
 bool Outbox::RequestDeletion(const std::string& orthancId, int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "request the deletion of " + orthancId;
-  LocalTransaction transaction(database, true, action);
+  Transaction transaction(database, TransactionMode::Write, action);
 
   StatementPtr statement = Prepare(database,
                                    "UPDATE items SET delete_requested = 1, updated_at = ?1 "
@@ -696,9 +684,9 @@ bool Outbox::RequestDeletion(const std::string& orthancId, int64_t now)
 std::vector<OutboxItem> Outbox::ListDeletionRequests(size_t limit)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "list the deletion requests";
-  LocalTransaction transaction(database, false, action);
+  Transaction transaction(database, TransactionMode::Read, action);
   std::vector<OutboxItem> items =
       SelectItems(database, "delete_requested = 1 AND state != 'Sending' AND id > ?1", 0, limit,
                   action);
@@ -710,9 +698,9 @@ std::vector<OutboxItem> Outbox::ListDeletionRequests(size_t limit)
 uint64_t Outbox::CountDeletionRequests()
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "count the deletion requests";
-  LocalTransaction transaction(database, false, action);
+  Transaction transaction(database, TransactionMode::Read, action);
   const uint64_t count =
       CountRows(database, "SELECT COUNT(*) FROM items WHERE delete_requested = 1", -1, action);
   transaction.Commit();
@@ -723,9 +711,9 @@ uint64_t Outbox::CountDeletionRequests()
 void Outbox::CompleteDeletion(int64_t itemId)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "remove the deleted item " + std::to_string(itemId);
-  LocalTransaction transaction(database, true, action);
+  Transaction transaction(database, TransactionMode::Write, action);
   RunUpdate(database, "DELETE FROM items WHERE id = ?1 AND delete_requested = 1", {itemId}, {},
             action);
   transaction.Commit();
@@ -735,9 +723,9 @@ void Outbox::CompleteDeletion(int64_t itemId)
 void Outbox::AbandonDeletion(int64_t itemId, const std::string& message, int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action = "give up the deletion of item " + std::to_string(itemId);
-  LocalTransaction transaction(database, true, action);
+  Transaction transaction(database, TransactionMode::Write, action);
   RunUpdate(database,
             "UPDATE items SET delete_requested = 0, updated_at = ?2, message = ?3 WHERE id = ?1",
             {itemId, now}, {message}, action);
@@ -748,10 +736,10 @@ void Outbox::AbandonDeletion(int64_t itemId, const std::string& message, int64_t
 void Outbox::ForgetCreation(int64_t itemId, int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Database database{db_.get(), path_};
+  Database& database = *db_;
   const std::string action =
       "record the deletion of the old copy of item " + std::to_string(itemId);
-  LocalTransaction transaction(database, true, action);
+  Transaction transaction(database, TransactionMode::Write, action);
   RunUpdate(database, "UPDATE items SET created_sequence = 0, updated_at = ?2 WHERE id = ?1",
             {itemId, now}, {}, action);
   transaction.Commit();
