@@ -586,6 +586,32 @@ TEST_F(ConfigurationTest, PartitionRules)
 }
 
 
+TEST_F(ConfigurationTest, NodeNameRules)
+{
+  EXPECT_EQ(ParseConfiguration(MakeSection()).nodeName, "");
+  EXPECT_EQ(ParseConfiguration(MakeSection(R"("NodeName": "orthanc-2.site:8042")")).nodeName,
+            "orthanc-2.site:8042");
+
+  Json::Value longest = MakeSection();
+  longest["NodeName"] = std::string(128, 'n');
+  EXPECT_EQ(ParseConfiguration(longest).nodeName, std::string(128, 'n'));
+
+  Json::Value tooLong = MakeSection();
+  tooLong["NodeName"] = std::string(129, 'n');
+  EXPECT_TRUE(Contains(GetParseError(tooLong), "AzureDicom.NodeName: invalid value"));
+
+  const std::string space = GetParseError(MakeSection(R"("NodeName": "node a")"));
+  EXPECT_TRUE(Contains(space, "AzureDicom.NodeName: invalid value \"node a\""));
+  EXPECT_TRUE(Contains(space, "<hostname>:<HttpPort>"));
+  EXPECT_TRUE(Contains(GetParseError(MakeSection(R"("NodeName": 3)")), "AzureDicom.NodeName"));
+
+  const Json::Value json = ToRedactedJson(
+      ParseConfiguration(MakeSection(R"("NodeName": "n1", "Database": "host=db password=x")")));
+  EXPECT_EQ(json["NodeName"].asString(), "n1");
+  EXPECT_EQ(json["Database"].asString(), "host=db password=<redacted>");
+}
+
+
 TEST_F(ConfigurationTest, ServiceUrlRequired)
 {
   const std::string message = GetParseError(ParseJson("{}"));

@@ -8,11 +8,15 @@
 #include "Orthanc/RestRoutes.h"
 #include "Orthanc/RollbackJob.h"
 #include "Sync/Configuration.h"
+#include "Sync/Database.h"
 
 #include <orthanc/OrthancCPlugin.h>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <climits>
+#include <cstring>
 #include <memory>
 
 namespace
@@ -30,23 +34,22 @@ AzureDicom::PluginContext* GetPluginContext()
 }
 
 
-// Resolves the outbox's path: "Database", or a file in Orthanc's storage directory.
+// Resolves the outbox's database: a PostgreSQL connection string as it is, the SQLite path of
+// "Database", or a file in Orthanc's storage directory.
 std::string GetDatabasePath(OrthancPluginContext* orthanc, const Json::Value& orthancConfiguration,
                             const AzureDicom::Configuration& configuration)
 {
   std::string path = configuration.database;
+  if (AzureDicom::IsPostgreSqlConnectionString(path))
+  {
+    return path;
+  }
+
   if (path.empty())
   {
     const Json::Value& storage = orthancConfiguration["StorageDirectory"];
     const std::string directory = storage.isString() ? storage.asString() : "OrthancStorage";
     path = directory + "/" + DATABASE_FILE;
-  }
-
-  if (path.rfind("postgresql://", 0) == 0 || path.rfind("postgres://", 0) == 0)
-  {
-    throw AzureDicom::Exception(AzureDicom::ErrorCode::BadConfiguration,
-                                "AzureDicom.Database: a PostgreSQL outbox is not available in "
-                                "this version; expected the path of an SQLite file, or \"\"");
   }
 
   // Orthanc resolves relative paths of its configuration against the configuration's folder.
@@ -61,6 +64,28 @@ std::string GetDatabasePath(OrthancPluginContext* orthanc, const Json::Value& or
     mkdir(directory.c_str(), 0700);  // Orthanc may not have made its storage folder yet
   }
   return path;
+}
+
+
+// Returns NodeName, or <hostname>:<HttpPort> (Orthanc's default HttpPort is 8042).
+std::string GetNodeName(const Json::Value& orthancConfiguration,
+                        const AzureDicom::Configuration& configuration)
+{
+  if (!configuration.nodeName.empty())
+  {
+    return configuration.nodeName;
+  }
+
+  char hostName[HOST_NAME_MAX + 1] = {};
+  if (gethostname(hostName, sizeof(hostName) - 1) != 0 || hostName[0] == '\0')
+  {
+    std::strcpy(hostName, "localhost");
+  }
+
+  const Json::Value& port = orthancConfiguration["HttpPort"];
+  const std::string portText =
+      port.isIntegral() ? std::to_string(port.asInt64()) : (port.isString() ? port.asString() : "8042");
+  return std::string(hostName) + ":" + portText;
 }
 
 
@@ -144,11 +169,12 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* orthan
     }
 
     const std::string databasePath = GetDatabasePath(orthanc, configuration, settings);
+    const std::string nodeName = GetNodeName(configuration, settings);
     pluginContext = std::make_unique<AzureDicom::PluginContext>(
-        orthanc, configuration["AzureDicom"], databasePath);
-    pluginContext->GetLogger().Warning("mirroring to " +
-                                       pluginContext->GetConfiguration().GetStowUrl() +
-                                       " (outbox " + databasePath + ")");
+        orthanc, configuration["AzureDicom"], databasePath, nodeName);
+    pluginContext->GetLogger().Warning(
+        "mirroring to " + pluginContext->GetConfiguration().GetStowUrl() + " (outbox " +
+        AzureDicom::RedactDatabase(databasePath) + ", node " + nodeName + ")");
   }
   catch (const std::exception& e)
   {

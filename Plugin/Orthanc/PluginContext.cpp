@@ -4,6 +4,7 @@
 #include "Common/Clock.h"
 #include "Common/Exception.h"
 #include "Orthanc/RollbackJob.h"
+#include "Sync/Database.h"
 #include "Sync/OutboxJson.h"
 #include "Sync/RuntimeSettings.h"
 
@@ -46,7 +47,7 @@ bool PinsOtherSecretVersion(const Configuration& current, const Configuration& n
 
 
 PluginContext::PluginContext(OrthancPluginContext* orthanc, const Json::Value& fileSection,
-                             const std::string& databasePath) :
+                             const std::string& databasePath, const std::string& nodeName) :
     orthanc_(orthanc),
     fileSection_(fileSection),
     databasePath_(databasePath),
@@ -55,14 +56,19 @@ PluginContext::PluginContext(OrthancPluginContext* orthanc, const Json::Value& f
 {
   try
   {
-    outbox_ = std::make_unique<Outbox>(databasePath);
+    outbox_ = std::make_unique<Outbox>(databasePath, nodeName);
   }
   catch (const Exception& e)
   {
+    // The messages of the PostgreSQL outbox name the connection string without its password.
+    const std::string expected =
+        IsPostgreSqlConnectionString(databasePath)
+            ? "; expected a PostgreSQL database that this Orthanc can reach, such as "
+              "postgresql://user:password@host:5432/orthanc"
+            : "; expected the path of a writable SQLite file, or \"\" for one in Orthanc's "
+              "StorageDirectory";
     throw Exception(ErrorCode::BadConfiguration,
-                    std::string("AzureDicom.Database: ") + e.what() +
-                        "; expected the path of a writable SQLite file, or \"\" for one in "
-                        "Orthanc's StorageDirectory");
+                    std::string("AzureDicom.Database: ") + e.what() + expected);
   }
 
   LoadRuntimeSettings();
@@ -83,6 +89,7 @@ PluginContext::PluginContext(OrthancPluginContext* orthanc, const Json::Value& f
   Dispatcher* dispatcher = dispatcher_.get();
   follower_ = std::make_unique<ChangeFollower>(gateway_, *outbox_, logger_,
                                                [dispatcher]() { dispatcher->Wake(); });
+  election_ = std::make_unique<FollowerElection>(*outbox_, *follower_, logger_);
 }
 
 
@@ -170,8 +177,8 @@ PluginContext::~PluginContext()
 
 void PluginContext::Start()
 {
-  // This process is the only one using the SQLite outbox, so a Sending item at start-up was
-  // claimed by a worker that died with the previous process.
+  // A Sending item of this node at start-up was claimed by a worker that died with the previous
+  // process. Other nodes' items keep their leases.
   const uint64_t released = outbox_->ReleaseAllLeases(NowMs());
   if (released > 0)
   {
@@ -179,7 +186,7 @@ void PluginContext::Start()
                     " instances were being sent when Orthanc stopped: they are queued again");
   }
 
-  follower_->Start();
+  election_->Start();
   dispatcher_->Start();
   if (GetConfiguration().mirrorDeletes)
   {
@@ -208,6 +215,7 @@ void PluginContext::Stop()
     monitor_.join();
   }
 
+  election_->Stop();
   follower_->Stop();
   dispatcher_->Stop();
   deletions_->Stop();
@@ -222,6 +230,7 @@ void PluginContext::RunMonitor()
     lock.unlock();
     try
     {
+      outbox_->RecordHeartbeat(NowMs());
       UpdateMetrics();
     }
     catch (const std::exception& e)
@@ -312,11 +321,61 @@ void PluginContext::UpdateMetrics()
 }
 
 
+void PluginContext::AddOutboxStatus(Json::Value& status, int64_t now)
+{
+  status["Counts"] = ToJson(outbox_->CountByState());
+
+  const int64_t oldest = outbox_->GetOldestPendingTime();
+  status["OldestPendingAgeSeconds"] = oldest == 0 ? 0.0 : (now - oldest) / 1000.0;
+
+  status["Conflicts"] = Json::UInt64(outbox_->CountConflicts());
+  status["Deletes"]["Pending"] = Json::UInt64(outbox_->CountDeletionRequests());
+
+  RollbackRecord rollback;
+  status["Rollback"] =
+      outbox_->GetLastRollback(rollback) ? ToJson(rollback) : Json::Value(Json::nullValue);
+
+  status["Follower"]["Sequence"] = Json::Int64(outbox_->GetFollowerSequence());
+
+  status["Nodes"] = Json::arrayValue;
+  for (const NodeRecord& node : outbox_->ListNodes())
+  {
+    Json::Value entry;
+    entry["Name"] = node.name;
+    entry["Claimed"] = Json::UInt64(node.claimed);
+    entry["Sent"] = Json::UInt64(node.sent);
+    entry["LastSeen"] = FormatIsoTime(node.lastSeen);
+    status["Nodes"].append(entry);
+  }
+}
+
+
 Json::Value PluginContext::GetStatus()
 {
   const int64_t now = NowMs();
   const Configuration configuration = GetConfiguration();
   const DispatcherStatus dispatcher = dispatcher_->GetStatus();
+
+  // While the database cannot be read (a PostgreSQL server restarts), the status shows the last
+  // values read, with the error, so that the dashboard keeps working.
+  Json::Value outbox;
+  std::string databaseError;
+  try
+  {
+    AddOutboxStatus(outbox, now);
+    std::lock_guard<std::mutex> lock(statusMutex_);
+    lastOutboxStatus_ = outbox;
+  }
+  catch (const Exception& e)
+  {
+    if (e.GetCode() != ErrorCode::DatabaseError)
+    {
+      throw;
+    }
+    databaseError = e.what();
+    std::lock_guard<std::mutex> lock(statusMutex_);
+    outbox = lastOutboxStatus_;
+  }
 
   // New instances that cannot be queued (outbox disk full or locked) stop the mirror as surely
   // as a destination error does, even while the dispatcher has nothing to send.
@@ -330,10 +389,8 @@ Json::Value PluginContext::GetStatus()
   status["PauseReason"] =
       followerFailing ? "new instances cannot be queued: " + followerError : dispatcher.pauseReason;
   status["WaitUntil"] = ToJsonTime(dispatcher.waitUntil);
-  status["Counts"] = ToJson(outbox_->CountByState());
-
-  const int64_t oldest = outbox_->GetOldestPendingTime();
-  status["OldestPendingAgeSeconds"] = oldest == 0 ? 0.0 : (now - oldest) / 1000.0;
+  status["Counts"] = outbox.isMember("Counts") ? outbox["Counts"] : ToJson(StateCounts());
+  status["OldestPendingAgeSeconds"] = outbox["OldestPendingAgeSeconds"].asDouble();
 
   status["Throughput"]["InstancesPerSecond"] = dispatcher.instancesPerSecond;
   status["Throughput"]["MegabytesPerSecond"] = dispatcher.megabytesPerSecond;
@@ -346,6 +403,12 @@ Json::Value PluginContext::GetStatus()
   {
     status["LastError"]["Time"] = FormatIsoTime(now);
     status["LastError"]["Message"] = "new instances cannot be queued: " + followerError;
+    status["LastError"]["StatusCode"] = 0;
+  }
+  else if (!databaseError.empty())
+  {
+    status["LastError"]["Time"] = FormatIsoTime(now);
+    status["LastError"]["Message"] = databaseError;
     status["LastError"]["StatusCode"] = 0;
   }
   else if (dispatcher.lastErrorTime == 0)
@@ -363,22 +426,35 @@ Json::Value PluginContext::GetStatus()
   status["Destination"]["StowUrl"] = configuration.GetStowUrl();
 
   status["Credentials"] = GetCredentials()->GetStatus();
-  status["Conflicts"] = Json::UInt64(outbox_->CountConflicts());
+  status["Conflicts"] = outbox["Conflicts"].asUInt64();
 
   const DeletionStatusCounts deletions = deletions_->GetStatus();
   status["Deletes"]["Enabled"] = configuration.mirrorDeletes;
-  status["Deletes"]["Pending"] = Json::UInt64(outbox_->CountDeletionRequests());
+  status["Deletes"]["Pending"] = outbox["Deletes"]["Pending"].asUInt64();
   status["Deletes"]["Done"] = Json::UInt64(deletions.done);
   status["Deletes"]["LastError"] = deletions.lastError;
 
-  RollbackRecord rollback;
-  status["Rollback"] =
-      outbox_->GetLastRollback(rollback) ? ToJson(rollback) : Json::Value(Json::nullValue);
+  status["Rollback"] = outbox["Rollback"];
 
-  status["Follower"]["Sequence"] = Json::Int64(outbox_->GetFollowerSequence());
+  status["Follower"]["Sequence"] =
+      outbox["Follower"].isMember("Sequence") ? outbox["Follower"]["Sequence"] : Json::Int64(-1);
   status["Follower"]["LastError"] = followerError;
+  status["Follower"]["Active"] = election_->IsFollowing();
   status["Workers"] = configuration.workers;
   status["ActiveWorkers"] = dispatcher.activeWorkers;
+
+  status["Node"] = outbox_->GetNodeName();
+  status["Nodes"] = outbox.isMember("Nodes") ? outbox["Nodes"] : Json::Value(Json::arrayValue);
+
+  // The connection error stays until a reconnection succeeds, also between two status reads.
+  std::string connectionError = outbox_->GetConnectionError();
+  if (connectionError.empty())
+  {
+    connectionError = databaseError;
+  }
+  status["Database"]["Type"] = outbox_->IsShared() ? "PostgreSQL" : "SQLite";
+  status["Database"]["Connected"] = connectionError.empty();
+  status["Database"]["LastError"] = connectionError;
   return status;
 }
 }  // namespace AzureDicom

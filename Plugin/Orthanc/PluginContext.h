@@ -6,6 +6,7 @@
 #include "Sync/Configuration.h"
 #include "Sync/DeletionWorker.h"
 #include "Sync/Dispatcher.h"
+#include "Sync/FollowerElection.h"
 #include "Sync/Outbox.h"
 #include "Sync/StatusHistory.h"
 
@@ -23,9 +24,10 @@ class PluginContext
 {
 public:
   // Opens the outbox and applies the runtime settings stored there over the file's section; the
-  // threads start with Start(), once Orthanc has started.
+  // threads start with Start(), once Orthanc has started. nodeName names this Orthanc among the
+  // nodes that share a PostgreSQL outbox.
   PluginContext(OrthancPluginContext* orthanc, const Json::Value& fileSection,
-                const std::string& databasePath);
+                const std::string& databasePath, const std::string& nodeName);
   ~PluginContext();
 
   void Start();
@@ -114,6 +116,10 @@ private:
   void RunMonitor();
   void ResumeRollbacks();
 
+  // Adds the parts of the status that the outbox database stores. Throws DatabaseError when it
+  // cannot be read.
+  void AddOutboxStatus(Json::Value& status, int64_t now);
+
   // Stores and applies new overrides and pause. The caller holds settingsMutex_.
   void StoreAndApply(const Json::Value& overrides, bool paused);
 
@@ -130,6 +136,7 @@ private:
   std::unique_ptr<Outbox> outbox_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<ChangeFollower> follower_;
+  std::unique_ptr<FollowerElection> election_;
   std::unique_ptr<DeletionWorker> deletions_;
   StatusHistory history_;  // thread-safe on its own
 
@@ -147,5 +154,8 @@ private:
   bool stopping_ = false;
   std::thread monitor_;
   std::string lastSecretError_;  // used by the monitor thread only
+
+  std::mutex statusMutex_;
+  Json::Value lastOutboxStatus_;  // shown again while the database cannot be read
 };
 }  // namespace AzureDicom

@@ -39,6 +39,7 @@ const KeyList kTopLevelKeys = {"Enable",
                                "ApiVersion",
                                "Partition",
                                "Database",
+                               "NodeName",
                                "Workers",
                                "MaxInstancesPerRequest",
                                "MaxRequestSizeMB",
@@ -82,6 +83,7 @@ constexpr int64_t kMaxLeaseSeconds = 604800;
 constexpr double kMaxRetryDelaySeconds = 86400;
 
 constexpr size_t kMaxPartitionLength = 64;
+constexpr size_t kMaxNodeNameLength = 128;
 constexpr size_t kMaxSecretNameLength = 127;
 constexpr size_t kSecretVersionLength = 32;
 constexpr size_t kMaxDomainNameLength = 253;
@@ -733,6 +735,7 @@ void ReadDestination(const ObjectReader& reader, Configuration& configuration)
   configuration.apiVersion = reader.GetString("ApiVersion", configuration.apiVersion);
   configuration.partition = reader.GetString("Partition", "");
   configuration.database = reader.GetString("Database", "");
+  configuration.nodeName = reader.GetString("NodeName", "");
 
   if (!reader.IsCheckingValues())
   {
@@ -757,6 +760,15 @@ void ReadDestination(const ObjectReader& reader, Configuration& configuration)
   }
 
   CheckServiceUrlPath(configuration.serviceUrl, version, urlKey);
+
+  const std::string& nodeName = configuration.nodeName;
+  if (!nodeName.empty() && !IsToken(nodeName, kMaxNodeNameLength, ".-_:@"))
+  {
+    Fail(reader.PathOf("NodeName"), "invalid value " + Quote(nodeName),
+         "1 to " + std::to_string(kMaxNodeNameLength) +
+             " letters, digits, '.', '-', '_', ':' or '@', different on every Orthanc node of "
+             "one database, or \"\" for <hostname>:<HttpPort>");
+  }
 
   const std::string& partition = configuration.partition;
   if (!partition.empty() && !IsToken(partition, kMaxPartitionLength, ".-_"))
@@ -1441,6 +1453,7 @@ Json::Value ToRedactedJson(const Configuration& configuration)
   json["ApiVersion"] = configuration.apiVersion;
   json["Partition"] = configuration.partition;
   json["Database"] = RedactDatabase(configuration.database);
+  json["NodeName"] = configuration.nodeName;
   json["Workers"] = configuration.workers;
   json["MaxInstancesPerRequest"] = configuration.maxInstancesPerRequest;
   json["MaxRequestSizeMB"] = configuration.maxRequestSizeMB;

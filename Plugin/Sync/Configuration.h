@@ -81,6 +81,7 @@ struct Configuration
   std::string apiVersion = "v2";  // "v1", "v2", or "" for a plain DICOMweb server
   std::string partition;
   std::string database;  // empty means a file in Orthanc's storage directory
+  std::string nodeName;  // empty means <hostname>:<HttpPort>, which the plugin's entry point sets
   unsigned int workers = 4;
   unsigned int maxInstancesPerRequest = 20;
   unsigned int maxRequestSizeMB = 64;
