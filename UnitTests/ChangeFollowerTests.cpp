@@ -220,6 +220,44 @@ TEST_F(ChangeFollowerTest, ResumesFromCommittedSequence)
 }
 
 
+TEST_F(ChangeFollowerTest, LateChangeBelowGapIsQueued)
+{
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  follower.Poll();
+
+  // A transaction took sequence number 1 but commits after the one that took 2, as with
+  // Orthanc's PostgreSQL index.
+  const int64_t late = ++orthanc_.lastSequence;
+  orthanc_.StoreInstance("i2");
+
+  EXPECT_EQ(1u, follower.Poll());
+  EXPECT_EQ(late - 1, outbox_->GetFollowerSequence());
+
+  orthanc_.instances.insert("i1");
+  orthanc_.changes.insert(orthanc_.changes.begin(), {late, "NewInstance", "i1"});
+  EXPECT_EQ(1u, follower.Poll());
+  EXPECT_EQ(2u, outbox_->CountByState().Get(ItemState::Pending));
+  EXPECT_EQ(orthanc_.lastSequence, outbox_->GetFollowerSequence());
+  EXPECT_EQ(0u, follower.Poll());
+}
+
+
+TEST_F(ChangeFollowerTest, OldGapIsPassed)
+{
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  follower.SetGapWait(0);
+  follower.Poll();
+
+  // A rolled back transaction leaves its sequence number unused.
+  ++orthanc_.lastSequence;
+  orthanc_.StoreInstance("i2");
+
+  EXPECT_EQ(1u, follower.Poll());
+  EXPECT_EQ(orthanc_.lastSequence, outbox_->GetFollowerSequence());
+  EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
+}
+
+
 TEST_F(ChangeFollowerTest, DeletedInstanceIsIgnored)
 {
   ChangeFollower follower(orthanc_, *outbox_, logger_);

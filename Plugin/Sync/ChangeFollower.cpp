@@ -54,11 +54,15 @@ uint64_t ChangeFollower::Poll()
     return 0;
   }
 
+  // The pages are read from the committed position, past the changes already queued above it,
+  // so that a change whose sequence number was skipped is still found when it comes.
+  ForgetUpTo(sequence);
+  int64_t cursor = sequence;
   uint64_t inserted = 0;
   for (;;)
   {
     const std::string uri =
-        "/changes?since=" + std::to_string(sequence) + "&limit=" + std::to_string(PAGE_SIZE);
+        "/changes?since=" + std::to_string(cursor) + "&limit=" + std::to_string(PAGE_SIZE);
     Json::Value answer;
     orthanc_.GetJson(answer, uri);
 
@@ -77,16 +81,28 @@ uint64_t ChangeFollower::Poll()
         // sequence restarts, and waiting for our old position would never queue anything.
         logger_.Warning("Orthanc's change log restarted at sequence " + std::to_string(last) +
                         " (the follower was at " + std::to_string(sequence) + "); following it");
+        gaps_.clear();
+        queuedAbove_.clear();
         outbox_.QueueFromChanges({}, last, NowMs());
       }
       return inserted;
     }
 
+    const int64_t now = NowMs();
     std::vector<NewInstance> instances;
-    int64_t reached = sequence;
+    std::vector<int64_t> queued;
     for (const Json::Value& change : changes)
     {
-      reached = std::max(reached, GetInteger(change, "Seq", uri));
+      const int64_t seq = GetInteger(change, "Seq", uri);
+      NoteGaps(cursor, seq, now);
+      cursor = std::max(cursor, seq);
+      gaps_.erase(seq);
+      if (queuedAbove_.count(seq) > 0)
+      {
+        continue;
+      }
+
+      queued.push_back(seq);
       if (GetStringMember(change, "ChangeType") != "NewInstance")
       {
         continue;
@@ -100,15 +116,54 @@ uint64_t ChangeFollower::Poll()
       }
     }
 
+    const int64_t reached = std::max(sequence, GetCommittablePosition(cursor, now));
     AddDigestsOfConfirmed(instances);
-    inserted += outbox_.QueueFromChanges(instances, reached, NowMs()).inserted;
+    inserted += outbox_.QueueFromChanges(instances, reached, now).inserted;
     sequence = reached;
+    queuedAbove_.insert(queued.begin(), queued.end());
+    ForgetUpTo(sequence);
 
     if (answer["Done"].asBool())
     {
       return inserted;
     }
   }
+}
+
+
+void ChangeFollower::NoteGaps(int64_t previous, int64_t seq, int64_t now)
+{
+  // A jump larger than this is a change log that was cleared or restarted, not a transaction
+  // that is still running.
+  if (seq - previous > MAX_GAP_CHANGES)
+  {
+    return;
+  }
+
+  for (int64_t missing = previous + 1; missing < seq; missing++)
+  {
+    gaps_.emplace(missing, now);  // keeps the time it was first seen
+  }
+}
+
+
+int64_t ChangeFollower::GetCommittablePosition(int64_t cursor, int64_t now) const
+{
+  for (const auto& gap : gaps_)
+  {
+    if (now - gap.second < gapWaitMs_)
+    {
+      return std::min(cursor, gap.first - 1);
+    }
+  }
+  return cursor;
+}
+
+
+void ChangeFollower::ForgetUpTo(int64_t sequence)
+{
+  gaps_.erase(gaps_.begin(), gaps_.upper_bound(sequence));
+  queuedAbove_.erase(queuedAbove_.begin(), queuedAbove_.upper_bound(sequence));
 }
 
 

@@ -7,7 +7,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -28,7 +30,24 @@ public:
   // Reads the changes after the committed sequence until the end of the log and queues their
   // new instances; returns how many were inserted. The first run on an empty outbox starts at
   // the current end of the log: an archive stored before is queued by a back-fill instead.
+  //
+  // With a PostgreSQL index, Orthanc's transactions commit out of sequence order, and a rolled
+  // back one leaves its number unused, so the log can show change N+1 before change N. The
+  // committed position then stays below such a gap for up to GAP_WAIT_MS, while the changes
+  // above it are queued at once, so that a late change N is still read. After GAP_WAIT_MS the
+  // number counts as unused.
+  // NOTE: a node that takes over reads the changes above an open gap again, so an item of them
+  // that ended Failed meanwhile is queued again, as if Orthanc had stored it again.
   uint64_t Poll();
+
+  // How long a missing sequence number keeps the committed position back, by default.
+  static const int64_t GAP_WAIT_MS = 30000;
+
+  // Sets that time. Call before Start().
+  void SetGapWait(int64_t milliseconds)
+  {
+    gapWaitMs_ = milliseconds;
+  }
 
   // Runs Poll() in a thread: when woken, and every few seconds in case a wake-up was missed.
   void Start();
@@ -46,6 +65,17 @@ private:
   void Run();
   void SetLastError(const std::string& message);
 
+  // Records the sequence numbers between previous and seq as missing since now.
+  void NoteGaps(int64_t previous, int64_t seq, int64_t now);
+
+  // The highest position below every missing number that is younger than the gap wait.
+  int64_t GetCommittablePosition(int64_t cursor, int64_t now) const;
+
+  // Drops what Poll() remembers of the changes up to the committed sequence.
+  void ForgetUpTo(int64_t sequence);
+
+  static const int64_t MAX_GAP_CHANGES = 10000;
+
   static const unsigned int PAGE_SIZE = 500;
   static const unsigned int POLL_INTERVAL_MS = 2000;
   static const unsigned int ERROR_DELAY_MS = 5000;
@@ -62,5 +92,11 @@ private:
   bool stopping_ = false;
   std::thread thread_;
   std::string lastError_;
+
+  // Used by Poll() only: the missing sequence numbers above the committed position, with the
+  // time each was first seen, and the changes above that position that are already queued.
+  int64_t gapWaitMs_ = GAP_WAIT_MS;
+  std::map<int64_t, int64_t> gaps_;
+  std::set<int64_t> queuedAbove_;
 };
 }  // namespace AzureDicom
