@@ -194,6 +194,29 @@ const scenarios = {
     assert.equal(await page.locator('#lookup-message').getAttribute('class'), 'message error');
   },
 
+  // The nodes table lists this node with the count it sent, as GET /azure-dicom/status returns.
+  async 'dashboard-nodes'(page, config) {
+    log('opening the dashboard');
+    await page.goto(`${config.orthanc}/azure-dicom/ui/`);
+    await waitForText(page, '#nodes-this', config.node);
+    await waitForText(page, '#nodes-follower', 'It follows the change log.');
+    await waitForText(page, '#status-database', 'SQLite, connected');
+
+    const row = page.locator(`#nodes-table tr[data-node="${config.node}"]`);
+    await row.waitFor({ timeout: ACTION_TIMEOUT_MS });
+    assert.equal(await page.locator('#nodes-table tbody tr').count(), 1, 'rows of the nodes table');
+    assert.ok(await row.evaluate((node) => node.classList.contains('this-node')),
+              'the row of this node is marked');
+
+    const status = await getJson(config, '/azure-dicom/status');
+    const cells = await row.locator('td').allTextContents();
+    assert.equal(cells[0], config.node, `node column of ${cells}`);
+    assert.equal(cells[1], '0', `sending column of ${cells}`);
+    assert.equal(cells[2], String(config.instances), `sent column of ${cells}`);
+    assert.equal(status.Nodes[0].Sent, config.instances, 'Sent in the status');
+    assert.notEqual(cells[3], '–', `last seen column of ${cells}`);
+  },
+
   // The dashboard shows a snapshot's rollback plan with the count that the REST API returns,
   // and the confirmation starts the rollback job.
   async 'dashboard-rollback-plan'(page, config) {

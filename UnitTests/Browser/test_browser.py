@@ -151,6 +151,16 @@ class BrowserTest(harness.OrthancTestCase):
         self.assertTrue(set(study["uids"]) <= self.fake.stored_uids(
             fake_azure.DEFAULT_PARTITION))
 
+    def test_dashboard_nodes(self):
+        section = harness.azure_section(self.fake.url, "v2")
+        section["NodeName"] = "browser-node"
+        source = self.add_orthanc(harness.source_orthanc(self.path("source"), section)).start()
+        self.upload_study(source)
+        source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=INSTANCES_PER_STUDY)
+
+        self.run_scenario("dashboard-nodes", source, node="browser-node",
+                          instances=INSTANCES_PER_STUDY)
+
     def test_dashboard_rollback_plan(self):
         source = self.make_source().start()
         response = source.post_json("/azure-dicom/snapshots", {"Label": "before the study"})

@@ -274,8 +274,40 @@ function showStatus(status) {
   byId('status-deletes').textContent = describeDeletes(status.Deletes);
   byId('status-rollback').textContent = describeRollback(status.Rollback);
   byId('status-last-error').textContent = describeLastError(status.LastError);
+  byId('status-database').textContent = describeDatabase(status.Database);
+  showNodes(status);
 
   byId('pause-button').disabled = status.State === 'Paused';
+}
+
+function describeDatabase(database) {
+  if (!database) {
+    return '–';
+  }
+  if (!database.Connected) {
+    return `${database.Type}, not connected: ${database.LastError}`;
+  }
+  return `${database.Type}, connected`;
+}
+
+// The nodes that share the outbox: one with SQLite, every Orthanc of a PostgreSQL outbox.
+function showNodes(status) {
+  byId('nodes-this').textContent = status.Node || '–';
+  const follower = status.Follower || {};
+  byId('nodes-follower').textContent = follower.Active
+    ? 'It follows the change log.'
+    : 'Another node follows the change log.';
+
+  const rows = (status.Nodes || []).map((node) => {
+    const row = makeRow([node.Name, formatNumber(node.Claimed), formatNumber(node.Sent),
+      formatTime(node.LastSeen)]);
+    row.dataset.node = node.Name;
+    if (node.Name === status.Node) {
+      row.classList.add('this-node');
+    }
+    return row;
+  });
+  byId('nodes-table').tBodies[0].replaceChildren(...rows);
 }
 
 // History chart and request tiles
