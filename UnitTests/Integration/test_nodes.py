@@ -14,8 +14,11 @@ import sys
 import threading
 import time
 import unittest
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pydicom  # noqa: E402
 
 import fault_checks  # noqa: E402
 import harness  # noqa: E402
@@ -37,6 +40,8 @@ STUDIES_PER_NODE = 4
 SERIES_PER_STUDY = 2
 INSTANCES_PER_SERIES = 10
 INSTANCE_BYTES = 2048
+# Node A is killed once it stored this many of its uploads (of 80).
+UPLOADS_BEFORE_KILL = 40
 # Each STOW-RS request waits this long at the fake, so that batches are in flight at the kill.
 SERVICE_DELAY_SECONDS = 0.3
 REQUEST_TIMEOUT_SECONDS = 5
@@ -177,6 +182,24 @@ class TwoNodesTest(fault_checks.FaultTestCase):
 
         harness.wait_for(queued, WAIT_TIMEOUT_SECONDS, description, describe_state=node.status)
 
+    def upload_samples_with_patient_id(self, node):
+        """Upload the pydicom samples that have a PatientID; return the SOP Instance UIDs stored.
+
+        The Azure DICOM service, and so the fake, rejects an instance without PatientID
+        (failure reason 43264), which would leave it Failed and missing at the service.
+        """
+        stored = []
+        for sop_uid, path in harness.sample_files().items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dataset = pydicom.dcmread(path, stop_before_pixels=True)
+            if "PatientID" not in dataset:
+                continue
+            with open(path, "rb") as sample:
+                if harness.upload(node, sample.read()) is not None:
+                    stored.append(sop_uid)
+        return stored
+
     def make_studies(self, count):
         instances = []
         for _ in range(count):
@@ -187,6 +210,11 @@ class TwoNodesTest(fault_checks.FaultTestCase):
     def test_kill_node_while_sending(self):
         node_a = self.start_node(self.make_node(NODE_A))
         self.assertEqual(node_a.status().get("Node"), NODE_A, "Node in node A's status")
+        # On the outbox's first start, the follower begins after the change log's last entry
+        # when it first polls, so instances stored before that poll would not be queued.
+        harness.wait_for(lambda: node_a.status()["Follower"]["Sequence"] >= 0,
+                         WAIT_TIMEOUT_SECONDS, "node A's follower to read its first position",
+                         describe_state=node_a.status)
         first = harness.upload_all(node_a, harness.make_study(1, 5, INSTANCE_BYTES))
         self.wait_queued(node_a, first, "node A's follower to queue the first study")
 
@@ -203,16 +231,22 @@ class TwoNodesTest(fault_checks.FaultTestCase):
         uploader_a.start()
         uploader_b.start()
 
+        # Both nodes claim from the same queue before the kill, and node A has a batch in flight.
         def both_sending():
             nodes = self.nodes_by_name(node_b)
-            sending = node_b.counts().get("Sending", 0)
-            return (sending > 0 and nodes.get(NODE_A, {}).get("Sent", 0) > 0 and
-                    nodes.get(NODE_B, {}).get("Sent", 0) > 0)
+            entry_a = nodes.get(NODE_A, {})
+            return (uploader_a.stored_count() >= UPLOADS_BEFORE_KILL and
+                    nodes.get(NODE_B, {}).get("Sent", 0) > 0 and
+                    entry_a.get("Sent", 0) > 0 and entry_a.get("Claimed", 0) > 0)
 
         harness.wait_for(both_sending, WAIT_TIMEOUT_SECONDS,
-                         "both nodes to have sent, with batches in flight",
-                         describe_state=node_b.status)
+                         f"{UPLOADS_BEFORE_KILL} uploads through node A, both nodes to have sent "
+                         "and a batch in flight at node A", describe_state=node_b.status)
 
+        self.assertTrue(node_a.status()["Follower"]["Active"],
+                        "node A, started first, does not follow the change log")
+        self.assertFalse(node_b.status()["Follower"]["Active"],
+                         "node B follows the change log while node A runs")
         before = node_b.status()
         node_a.kill()
         killed_at = time.monotonic()
@@ -227,16 +261,37 @@ class TwoNodesTest(fault_checks.FaultTestCase):
         self.wait_queued(node_b, after_kill, "node B to follow the change log")
         takeover_seconds = time.monotonic() - killed_at
         print(f"node B queued a new study {takeover_seconds:.1f} s after the kill", flush=True)
+        self.assertTrue(node_b.status()["Follower"]["Active"],
+                        "node B queues new instances but its status says it does not follow")
 
-        # Node B goes on ingesting, the pydicom samples too, and node A starts again.
-        samples = harness.upload_samples(node_b)
+        # Node B goes on ingesting, the pydicom samples too.
+        samples = self.upload_samples_with_patient_id(node_b)
         self.assertGreaterEqual(len(samples), 20, "Orthanc stored too few pydicom samples")
         uploader_b.join(timeout=WAIT_TIMEOUT_SECONDS)
         self.assertFalse(uploader_b.is_alive(), "the uploads through node B did not end")
         self.assertIsNone(uploader_b.error, "uploads through node B")
+
+        # With node A still dead, its batches stay Sending until their leases expire after
+        # LEASE_SECONDS, and then node B sends them.
+        expected_total = len(harness.list_instances(node_b))
+        drained = node_b.wait_mirror_idle(fault_checks.DRAIN_TIMEOUT_SECONDS,
+                                          expected_total=expected_total)
+        self.assertEqual(drained["Counts"]["Sending"], 0,
+                         f"Sending after node A's leases expired: {drained['Counts']}")
+        self.assertEqual(drained["Counts"]["Pending"], 0,
+                         f"Pending after node A's leases expired: {drained['Counts']}")
+        dead_entry = self.nodes_by_name(node_b)[NODE_A]
+        self.assertEqual(dead_entry["Claimed"], 0,
+                         f"the dead node A still holds claims: {dead_entry}")
+        print(f"node B drained the outbox {time.monotonic() - killed_at:.1f} s after the kill",
+              flush=True)
+
+        # Node A starts again and stores a last study.
         node_a.start()
         last = harness.upload_all(node_a, harness.make_study(1, 5, INSTANCE_BYTES))
         self.wait_queued(node_a, last, "the outbox to queue a study stored by the restarted A")
+        self.assertFalse(node_a.status()["Follower"]["Active"],
+                         "the restarted node A took the change log back from node B")
         self.fake.set_delay(0)
 
         orthanc_uids = harness.list_sop_uids(node_b)
@@ -249,8 +304,10 @@ class TwoNodesTest(fault_checks.FaultTestCase):
 
         stored = self.fake.stored_uids()
         created = self.fake.creation_counts()
+        items = {item["SOPInstanceUID"]: item for item in harness.list_outbox(node_b)}
         missing = sorted(orthanc_uids - stored)
-        self.assertEqual(missing, [], f"{len(missing)} instances missing at the service")
+        self.assertEqual(missing, [], f"{len(missing)} instances missing at the service, "
+                                      f"their outbox items: {[items.get(uid) for uid in missing]}")
         extra = sorted(stored - orthanc_uids)
         self.assertEqual(extra, [], f"{len(extra)} instances at the service but not in Orthanc")
         created_twice = sorted(uid for uid, count in created.items() if count > 1)
@@ -263,7 +320,9 @@ class TwoNodesTest(fault_checks.FaultTestCase):
         self.assertEqual(counts["Pending"], 0, f"Pending after the leases expired: {counts}")
         self.assertEqual(counts["Sending"], 0, f"Sending after the leases expired: {counts}")
         self.assertEqual(node_a.counts(), counts, "node A's counts differ from node B's")
-        for item in harness.list_outbox(node_b, state="Mirrored"):
+        for item in items.values():
+            if item["State"] != "Mirrored":
+                continue
             self.assertEqual(created.get(item["SOPInstanceUID"]), 1,
                              f"Mirrored but not created once at the service: {item}")
 
@@ -277,7 +336,8 @@ class TwoNodesTest(fault_checks.FaultTestCase):
         for request in self.fake.stow_requests():
             instances_by_node[owners.owner(request["ClientPort"])] += len(
                 request.get("Instances", {}))
-        print(f"instances per node in the fake's log: {instances_by_node}", flush=True)
+        print(f"instances per node in the fake's log: {instances_by_node}, final counts "
+              f"{counts}", flush=True)
         self.assertGreater(instances_by_node[NODE_A], 0,
                            f"no STOW-RS request of node A at the fake: {instances_by_node}")
         self.assertGreater(instances_by_node[NODE_B], 0,
