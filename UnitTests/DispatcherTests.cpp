@@ -39,11 +39,35 @@ public:
     lines.push_back("E " + message);
   }
 
+  bool Contains(const std::string& text) const
+  {
+    return std::any_of(lines.begin(), lines.end(),
+                       [&text](const std::string& line)
+                       { return line.find(text) != std::string::npos; });
+  }
+
   std::vector<std::string> lines;
 };
 
 
 // Serves /instances/{id}/file with the content "DICM:<SOP Instance UID>".
+// Returns the fake DICOM file of an instance: "DICM:<id>", padded after a CRLF to the size that
+// the test queued it with, so that GetPartUids() still finds the ID.
+std::string MakeFakeFile(const std::string& id, const std::map<std::string, uint64_t>* sizes)
+{
+  std::string file = FILE_PREFIX + id;
+  if (sizes != nullptr)
+  {
+    const auto size = sizes->find(id);
+    if (size != sizes->end() && size->second >= file.size() + 2)
+    {
+      file += "\r\n" + std::string(size->second - file.size() - 2, 'x');
+    }
+  }
+  return file;
+}
+
+
 class FakeOrthanc : public IOrthancGateway
 {
 public:
@@ -61,12 +85,13 @@ public:
     {
       return false;
     }
-    answer = FILE_PREFIX + id;
+    answer = MakeFakeFile(id, sizes);
     return true;
   }
 
   std::set<std::string> deleted;
   unsigned int reads = 0;
+  const std::map<std::string, uint64_t>* sizes = nullptr;  // file sizes by Orthanc ID
 };
 
 
@@ -198,6 +223,7 @@ protected:
     char pattern[] = "/tmp/dispatcher-test-XXXXXX";
     directory_ = mkdtemp(pattern);
     outbox_ = std::make_unique<Outbox>(directory_ + "/outbox.db");
+    orthanc_.sizes = &fileSizes_;
 
     settings_.workers = 1;
     settings_.maxInstancesPerRequest = 10;
@@ -227,8 +253,9 @@ protected:
     return *dispatcher_;
   }
 
-  // Queues instances whose Orthanc ID is their SOP Instance UID, each of `size` bytes.
-  void QueueInstances(const std::vector<std::string>& uids, uint64_t size = 100)
+  // Queues instances whose Orthanc ID is their SOP Instance UID, each of `size` bytes, or of the
+  // size of "DICM:<uid>" when size is 0. The fake files have that size.
+  void QueueInstances(const std::vector<std::string>& uids, uint64_t size = 0)
   {
     std::vector<NewInstance> instances;
     for (const std::string& uid : uids)
@@ -238,7 +265,8 @@ protected:
       instance.sopInstanceUid = uid;
       instance.studyInstanceUid = "1.2.3";
       instance.orthancStudyId = "study";
-      instance.size = size;
+      instance.size = size > 0 ? size : std::strlen(FILE_PREFIX) + uid.size();
+      fileSizes_[uid] = instance.size;
       instances.push_back(instance);
     }
     outbox_->Queue(instances, QueueMode::InsertMissing, NowMs());
@@ -253,6 +281,7 @@ protected:
 
   std::string directory_;
   std::unique_ptr<Outbox> outbox_;
+  std::map<std::string, uint64_t> fileSizes_;  // by Orthanc ID, what the fake gateways return
   FakeOrthanc orthanc_;
   CollectingLogger logger_;
   DispatcherSettings settings_;
@@ -703,7 +732,7 @@ NewInstance MakeNewInstance(const std::string& uid, const std::string& contentMd
   instance.seriesInstanceUid = SERIES_UID;
   instance.studyInstanceUid = STUDY_UID;
   instance.orthancStudyId = "study";
-  instance.size = 100;
+  instance.size = std::strlen(FILE_PREFIX) + uid.size();
   instance.contentMd5 = contentMd5;
   return instance;
 }
@@ -1366,8 +1395,12 @@ public:
     {
       return nullptr;
     }
+    if (failing.count(id) > 0)
+    {
+      throw Exception(ErrorCode::InternalError, "GET " + uri + " failed: disk error");
+    }
 
-    auto buffer = std::make_unique<TrackedBuffer>(FILE_PREFIX + id, liveBuffers);
+    auto buffer = std::make_unique<TrackedBuffer>(MakeFakeFile(id, sizes), liveBuffers);
     addresses[id].push_back(buffer->GetData());
     return buffer;
   }
@@ -1375,18 +1408,21 @@ public:
   std::vector<std::string> uris;
   std::map<std::string, std::vector<const char*>> addresses;  // by Orthanc ID, one per read
   std::set<std::string> deleted;
+  std::set<std::string> failing;  // whose read throws
   int liveBuffers = 0;
+  const std::map<std::string, uint64_t>* sizes = nullptr;  // file sizes by Orthanc ID
 };
 
 
-// One call of IStowSender::Send(), as the sender saw it during the call.
+// One call of IStowSender::Send() that read its whole body, as the sender saw it.
 struct SentBody
 {
   std::vector<BodySegment> segments;
+  std::vector<const char*> loadedAddresses;  // of the deferred segments' bytes, in order
   std::string joined;
   std::string contentType;
   bool upsert = false;
-  int liveBuffers = 0;  // of the gateway, during the call
+  int liveBuffers = 0;  // the maximum of the gateway's live buffers during the call
 };
 
 
@@ -1414,14 +1450,36 @@ public:
     return MakeError(500);
   }
 
+  // Reads the body piece by piece as libcurl does, loading each deferred piece when it comes
+  // and releasing it after. A piece that fails to load aborts the call, as the read callback
+  // aborts the transfer.
   HttpResponse Send(const RequestBody& body, const std::string& contentType, bool upsert) override
   {
     SentBody sent;
     sent.segments = body.GetSegments();
-    sent.joined = body.ToString();
     sent.contentType = contentType;
     sent.upsert = upsert;
-    sent.liveBuffers = liveBuffers_ != nullptr ? *liveBuffers_ : 0;
+    sent.liveBuffers = CountLiveBuffers();
+    for (const BodySegment& segment : sent.segments)
+    {
+      if (segment.deferred == nullptr)
+      {
+        sent.joined.append(segment.data, segment.size);
+        continue;
+      }
+
+      std::unique_ptr<IBuffer> loaded = segment.deferred->Load();
+      if (!loaded || loaded->GetSize() != segment.size)
+      {
+        aborted++;
+        throw Exception(ErrorCode::NetworkError, "POST https://dicom.example/v2/studies: "
+                                                 "Operation was aborted by an application callback");
+      }
+      sent.liveBuffers = std::max(sent.liveBuffers, CountLiveBuffers());
+      sent.loadedAddresses.push_back(loaded->GetData());
+      sent.joined.append(loaded->GetData(), loaded->GetSize());
+    }
+
     bodies.push_back(sent);
     return handler_(GetPartUids(sent.joined));
   }
@@ -1435,8 +1493,14 @@ public:
   void InvalidateToken() override {}
 
   std::vector<SentBody> bodies;
+  unsigned int aborted = 0;  // calls that stopped because a piece could not be read
 
 private:
+  int CountLiveBuffers() const
+  {
+    return liveBuffers_ != nullptr ? *liveBuffers_ : 0;
+  }
+
   Handler handler_;
   const int* liveBuffers_;
 };
@@ -1638,24 +1702,12 @@ class DispatcherStreamTest : public DispatcherTest
 protected:
   Dispatcher& MakeDispatcher()
   {
+    gateway_.sizes = &fileSizes_;
     dispatcher_ = std::make_unique<Dispatcher>(*outbox_, gateway_, logger_, settings_,
                                                [] { return std::unique_ptr<IStowSender>(); });
     return *dispatcher_;
   }
 
-  // Returns how many segments of the body are exactly the bytes at data.
-  static size_t CountSegmentsAt(const SentBody& body, const char* data, size_t size)
-  {
-    size_t count = 0;
-    for (const BodySegment& segment : body.segments)
-    {
-      if (segment.data == data && segment.size == size)
-      {
-        count++;
-      }
-    }
-    return count;
-  }
 
   BufferGateway gateway_;
 };
@@ -1674,20 +1726,23 @@ TEST_F(DispatcherStreamTest, BatchSentFromGatewayBuffers)
   EXPECT_FALSE(body.upsert);
   EXPECT_EQ(0u, body.contentType.find("multipart/related; type=\"application/dicom\"; boundary="));
 
+  // The parts are the gateway's buffers, not copies of them.
   ASSERT_EQ(3u, gateway_.uris.size());
-  for (const char* id : {"80.1", "80.2", "80.3"})
+  ASSERT_EQ(3u, body.loadedAddresses.size());
+  const std::vector<std::string> ids = {"80.1", "80.2", "80.3"};
+  for (size_t i = 0; i < ids.size(); i++)
   {
-    ASSERT_EQ(1u, gateway_.addresses[id].size()) << id;
-    const size_t size = std::strlen(FILE_PREFIX) + std::strlen(id);
-    EXPECT_EQ(1u, CountSegmentsAt(body, gateway_.addresses[id][0], size)) << id;
-    EXPECT_EQ(ItemState::Mirrored, GetItem(id).state) << id;
+    ASSERT_EQ(1u, gateway_.addresses[ids[i]].size()) << ids[i];
+    EXPECT_EQ(gateway_.addresses[ids[i]][0], body.loadedAddresses[i]) << ids[i];
+    EXPECT_EQ(ItemState::Mirrored, GetItem(ids[i]).state) << ids[i];
   }
 
   const std::vector<std::string> expected = {"80.1", "80.2", "80.3"};
   EXPECT_EQ(expected, GetPartUids(body.joined));
 
-  // The buffers live while the request runs and are released after it.
-  EXPECT_EQ(3, body.liveBuffers);
+  // Each file is read when the upload reaches it and released after its part, so one file of
+  // the batch is in memory at a time.
+  EXPECT_EQ(1, body.liveBuffers);
   EXPECT_EQ(0, gateway_.liveBuffers);
 }
 
@@ -1720,6 +1775,8 @@ TEST_F(DispatcherStreamTest, DeletedFileLeftOutOfBody)
 
   ASSERT_TRUE(MakeDispatcher().ProcessOneBatch(sender));
 
+  // The upload stops at the deleted file, and the others are sent again without it.
+  EXPECT_EQ(1u, sender.aborted);
   ASSERT_EQ(1u, sender.bodies.size());
   const std::vector<std::string> expected = {"82.1", "82.3"};
   EXPECT_EQ(expected, GetPartUids(sender.bodies[0].joined));
@@ -1745,12 +1802,13 @@ TEST_F(DispatcherStreamTest, TooLargeReadsFilesAgain)
   EXPECT_EQ(firstHalf, GetPartUids(sender.bodies[1].joined));
   EXPECT_EQ(secondHalf, GetPartUids(sender.bodies[2].joined));
 
-  // Each half refers to a new read of its files, and the whole batch's buffers are gone by then.
+  // Each half reads its files again, one at a time.
   EXPECT_EQ(8u, gateway_.uris.size());
-  EXPECT_EQ(2, sender.bodies[1].liveBuffers);
-  EXPECT_EQ(2, sender.bodies[2].liveBuffers);
+  EXPECT_EQ(1, sender.bodies[1].liveBuffers);
+  EXPECT_EQ(1, sender.bodies[2].liveBuffers);
   ASSERT_EQ(2u, gateway_.addresses["83.3"].size());
-  EXPECT_EQ(1u, CountSegmentsAt(sender.bodies[2], gateway_.addresses["83.3"][1], 9));
+  ASSERT_EQ(2u, sender.bodies[2].loadedAddresses.size());
+  EXPECT_EQ(gateway_.addresses["83.3"][1], sender.bodies[2].loadedAddresses[0]);
   EXPECT_EQ(0, gateway_.liveBuffers);
 
   for (const char* id : {"83.1", "83.2", "83.3", "83.4"})
@@ -1772,4 +1830,46 @@ TEST_F(DispatcherThrottleTest, SameWaitHalvesOnce)
   EXPECT_TRUE(dispatcher_->ProcessOneBatch(sender));
 
   EXPECT_EQ(4u, dispatcher_->GetStatus().activeWorkers);
+}
+
+
+TEST_F(DispatcherStreamTest, ResizedFileSentFromMemory)
+{
+  QueueInstances({"84.1", "84.2"});
+  fileSizes_["84.2"] = 40;  // Orthanc now returns another size than the outbox recorded
+  StreamingSender sender([](const std::vector<std::string>& uids)
+                         { return MakeAnswer(200, uids); });
+
+  ASSERT_TRUE(MakeDispatcher().ProcessOneBatch(sender));
+
+  EXPECT_EQ(1u, sender.aborted);
+  ASSERT_EQ(2u, sender.bodies.size());
+  EXPECT_EQ(std::vector<std::string>{"84.1"}, GetPartUids(sender.bodies[0].joined));
+  EXPECT_EQ(std::vector<std::string>{"84.2"}, GetPartUids(sender.bodies[1].joined));
+  EXPECT_TRUE(sender.bodies[1].loadedAddresses.empty());
+  EXPECT_EQ(ItemState::Mirrored, GetItem("84.1").state);
+  EXPECT_EQ(ItemState::Mirrored, GetItem("84.2").state);
+  EXPECT_TRUE(logger_.Contains("changed size in Orthanc"));
+}
+
+
+TEST_F(DispatcherStreamTest, FailedReadReleasesBatch)
+{
+  QueueInstances({"85.1", "85.2"});
+  gateway_.failing.insert("85.2");
+  StreamingSender sender([](const std::vector<std::string>& uids)
+                         { return MakeAnswer(200, uids); });
+
+  ASSERT_TRUE(MakeDispatcher().ProcessOneBatch(sender));
+
+  EXPECT_EQ(1u, sender.aborted);
+  EXPECT_TRUE(sender.bodies.empty());
+  for (const char* id : {"85.1", "85.2"})
+  {
+    const OutboxItem item = GetItem(id);
+    EXPECT_EQ(ItemState::Pending, item.state) << id;
+    EXPECT_EQ(0u, item.attempts) << id;
+  }
+  EXPECT_TRUE(logger_.Contains("disk error"));
+  EXPECT_EQ(0u, GetDispatcher().GetStatus().requests);
 }

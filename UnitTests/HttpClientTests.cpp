@@ -648,3 +648,104 @@ TEST(HttpClientTest, PlainBodyAfterPieces)
   // All five requests went over the one connection of the client.
   EXPECT_EQ(1, server.GetAcceptCount());
 }
+
+
+// Deferred pieces (IDeferredBuffer), loaded by the read callback when the upload reaches them.
+
+namespace
+{
+// A deferred piece with fixed content that counts the loaded copies alive, and can fail.
+class CountingDeferredPiece : public IDeferredBuffer
+{
+public:
+  CountingDeferredPiece(std::string content, int& live, int& peak) :
+      content_(std::move(content)), live_(live), peak_(peak)
+  {
+  }
+
+  uint64_t GetSize() const override
+  {
+    return content_.size();
+  }
+
+  std::unique_ptr<IBuffer> Load() noexcept override
+  {
+    loads++;
+    if (fail)
+    {
+      return nullptr;
+    }
+    auto loaded = std::make_unique<Testing::CountedBuffer>(content_, live_);
+    peak_ = std::max(peak_, live_);
+    return loaded;
+  }
+
+  bool fail = false;
+  int loads = 0;
+
+private:
+  std::string content_;
+  int& live_;
+  int& peak_;
+};
+}  // namespace
+
+
+TEST(HttpClientTest, DeferredPiecesArriveByteExact)
+{
+  LoopbackHttpServer server;
+  HttpClient client{TlsSettings()};
+  int live = 0;
+  int peak = 0;
+  CountingDeferredPiece first(MakeBinaryBody(3 * 1024 * 1024 + 7), live, peak);
+  CountingDeferredPiece second(MakeBinaryBody(70001), live, peak);
+  const std::string head = "--b\r\nContent-Type: application/dicom\r\n\r\n";
+  const std::string middle = "\r\n--b\r\nContent-Type: application/dicom\r\n\r\n";
+  const std::string tail = "\r\n--b--\r\n";
+  RequestBody body;
+  body.Add(head.data(), head.size());
+  body.AddDeferred(first);
+  body.Add(middle.data(), middle.size());
+  body.AddDeferred(second);
+  body.Add(tail.data(), tail.size());
+
+  const HttpResponse response =
+      client.Execute(MakePiecesRequest("POST", server.GetUrl("/v2/studies"), body));
+
+  EXPECT_EQ(200, response.status);
+  const auto requests = server.GetRequests();
+  ASSERT_EQ(1u, requests.size());
+  const std::string expected = head + MakeBinaryBody(3 * 1024 * 1024 + 7) + middle +
+                               MakeBinaryBody(70001) + tail;
+  EXPECT_EQ(std::to_string(expected.size()), requests[0].GetHeader("content-length"));
+  EXPECT_TRUE(requests[0].body == expected);
+
+  // Each piece is loaded once, and released before the next one is loaded.
+  EXPECT_EQ(1, first.loads);
+  EXPECT_EQ(1, second.loads);
+  EXPECT_EQ(1, peak);
+  EXPECT_EQ(0, live);
+}
+
+
+TEST(HttpClientTest, FailedDeferredPieceAbortsUpload)
+{
+  LoopbackHttpServer server;
+  HttpClient client{TlsSettings()};
+  int live = 0;
+  int peak = 0;
+  CountingDeferredPiece first(MakeBinaryBody(1000), live, peak);
+  CountingDeferredPiece second(MakeBinaryBody(1000), live, peak);
+  second.fail = true;
+  RequestBody body;
+  body.AddDeferred(first);
+  body.AddDeferred(second);
+
+  const Exception error = Testing::CatchException(
+      [&] { client.Execute(MakePiecesRequest("POST", server.GetUrl("/v2/studies"), body)); });
+
+  EXPECT_EQ(ErrorCode::NetworkError, error.GetCode());
+  EXPECT_NE(std::string::npos, std::string(error.what()).find("/v2/studies")) << error.what();
+  EXPECT_EQ(1, second.loads);
+  EXPECT_EQ(0, live);
+}

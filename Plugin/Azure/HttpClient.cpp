@@ -99,8 +99,30 @@ struct UploadState
 {
   const RequestBody* body;
   size_t segment = 0;
-  size_t offset = 0;  // within the segment
+  size_t offset = 0;                // within the segment
+  std::unique_ptr<IBuffer> loaded;  // the bytes of the current deferred segment
 };
+
+
+// Returns the bytes of the current segment, loading a deferred one, or null when it cannot be
+// read or has another size than the body announced.
+const char* GetSegmentData(UploadState& state, const BodySegment& segment)
+{
+  if (segment.deferred == nullptr)
+  {
+    return segment.data;
+  }
+  if (!state.loaded)
+  {
+    state.loaded = segment.deferred->Load();
+    if (!state.loaded || state.loaded->GetSize() != segment.size)
+    {
+      state.loaded.reset();
+      return nullptr;
+    }
+  }
+  return state.loaded->GetData();
+}
 
 
 size_t OnReadBody(char* buffer, size_t size, size_t count, void* userData)
@@ -112,14 +134,21 @@ size_t OnReadBody(char* buffer, size_t size, size_t count, void* userData)
   while (written < capacity && state.segment < segments.size())
   {
     const BodySegment& segment = segments[state.segment];
+    const char* data = GetSegmentData(state, segment);
+    if (data == nullptr)
+    {
+      return CURL_READFUNC_ABORT;
+    }
+
     const size_t length = std::min(capacity - written, segment.size - state.offset);
-    std::memcpy(buffer + written, segment.data + state.offset, length);
+    std::memcpy(buffer + written, data + state.offset, length);
     written += length;
     state.offset += length;
     if (state.offset == segment.size)
     {
       state.segment++;
       state.offset = 0;
+      state.loaded.reset();
     }
   }
   return written;
@@ -137,6 +166,7 @@ int OnSeekBody(void* userData, curl_off_t offset, int origin)
   UploadState& state = *static_cast<UploadState*>(userData);
   state.segment = 0;
   state.offset = 0;
+  state.loaded.reset();
   return CURL_SEEKFUNC_OK;
 }
 

@@ -40,7 +40,52 @@ std::string MakeRandomBoundary()
 }  // namespace
 
 
+// A deferred part that checks, once loaded, that it does not contain the boundary.
+class MultipartWriter::BoundaryCheckedPart final : public IDeferredBuffer
+{
+public:
+  BoundaryCheckedPart(std::unique_ptr<IDeferredBuffer> inner, std::string dashBoundary,
+                      size_t partNumber) :
+      inner_(std::move(inner)), dashBoundary_(std::move(dashBoundary)), partNumber_(partNumber)
+  {
+  }
+
+  uint64_t GetSize() const override
+  {
+    return inner_->GetSize();
+  }
+
+  std::unique_ptr<IBuffer> Load() noexcept override
+  {
+    std::unique_ptr<IBuffer> loaded = inner_->Load();
+    if (loaded && memmem(loaded->GetData(), loaded->GetSize(), dashBoundary_.data(),
+                         dashBoundary_.size()) != nullptr)
+    {
+      error_ = "part " + std::to_string(partNumber_) + " of a STOW-RS request (" +
+               std::to_string(loaded->GetSize()) + " bytes) contains the multipart boundary " +
+               dashBoundary_.substr(2) + ", expected random bytes never to match it";
+      return nullptr;
+    }
+    return loaded;
+  }
+
+  const std::string& GetError() const
+  {
+    return error_;
+  }
+
+private:
+  std::unique_ptr<IDeferredBuffer> inner_;
+  std::string dashBoundary_;
+  size_t partNumber_;
+  std::string error_;
+};
+
+
 MultipartWriter::MultipartWriter() : boundary_(MakeRandomBoundary()) {}
+
+
+MultipartWriter::~MultipartWriter() = default;
 
 
 void MultipartWriter::AddText(std::string text)
@@ -84,11 +129,46 @@ void MultipartWriter::AddPart(std::unique_ptr<IBuffer> dicom)
                         ", expected random bytes never to match it");
   }
 
-  // The CRLF that ends the previous part goes with this part's delimiter.
-  AddText((parts_ > 0 ? CRLF : "") + dashBoundary + CRLF + PART_HEADERS);
+  AddDelimiter();
   buffers_.push_back(std::move(dicom));
   body_.Add(buffers_.back()->GetData(), buffers_.back()->GetSize());
   parts_++;
+}
+
+
+void MultipartWriter::AddDeferredPart(std::unique_ptr<IDeferredBuffer> dicom)
+{
+  if (closed_)
+  {
+    throw Exception(ErrorCode::InternalError,
+                    "MultipartWriter::AddDeferredPart() was called after the body was closed");
+  }
+
+  AddDelimiter();
+  deferred_.push_back(
+      std::make_unique<BoundaryCheckedPart>(std::move(dicom), DASHES + boundary_, parts_ + 1));
+  body_.AddDeferred(*deferred_.back());
+  parts_++;
+}
+
+
+std::string MultipartWriter::GetLoadError() const
+{
+  for (const std::unique_ptr<BoundaryCheckedPart>& part : deferred_)
+  {
+    if (!part->GetError().empty())
+    {
+      return part->GetError();
+    }
+  }
+  return "";
+}
+
+
+void MultipartWriter::AddDelimiter()
+{
+  // The CRLF that ends the previous part goes with this part's delimiter.
+  AddText(std::string(parts_ > 0 ? CRLF : "") + DASHES + boundary_ + CRLF + PART_HEADERS);
 }
 
 

@@ -19,10 +19,19 @@ public:
   // Draws the boundary from OpenSSL's random generator. Throws Exception(InternalError) if the
   // generator fails.
   MultipartWriter();
+  ~MultipartWriter();
 
   // Appends one instance and keeps its buffer. Throws Exception(InternalError), leaving the body
   // as it was, if the instance contains the boundary or if the body is closed.
   void AddPart(std::unique_ptr<IBuffer> dicom);
+
+  // Appends one instance whose bytes are read only when the upload reaches them, and keeps the
+  // deferred buffer. The boundary is checked when the bytes are loaded: a part that contains it
+  // fails to load, which aborts the upload, and GetLoadError() returns why.
+  void AddDeferredPart(std::unique_ptr<IDeferredBuffer> dicom);
+
+  // Returns why the last load of a deferred part failed in this writer's checks, or "".
+  std::string GetLoadError() const;
 
   // Appends a copy of one instance.
   void AddPart(const std::string& dicom);
@@ -53,10 +62,14 @@ public:
   }
 
 private:
+  class BoundaryCheckedPart;
+
   void AddText(std::string text);
+  void AddDelimiter();
 
   std::string boundary_;
   std::vector<std::unique_ptr<IBuffer>> buffers_;  // every byte that body_ refers to
+  std::vector<std::unique_ptr<BoundaryCheckedPart>> deferred_;  // and the parts loaded later
   RequestBody body_;
   size_t parts_ = 0;
   bool closed_ = false;

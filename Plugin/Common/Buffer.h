@@ -1,7 +1,10 @@
 #pragma once
 
+#include "Common/Exception.h"
+
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,10 +43,27 @@ private:
 };
 
 
+// A piece of a request body whose bytes are read only when the upload reaches it, and released
+// once sent, so that a request holds one large piece in memory at a time.
+class IDeferredBuffer
+{
+public:
+  virtual ~IDeferredBuffer() = default;
+
+  // The number of bytes that Load() returns, known before loading.
+  virtual uint64_t GetSize() const = 0;
+
+  // Returns exactly GetSize() bytes, or null when they cannot be read. It must not throw,
+  // because libcurl calls it from C code; the owner records why it failed.
+  virtual std::unique_ptr<IBuffer> Load() noexcept = 0;
+};
+
+
 struct BodySegment
 {
   const char* data;
   size_t size;
+  IDeferredBuffer* deferred;  // when not null, the bytes come from it and data is null
 };
 
 
@@ -53,7 +73,14 @@ class RequestBody
 public:
   void Add(const char* data, size_t size)
   {
-    segments_.push_back({data, size});
+    segments_.push_back({data, size, nullptr});
+    size_ += size;
+  }
+
+  void AddDeferred(IDeferredBuffer& deferred)
+  {
+    const auto size = static_cast<size_t>(deferred.GetSize());
+    segments_.push_back({nullptr, size, &deferred});
     size_ += size;
   }
 
@@ -67,13 +94,28 @@ public:
     return size_;
   }
 
+  // Returns the whole body in one string, loading the deferred pieces. Throws
+  // Exception(InternalError) when one of them cannot be read.
   std::string ToString() const
   {
     std::string text;
     text.reserve(size_);
     for (const BodySegment& segment : segments_)
     {
-      text.append(segment.data, segment.size);
+      if (segment.deferred == nullptr)
+      {
+        text.append(segment.data, segment.size);
+        continue;
+      }
+
+      const std::unique_ptr<IBuffer> loaded = segment.deferred->Load();
+      if (!loaded || loaded->GetSize() != segment.size)
+      {
+        throw Exception(ErrorCode::InternalError,
+                        "a piece of " + std::to_string(segment.size) +
+                            " bytes of a request body could not be read");
+      }
+      text.append(loaded->GetData(), loaded->GetSize());
     }
     return text;
   }

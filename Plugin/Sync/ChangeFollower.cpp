@@ -2,6 +2,7 @@
 
 #include "Common/Clock.h"
 #include "Common/Exception.h"
+#include "Common/ThreadPriority.h"
 #include "Sync/InstanceDigest.h"
 
 #include <algorithm>
@@ -218,6 +219,7 @@ void ChangeFollower::SetLastError(const std::string& message)
 
 void ChangeFollower::Run()
 {
+  LowerCurrentThreadPriority(MIRROR_THREAD_NICENESS, logger_);
   unsigned int delayMs = 0;
   bool failing = false;
   for (;;)

@@ -3,6 +3,7 @@
 #include "Azure/MultipartWriter.h"
 #include "Common/Clock.h"
 #include "Common/Exception.h"
+#include "Common/ThreadPriority.h"
 #include "Sync/InstanceDigest.h"
 #include "Sync/ServiceDeletion.h"
 
@@ -51,6 +52,85 @@ std::vector<int64_t> GetIds(const std::vector<OutboxItem>& items)
 }  // namespace
 
 
+// The file of one item, read from Orthanc only when the upload reaches its part, so that a
+// worker keeps one file of its batch in memory at a time instead of all of them.
+class Dispatcher::InstanceFile final : public IDeferredBuffer
+{
+public:
+  enum class Status
+  {
+    NotRead,
+    Read,
+    Deleted,      // no longer in Orthanc
+    SizeChanged,  // Orthanc's file has another size than the outbox recorded
+    Failed        // the REST call failed
+  };
+
+  InstanceFile(IOrthancGateway& orthanc, const OutboxItem& item, std::string& digest) :
+      orthanc_(orthanc), item_(item), digest_(digest)
+  {
+  }
+
+  uint64_t GetSize() const override
+  {
+    return item_.instance.size;
+  }
+
+  std::unique_ptr<IBuffer> Load() noexcept override
+  {
+    try
+    {
+      std::unique_ptr<IBuffer> file =
+          orthanc_.ReadBuffer("/instances/" + item_.instance.orthancId + "/file");
+      if (!file)
+      {
+        status_ = Status::Deleted;
+        return nullptr;
+      }
+      if (file->GetSize() != item_.instance.size)
+      {
+        status_ = Status::SizeChanged;
+        message_ = "Orthanc returned " + std::to_string(file->GetSize()) +
+                   " bytes, the outbox recorded " + std::to_string(item_.instance.size);
+        return nullptr;
+      }
+      digest_ = GetInstanceMd5(orthanc_, item_.instance.orthancId, file->GetData(),
+                               file->GetSize());
+      status_ = Status::Read;
+      return file;
+    }
+    catch (const std::exception& e)
+    {
+      status_ = Status::Failed;
+      message_ = e.what();
+      return nullptr;
+    }
+  }
+
+  const OutboxItem& GetItem() const
+  {
+    return item_;
+  }
+
+  Status GetStatus() const
+  {
+    return status_;
+  }
+
+  const std::string& GetMessage() const
+  {
+    return message_;
+  }
+
+private:
+  IOrthancGateway& orthanc_;
+  OutboxItem item_;
+  std::string& digest_;  // an element of Batch::digests, whose address is stable
+  Status status_ = Status::NotRead;
+  std::string message_;
+};
+
+
 // The items of one request, with the body built from their files.
 struct Dispatcher::Batch
 {
@@ -66,6 +146,7 @@ struct Dispatcher::Batch
   bool tokenRefreshed = false;
   bool upsert = false;                    // sent with PUT, the service's upsert
   std::map<int64_t, std::string> digests;  // hex MD5 of each item's file, by item ID
+  std::vector<const InstanceFile*> deferredFiles;  // owned by body, read during the upload
 };
 
 
@@ -279,6 +360,7 @@ bool Dispatcher::WaitUntilSendingAllowed(unsigned int workerIndex)
 
 void Dispatcher::Run(unsigned int workerIndex)
 {
+  LowerCurrentThreadPriority(settings_.workerNiceness, logger_);
   std::unique_ptr<IStowSender> sender = senderFactory_();
   sender->SetAbortFlag(&aborting_);
 
@@ -418,7 +500,7 @@ bool Dispatcher::DeleteOldCopy(IStowSender& sender, const OutboxItem& item)
 
 
 void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& items,
-                           bool upsert)
+                           bool upsert, bool deferred)
 {
   Batch batch;
   batch.upsert = upsert;
@@ -440,18 +522,27 @@ void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& i
       continue;
     }
 
-    // The body refers to Orthanc's buffer of the file, which is in memory once.
-    std::unique_ptr<IBuffer> file =
-        orthanc_.ReadBuffer("/instances/" + item.instance.orthancId + "/file");
-    if (!file)
+    if (deferred && item.instance.size > 0)
     {
-      outbox_.MarkSkipped(item.id, "deleted from Orthanc before it was sent", NowMs());
-      continue;
+      auto file = std::make_unique<InstanceFile>(orthanc_, item, batch.digests[item.id]);
+      batch.deferredFiles.push_back(file.get());
+      writer->AddDeferredPart(std::move(file));
     }
+    else
+    {
+      // The body refers to Orthanc's buffer of the file, which is in memory once.
+      std::unique_ptr<IBuffer> file =
+          orthanc_.ReadBuffer("/instances/" + item.instance.orthancId + "/file");
+      if (!file)
+      {
+        outbox_.MarkSkipped(item.id, "deleted from Orthanc before it was sent", NowMs());
+        continue;
+      }
 
-    batch.digests[item.id] =
-        GetInstanceMd5(orthanc_, item.instance.orthancId, file->GetData(), file->GetSize());
-    writer->AddPart(std::move(file));
+      batch.digests[item.id] =
+          GetInstanceMd5(orthanc_, item.instance.orthancId, file->GetData(), file->GetSize());
+      writer->AddPart(std::move(file));
+    }
 
     batch.items.push_back(item);
     batch.sopInstanceUids.push_back(item.instance.sopInstanceUid);
@@ -488,6 +579,11 @@ void Dispatcher::PostBatch(IStowSender& sender, Batch& batch)
   }
   catch (const Exception& e)
   {
+    if (!aborting_ && HandleUnreadFiles(sender, batch))
+    {
+      return;
+    }
+
     if (!aborting_)
     {
       requestStatistics_.Record(NowMs(), 0, static_cast<double>(NowMs() - startedAt));
@@ -583,6 +679,70 @@ void Dispatcher::PostBatch(IStowSender& sender, Batch& batch)
                          parsed.retryAfterSeconds);
       break;
   }
+}
+
+
+bool Dispatcher::HandleUnreadFiles(IStowSender& sender, const Batch& batch)
+{
+  std::string failure = batch.body->GetLoadError();
+  bool unread = !failure.empty();
+  std::vector<OutboxItem> again;   // sent again, deferred
+  std::vector<OutboxItem> reread;  // sent again, read before the request
+  for (const InstanceFile* file : batch.deferredFiles)
+  {
+    const OutboxItem& item = file->GetItem();
+    switch (file->GetStatus())
+    {
+      case InstanceFile::Status::Deleted:
+        unread = true;
+        outbox_.MarkSkipped(item.id, "deleted from Orthanc before it was sent", NowMs());
+        break;
+
+      case InstanceFile::Status::SizeChanged:
+        unread = true;
+        logger_.Warning("instance " + item.instance.sopInstanceUid + " changed size in Orthanc (" +
+                        file->GetMessage() + "): sending it again from a copy in memory");
+        reread.push_back(item);
+        break;
+
+      case InstanceFile::Status::Failed:
+        unread = true;
+        failure = "cannot read instance " + item.instance.orthancId + " from Orthanc: " +
+                  file->GetMessage();
+        again.push_back(item);
+        break;
+
+      default:
+        again.push_back(item);
+        break;
+    }
+  }
+
+  if (!unread)
+  {
+    return false;  // every file that the upload reached was read: the request itself failed
+  }
+
+  if (!failure.empty())
+  {
+    // Orthanc could not return a file: the items wait as after a failed worker.
+    logger_.Error("a batch of " + std::to_string(batch.items.size()) +
+                  " instances was not sent, retrying in 5 s: " + failure);
+    std::vector<OutboxItem> waiting = again;
+    waiting.insert(waiting.end(), reread.begin(), reread.end());
+    outbox_.Release(GetIds(waiting), NowMs() + ERROR_WAIT_MS, NowMs());
+    return true;
+  }
+
+  if (!again.empty())
+  {
+    SendItems(sender, again, batch.upsert, true);
+  }
+  if (!reread.empty())
+  {
+    SendItems(sender, reread, batch.upsert, false);
+  }
+  return true;
 }
 
 

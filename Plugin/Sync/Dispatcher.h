@@ -3,6 +3,7 @@
 #include "Azure/HttpClient.h"
 #include "Azure/StowResponse.h"
 #include "Common/Logger.h"
+#include "Common/ThreadPriority.h"
 #include "Sync/OrthancGateway.h"
 #include "Sync/Outbox.h"
 #include "Sync/RequestStatistics.h"
@@ -73,6 +74,7 @@ struct DispatcherSettings
   Destination target;       // the same destination, recorded with each confirmed item
   ConflictPolicy onConflict = ConflictPolicy::Keep;
   std::string principal;    // the client ID the tokens are for, named in a 403 status
+  int workerNiceness = MIRROR_THREAD_NICENESS;  // of the worker threads, 0 to keep Orthanc's
 };
 
 
@@ -147,7 +149,16 @@ private:
 
   void Run(unsigned int workerIndex);
   bool WaitUntilSendingAllowed(unsigned int workerIndex);
-  void SendItems(IStowSender& sender, const std::vector<OutboxItem>& items, bool upsert);
+  class InstanceFile;
+
+  // Sends the items in one request. With deferred, each file is read from Orthanc when the
+  // upload reaches its part; otherwise all of them are read before the request.
+  void SendItems(IStowSender& sender, const std::vector<OutboxItem>& items, bool upsert,
+                 bool deferred = true);
+
+  // Handles a request that failed because a deferred file could not be read: deleted items are
+  // Skipped and the others sent again. Returns false when every file was read.
+  bool HandleUnreadFiles(IStowSender& sender, const Batch& batch);
   bool DeleteOldCopy(IStowSender& sender, const OutboxItem& item);
   void PostBatch(IStowSender& sender, Batch& batch);
   void ApplyPerInstance(const Batch& batch, const StowResponse& parsed,

@@ -182,7 +182,7 @@ what else ran at the time.
 {versions}
 
 The plugin's settings in every run: {settings}. The time limit of one transfer is
-{run.max_run_seconds:.0f} s.
+{run.max_run_seconds:.0f} s, and {min(run.max_run_seconds, scenarios.LUA_PER_INSTANCE_SECONDS):.0f} s for Lua per instance, whose rate is steady.
 
 ## Data sets
 

@@ -376,6 +376,11 @@ def run_stow_job(context, dataset, archive, target):
     return record
 
 
+# Lua per instance sends a few instances per second at a steady rate, so its runs stop after
+# this long and its rate comes from the instances confirmed by then.
+LUA_PER_INSTANCE_SECONDS = 60
+
+
 def run_lua(context, dataset, target, stable):
     """Measure Lua auto-routing while Orthanc ingests, per instance or per stable study, from
     the first store until the target counts every instance."""
@@ -396,8 +401,10 @@ def run_lua(context, dataset, target, stable):
                    "LuaScripts": [script]}).start()
         interval = Interval(context, [source.process.pid], [target.pid]).start()
         store = clients.ParallelStore(source.url, dataset.paths(), PARALLEL_CLIENTS).start()
-        confirmed, partial = wait_until(interval, target.count, dataset.count,
-                                        context.max_run_seconds, check=store.check)
+        limit = context.max_run_seconds if stable else min(context.max_run_seconds,
+                                                             LUA_PER_INSTANCE_SECONDS)
+        confirmed, partial = wait_until(interval, target.count, dataset.count, limit,
+                                        check=store.check)
         interval.stop()
         record.sender_peak_rss = interval.peak_rss()
         interval.fill(record)
