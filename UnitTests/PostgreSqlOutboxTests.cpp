@@ -3,7 +3,9 @@
 // test here needs the server of Resources/with-test-postgresql.sh (see OutboxBackends.h).
 
 #include "Common/Exception.h"
+#include "Sync/ChangeFollower.h"
 #include "Sync/Database.h"
+#include "Sync/FollowerElection.h"
 #include "Sync/Outbox.h"
 #include "Sync/PostgreSql.h"
 
@@ -12,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <set>
@@ -105,6 +108,66 @@ std::string GetPassword(const std::string& url)
   const size_t colon = url.find(':', userStart);
   const size_t at = url.find('@', userStart);
   return url.substr(colon + 1, at - colon - 1);
+}
+
+
+class QuietLogger : public ILogger
+{
+public:
+  void Info(const std::string&) override
+  {
+  }
+
+  void Warning(const std::string&) override
+  {
+  }
+
+  void Error(const std::string&) override
+  {
+  }
+};
+
+
+// An Orthanc whose change log is empty and stays at sequence 5. It counts the follower's reads
+// of /changes, so that a test sees which node follows.
+class IdleOrthanc : public IOrthancGateway
+{
+public:
+  bool GetJson(Json::Value& answer, const std::string& uri) override
+  {
+    if (uri.rfind("/changes", 0) == 0)
+    {
+      reads++;
+    }
+    answer["Changes"] = Json::arrayValue;
+    answer["Done"] = true;
+    answer["Last"] = 5;
+    return true;
+  }
+
+  bool GetBinary(std::string&, const std::string&) override
+  {
+    return false;
+  }
+
+  std::atomic<int> reads{0};
+};
+
+
+// Waits up to timeout for the condition; returns whether it became true.
+template <typename Condition>
+bool WaitFor(Condition condition, std::chrono::milliseconds timeout)
+{
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition())
+  {
+    if (std::chrono::steady_clock::now() > deadline)
+    {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
 }
 
 // A port on 127.0.0.1 where nothing listens: the test server's port plus one, unless that is
@@ -471,6 +534,41 @@ TEST_F(PostgreSqlOutboxTest, FollowerLockLostWithConnection)
   }
   EXPECT_TRUE(taken);
   EXPECT_FALSE(first.TryHoldFollowerLock());
+}
+
+
+TEST_F(PostgreSqlOutboxTest, ElectionHandsFollowerOver)
+{
+  QuietLogger logger;
+  auto firstOutbox = std::make_unique<Outbox>(url_, "node-a");
+  Outbox secondOutbox(url_, "node-b");
+  IdleOrthanc firstOrthanc;
+  IdleOrthanc secondOrthanc;
+  auto firstFollower = std::make_unique<ChangeFollower>(firstOrthanc, *firstOutbox, logger);
+  ChangeFollower secondFollower(secondOrthanc, secondOutbox, logger);
+  auto first = std::make_unique<FollowerElection>(*firstOutbox, *firstFollower, logger);
+  FollowerElection second(secondOutbox, secondFollower, logger);
+
+  first->Start();
+  ASSERT_TRUE(WaitFor([&] { return first->IsFollowing(); }, std::chrono::seconds(5)));
+  second.Start();
+  ASSERT_TRUE(WaitFor([&] { return firstOrthanc.reads > 0; }, std::chrono::seconds(5)));
+
+  // Two tries of the second node, and it still does not follow.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2 * FollowerElection::RETRY_INTERVAL_MS));
+  EXPECT_FALSE(second.IsFollowing());
+  EXPECT_EQ(secondOrthanc.reads, 0);
+
+  // The first node stops, and its connections close with it.
+  const auto stopped = std::chrono::steady_clock::now();
+  first.reset();
+  firstFollower.reset();
+  firstOutbox.reset();
+  const auto timeout = std::chrono::milliseconds(FollowerElection::RETRY_INTERVAL_MS + 3000);
+  EXPECT_TRUE(WaitFor([&] { return second.IsFollowing(); }, timeout));
+  EXPECT_TRUE(WaitFor([&] { return secondOrthanc.reads > 0; }, timeout));
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped, timeout);
+  second.Stop();
 }
 
 

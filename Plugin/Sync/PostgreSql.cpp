@@ -371,11 +371,12 @@ void PostgreSqlDatabase::EnsureConnected(const std::string& action)
   const int64_t now = NowMs();
   if (now < nextReconnectAt_)
   {
+    // No countdown in the message, so that callers that log each new message log it once.
     throw Exception(ErrorCode::DatabaseError,
                     "Outbox database " + name_ + ": cannot " + action +
                         ": the connection is lost (" + GetConnectionError() +
-                        "); reconnecting in " +
-                        std::to_string((nextReconnectAt_ - now + 999) / 1000) + " s");
+                        "), and reconnecting is tried again at most every " +
+                        std::to_string(reconnectDelayMs_ / 1000) + " s");
   }
 
   std::string error;
@@ -387,8 +388,11 @@ void PostgreSqlDatabase::EnsureConnected(const std::string& action)
                             : std::min(reconnectDelayMs_ * 2, MAX_RECONNECT_DELAY_MS);
     nextReconnectAt_ = now + reconnectDelayMs_;
     SetConnectionError(error);
-    throw Exception(ErrorCode::DatabaseError, "Outbox database " + name_ + ": cannot " + action +
-                                                  ": reconnecting failed: " + error);
+    throw Exception(ErrorCode::DatabaseError,
+                    "Outbox database " + name_ + ": cannot " + action +
+                        ": the connection is lost (" + error +
+                        "), and reconnecting is tried again at most every " +
+                        std::to_string(reconnectDelayMs_ / 1000) + " s");
   }
 
   PQfinish(connection_);
