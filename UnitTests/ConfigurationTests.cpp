@@ -1369,6 +1369,13 @@ TEST_F(ConfigurationTest, RedactedJsonHidesDatabasePassword)
        "host=db password=<redacted> dbname=orthanc"},
       {"postgresql://orthanc@db/orthanc", "postgresql://orthanc@db/orthanc"},
       {"/var/lib/orthanc/mirror.db", "/var/lib/orthanc/mirror.db"},
+      {"host=db password = Pa55-word dbname=orthanc",
+       "host=db password = <redacted> dbname=orthanc"},
+      {"host=db sslpassword=Key-Pa55 sslkey=/etc/key.pem",
+       "host=db sslpassword=<redacted> sslkey=/etc/key.pem"},
+      {"postgresql://db/orthanc?sslpassword=Key-Pa55&password=Pa55-word",
+       "postgresql://db/orthanc?sslpassword=<redacted>&password=<redacted>"},
+      {"host=db passfile=/etc/pgpass", "host=db passfile=/etc/pgpass"},
   };
 
   for (const Case& c : cases)
