@@ -231,6 +231,10 @@ void PluginContext::RunMonitor()
     try
     {
       outbox_->RecordHeartbeat(NowMs());
+      if (outbox_->IsShared())
+      {
+        LoadSharedSettings();
+      }
       UpdateMetrics();
     }
     catch (const std::exception& e)
@@ -638,6 +642,14 @@ void PluginContext::StoreAndApply(const Json::Value& overrides, bool paused)
 
   outbox_->SetProperty(RUNTIME_SETTINGS_PROPERTY, WriteJson(overrides));
   outbox_->SetProperty(PAUSED_PROPERTY, paused ? "true" : "false");
+  Apply(next, credentials, overrides, paused);
+}
+
+
+void PluginContext::Apply(const Configuration& next,
+                          const std::shared_ptr<CredentialManager>& credentials,
+                          const Json::Value& overrides, bool paused)
+{
   overrides_ = overrides;
 
   const bool destinationChanged = GetRuntimeValues(next) != GetRuntimeValues(configuration_) ||
@@ -666,6 +678,51 @@ void PluginContext::StoreAndApply(const Json::Value& overrides, bool paused)
     else
     {
       dispatcher_->Resume();
+    }
+  }
+}
+
+
+void PluginContext::LoadSharedSettings()
+{
+  const std::string text = outbox_->GetProperty(RUNTIME_SETTINGS_PROPERTY, "{}");
+  const bool paused = outbox_->GetProperty(PAUSED_PROPERTY, "false") == "true";
+
+  Json::Value overrides;
+  std::string error;
+  if (!ParseJson(overrides, error, text.data(), text.size()) || !overrides.isObject())
+  {
+    overrides = Json::Value(Json::objectValue);
+  }
+
+  std::lock_guard<std::mutex> lock(settingsMutex_);
+  if (overrides == overrides_ && paused == paused_)
+  {
+    return;
+  }
+
+  try
+  {
+    const Configuration next = ParseConfiguration(MergeSettings(fileSection_, overrides));
+    std::shared_ptr<CredentialManager> credentials = credentials_;
+    if (PinsOtherSecretVersion(configuration_, next))
+    {
+      credentials = std::make_shared<CredentialManager>(next.credentials, next.tls, &logger_);
+    }
+    Apply(next, credentials, overrides, paused);
+    logger_.Warning("applied the runtime settings that another node changed: sending to " +
+                    configuration_.GetStowUrl() + (paused_ ? " (paused)" : ""));
+    lastSharedSettingsError_.clear();
+  }
+  catch (const Exception& e)
+  {
+    // Checked again at every tick: logged once per distinct error.
+    if (e.what() != lastSharedSettingsError_)
+    {
+      logger_.Warning(std::string("cannot apply the runtime settings that another node "
+                                  "changed, keeping the current ones: ") +
+                      e.what());
+      lastSharedSettingsError_ = e.what();
     }
   }
 }

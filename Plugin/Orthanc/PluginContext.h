@@ -123,6 +123,13 @@ private:
   // Stores and applies new overrides and pause. The caller holds settingsMutex_.
   void StoreAndApply(const Json::Value& overrides, bool paused);
 
+  // Applies a configuration parsed from the overrides. The caller holds settingsMutex_.
+  void Apply(const Configuration& next, const std::shared_ptr<CredentialManager>& credentials,
+             const Json::Value& overrides, bool paused);
+
+  // Applies the runtime settings and the pause that another node of a shared outbox stored.
+  void LoadSharedSettings();
+
   Dispatcher::SenderFactory MakeSenderFactory(const Configuration& configuration,
                                               const std::shared_ptr<CredentialManager>& credentials);
 
@@ -154,6 +161,7 @@ private:
   bool stopping_ = false;
   std::thread monitor_;
   std::string lastSecretError_;  // used by the monitor thread only
+  std::string lastSharedSettingsError_;  // under settingsMutex_
 
   std::mutex statusMutex_;
   Json::Value lastOutboxStatus_;  // shown again while the database cannot be read
