@@ -19,6 +19,8 @@
 #   --render FILE         measure nothing: write the page again from the results.json that
 #                         an earlier run left in its work folder
 # A full run took 60 minutes on 2 CPUs and used about 6 GB in the work folder.
+# NOTE: that run had no nodes section, whose full run is estimated at 20 to 30 minutes more
+# (its quick run took 7 minutes).
 #
 # As root on Debian 12, it first installs the packages it needs. It builds the plugin in
 # build-bench/ and the null sink (Resources/Bench/NullSink.cpp) with g++, then runs
@@ -33,7 +35,7 @@ install=true
 options=()
 
 usage() {
-  sed -n '2,25s/^# \{0,1\}//p' "$0"
+  sed -n '2,28s/^# \{0,1\}//p' "$0"
 }
 
 while [ $# -gt 0 ]; do

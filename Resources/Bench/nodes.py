@@ -3,8 +3,8 @@
 Every run starts its own PostgreSQL server (UnitTests/Integration/postgresql_server.py), with
 the Orthanc index in one database and the plugin's outbox in another. One or two Orthanc nodes
 run over it with Debian's orthanc-postgresql index plugin, the mirror plugin and a shared
-storage folder. The back-fill runs on an archive that an Orthanc stored once into such a server: each
-run starts on a copy of its PostgreSQL data folder and on its storage folder.
+storage folder. The back-fill runs on an archive that an Orthanc stored once into such a
+server: each run starts on a copy of its PostgreSQL data folder and on its storage folder.
 """
 
 import dataclasses
@@ -255,23 +255,25 @@ def nodes_table(results):
 
 def describe_method():
     """Return the section's part of the Method text."""
-    clients_count = scenarios.PARALLEL_CLIENTS
+    client_count = scenarios.PARALLEL_CLIENTS
+    connections = postgresql_server.MAX_CONNECTIONS
     return f"""\
 ### One node and two nodes over PostgreSQL
 
 Each run starts a new PostgreSQL 15 server on loopback (Debian's package, default settings
-but `max_connections` {postgresql_server.MAX_CONNECTIONS}), with the Orthanc index in one
-database and the plugin's outbox in another (`"Database": "postgresql://..."`), and one or two
-Orthanc nodes. Each node has Debian's orthanc-postgresql index plugin (`"Lock": false`), the
-mirror plugin with its own `NodeName` and the settings above, and the same storage folder.
+but `max_connections` {connections}), with the Orthanc index in one database and the plugin's
+outbox in another (`"Database": "postgresql://..."`), and one or two Orthanc nodes. Each node
+has Debian's orthanc-postgresql index plugin (`"Lock": false`), the mirror plugin with its own
+`NodeName` and the settings above, and the same storage folder.
 
 - **back-fill**: an Orthanc stored the data set once into such a server, without the mirror
   plugin. Each run starts on a copy of that server's data folder and on its storage folder,
   and measures from `POST /azure-dicom/sync {{"All": true}}` on the first node until the shared
   outbox counts every instance `Mirrored` or `AlreadyPresent`.
-- **while ingesting**: {clients_count} REST clients store the data set into an empty index,
-  split between the nodes: with two nodes, two clients per node, each node storing one
-  half of the files in study order. Measured from the first store until every instance is confirmed, as above.
+- **while ingesting**: {client_count} REST clients store the data set into an empty index, split
+  between the nodes: with two nodes, two clients per node, each node storing one half of the
+  files in study order. Measured from the first store until every instance is confirmed, as
+  above.
 
 "sent by node" is `Sent` of each node's entry in `Nodes` of `GET /azure-dicom/status`, and
 "two ÷ one" divides the rate with two nodes by the rate with one. Both nodes, PostgreSQL and

@@ -54,7 +54,8 @@ class PostgreSQLServer:
         self.system_user = POSTGRESQL_USER if os.geteuid() == 0 else None
         # The superuser is the system user that runs initdb, so that peer authentication on
         # the socket accepts psql.
-        self.superuser = POSTGRESQL_USER if self.system_user else pwd.getpwuid(os.geteuid()).pw_name
+        self.superuser = (POSTGRESQL_USER if self.system_user
+                          else pwd.getpwuid(os.geteuid()).pw_name)
 
     def run_as_server_user(self, command):
         """Return command prefixed so that it runs as the server's system user."""
