@@ -13,7 +13,6 @@ import os
 import sys
 import threading
 import time
-import unittest
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -31,10 +30,6 @@ INDEX_DATABASE = "orthanc_index"
 OUTBOX_DATABASE = "azure_dicom_outbox"
 NODE_A = "node-a"
 NODE_B = "node-b"
-
-# The plugin's messages at start-up in the versions that have only the SQLite outbox.
-POSTGRESQL_REJECTED_MESSAGES = ("a PostgreSQL outbox is not available in this version",
-                                "AzureDicom.NodeName: unknown key")
 
 STUDIES_PER_NODE = 4
 SERIES_PER_STUDY = 2
@@ -159,18 +154,6 @@ class TwoNodesTest(fault_checks.FaultTestCase):
                                               azure=section, plugins=[harness.plugin_path()])
         return self.add_orthanc(node)
 
-    def start_node(self, node):
-        try:
-            node.start()
-        except RuntimeError as error:
-            # NOTE: remove this skip once every supported version has the PostgreSQL outbox.
-            if any(message in str(error) for message in POSTGRESQL_REJECTED_MESSAGES):
-                raise unittest.SkipTest("this build of the plugin has no PostgreSQL outbox "
-                                        "(it rejects NodeName or a postgresql:// Database)"
-                                        ) from error
-            raise
-        return node
-
     def nodes_by_name(self, node):
         return {entry["Name"]: entry for entry in node.status()["Nodes"]}
 
@@ -208,7 +191,7 @@ class TwoNodesTest(fault_checks.FaultTestCase):
         return instances
 
     def test_kill_node_while_sending(self):
-        node_a = self.start_node(self.make_node(NODE_A))
+        node_a = self.make_node(NODE_A).start()
         self.assertEqual(node_a.status().get("Node"), NODE_A, "Node in node A's status")
         # On the outbox's first start, the follower begins after the change log's last entry
         # when it first polls, so instances stored before that poll would not be queued.
@@ -218,7 +201,7 @@ class TwoNodesTest(fault_checks.FaultTestCase):
         first = harness.upload_all(node_a, harness.make_study(1, 5, INSTANCE_BYTES))
         self.wait_queued(node_a, first, "node A's follower to queue the first study")
 
-        node_b = self.start_node(self.make_node(NODE_B))
+        node_b = self.make_node(NODE_B).start()
         self.assertEqual(node_b.status().get("Node"), NODE_B, "Node in node B's status")
         owners = ConnectionOwners(self.fake.port, [node_a, node_b])
         owners.start()
