@@ -67,6 +67,11 @@ class PostgreSQLServer:
         if not os.path.isfile(os.path.join(POSTGRESQL_BIN, "initdb")):
             raise RuntimeError(f"PostgreSQL not found in {POSTGRESQL_BIN}: install Debian's "
                                "postgresql package (Resources/install-dependencies.sh)")
+        if self.system_user is not None and not is_initial_user_namespace():
+            # unshare --user --map-root-user, as run-tests.sh does for a user other than root.
+            raise RuntimeError("PostgreSQL cannot start in a user namespace that maps this "
+                               "user to root: initdb rejects root there, and runuser cannot "
+                               "switch to the postgres user. Run the tests as root.")
         os.makedirs(self.directory)
         if self.system_user is not None:
             account = pwd.getpwnam(self.system_user)
@@ -217,6 +222,13 @@ class PostgreSQLServer:
 
     def remove(self):
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def is_initial_user_namespace():
+    """Return True unless this process runs in a user namespace (its uid_map is not the
+    identity over every user ID)."""
+    with open("/proc/self/uid_map", encoding="ascii") as uid_map:
+        return uid_map.read().split() == ["0", "0", "4294967295"]
 
 
 def orthanc_node(directory, name, server, index_database, storage, azure=None, plugins=(),
