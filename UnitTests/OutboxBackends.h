@@ -92,8 +92,9 @@ inline std::string PrepareTestPostgreSql()
   const std::string url = GetTestPostgreSqlUrl();
   if (!url.empty())
   {
-    ExecutePostgreSql(url, "SET client_min_messages = warning; "
-                           "DROP SCHEMA IF EXISTS azure_dicom CASCADE");
+    ExecutePostgreSql(url,
+                      "SET client_min_messages = warning; "
+                      "DROP SCHEMA IF EXISTS azure_dicom CASCADE");
   }
   return url;
 }

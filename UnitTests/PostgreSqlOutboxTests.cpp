@@ -114,17 +114,11 @@ std::string GetPassword(const std::string& url)
 class QuietLogger : public ILogger
 {
 public:
-  void Info(const std::string&) override
-  {
-  }
+  void Info(const std::string&) override {}
 
-  void Warning(const std::string&) override
-  {
-  }
+  void Warning(const std::string&) override {}
 
-  void Error(const std::string&) override
-  {
-  }
+  void Error(const std::string&) override {}
 };
 
 
@@ -232,9 +226,10 @@ TEST_F(PostgreSqlOutboxTest, RecordedVersionIsMigrated)
   }
 
   // Back to the version 2 schema, with its item, as an earlier plugin left it.
-  ExecutePostgreSql(url_, "ALTER TABLE azure_dicom.items DROP COLUMN claimed_by, "
-                          "DROP COLUMN claim_id; DROP TABLE azure_dicom.nodes; "
-                          "UPDATE azure_dicom.schema_version SET version = 2");
+  ExecutePostgreSql(url_,
+                    "ALTER TABLE azure_dicom.items DROP COLUMN claimed_by, "
+                    "DROP COLUMN claim_id; DROP TABLE azure_dicom.nodes; "
+                    "UPDATE azure_dicom.schema_version SET version = 2");
 
   Outbox outbox(url_, "node-a");
   EXPECT_EQ(ExecutePostgreSql(url_, "SELECT version FROM azure_dicom.schema_version"), "3");
@@ -287,16 +282,18 @@ TEST_F(PostgreSqlOutboxTest, SimultaneousStartsCreateSchemaOnce)
   std::vector<std::thread> threads;
   for (int i = 0; i < nodeCount; i++)
   {
-    threads.emplace_back([this, i, &errors]() {
-      try
-      {
-        Outbox outbox(url_, "node-" + std::to_string(i));
-      }
-      catch (const std::exception& e)
-      {
-        errors[i] = e.what();
-      }
-    });
+    threads.emplace_back(
+        [this, i, &errors]()
+        {
+          try
+          {
+            Outbox outbox(url_, "node-" + std::to_string(i));
+          }
+          catch (const std::exception& e)
+          {
+            errors[i] = e.what();
+          }
+        });
   }
   for (std::thread& thread : threads)
   {
@@ -351,10 +348,12 @@ TEST_F(PostgreSqlOutboxTest, ConcurrentNodeClaimsAreDisjoint)
 
   std::map<std::string, std::vector<int64_t>> claimedBy;
   std::mutex mutex;
-  auto claimAll = [&](Outbox& outbox) {
+  auto claimAll = [&](Outbox& outbox)
+  {
     for (;;)
     {
-      const std::vector<OutboxItem> batch = outbox.ClaimBatch(7, NO_BYTE_LIMIT, NOW, NOW + LEASE_MS);
+      const std::vector<OutboxItem> batch =
+          outbox.ClaimBatch(7, NO_BYTE_LIMIT, NOW, NOW + LEASE_MS);
       if (batch.empty())
       {
         return;
@@ -438,7 +437,8 @@ TEST_F(PostgreSqlOutboxTest, ReleaseDoesNotTouchOtherNode)
   Outbox first(url_, "node-a");
   Outbox second(url_, "node-b");
   first.Queue(MakeInstances(1, 4), QueueMode::InsertMissing, NOW);
-  const std::vector<OutboxItem> firstClaim = first.ClaimBatch(2, NO_BYTE_LIMIT, NOW, NOW + LEASE_MS);
+  const std::vector<OutboxItem> firstClaim =
+      first.ClaimBatch(2, NO_BYTE_LIMIT, NOW, NOW + LEASE_MS);
   const std::vector<OutboxItem> secondClaim =
       second.ClaimBatch(2, NO_BYTE_LIMIT, NOW, NOW + LEASE_MS);
   ASSERT_EQ(firstClaim.size(), 2u);
@@ -464,10 +464,12 @@ TEST_F(PostgreSqlOutboxTest, CreationSequenceSharedAcrossNodes)
   Outbox second(url_, "node-b");
   first.Queue(MakeInstances(1, 40), QueueMode::InsertMissing, NOW);
 
-  auto mirrorAll = [](Outbox& outbox) {
+  auto mirrorAll = [](Outbox& outbox)
+  {
     for (;;)
     {
-      const std::vector<OutboxItem> batch = outbox.ClaimBatch(3, NO_BYTE_LIMIT, NOW, NOW + LEASE_MS);
+      const std::vector<OutboxItem> batch =
+          outbox.ClaimBatch(3, NO_BYTE_LIMIT, NOW, NOW + LEASE_MS);
       if (batch.empty())
       {
         return;
@@ -481,8 +483,9 @@ TEST_F(PostgreSqlOutboxTest, CreationSequenceSharedAcrossNodes)
   b.join();
 
   EXPECT_EQ(first.CountByState().Get(ItemState::Mirrored), 40u);
-  EXPECT_EQ(ExecutePostgreSql(url_, "SELECT COUNT(DISTINCT created_sequence) FROM azure_dicom.items"),
-            "40");
+  EXPECT_EQ(
+      ExecutePostgreSql(url_, "SELECT COUNT(DISTINCT created_sequence) FROM azure_dicom.items"),
+      "40");
   EXPECT_EQ(ExecutePostgreSql(url_, "SELECT MAX(created_sequence) FROM azure_dicom.items"), "40");
 
   const std::vector<NodeRecord> nodes = first.ListNodes();
@@ -519,8 +522,9 @@ TEST_F(PostgreSqlOutboxTest, FollowerLockLostWithConnection)
   ASSERT_TRUE(first.TryHoldFollowerLock());
 
   // The server ends the session that holds the lock, as when the node's host disappears.
-  EXPECT_EQ(ExecutePostgreSql(url_, "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_locks "
-                                    "WHERE locktype = 'advisory' AND granted"),
+  EXPECT_EQ(ExecutePostgreSql(url_,
+                              "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_locks "
+                              "WHERE locktype = 'advisory' AND granted"),
             "1");
 
   bool taken = false;
@@ -577,8 +581,9 @@ TEST_F(PostgreSqlOutboxTest, LostConnectionIsRetried)
   Outbox outbox(url_, "node-a");
   outbox.Queue(MakeInstances(1, 2), QueueMode::InsertMissing, NOW);
 
-  ExecutePostgreSql(url_, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE application_name = 'OrthancAzureDicom'");
+  ExecutePostgreSql(url_,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'OrthancAzureDicom'");
 
   EXPECT_THROW(outbox.CountByState(), Exception);
   EXPECT_NE(outbox.GetConnectionError(), "");
@@ -673,8 +678,9 @@ TEST(SqlDialectTest, PlaceholdersAndTypesAreAdapted)
             "SELECT a FROM t WHERE b = $1 AND c = $12");
   EXPECT_EQ(AdaptSqlToPostgreSql("UPDATE t SET m = '?1 stays' WHERE id = ?2"),
             "UPDATE t SET m = '?1 stays' WHERE id = $2");
-  EXPECT_EQ(AdaptSqlToPostgreSql("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER)"),
-            "CREATE TABLE t (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, n BIGINT)");
+  EXPECT_EQ(
+      AdaptSqlToPostgreSql("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER)"),
+      "CREATE TABLE t (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, n BIGINT)");
   EXPECT_EQ(AdaptSqlToPostgreSql("CREATE TABLE p (name TEXT, value NOT NULL)"),
             "CREATE TABLE p (name TEXT, value TEXT NOT NULL)");
   EXPECT_EQ(AdaptSqlToPostgreSql("SELECT integers FROM t"), "SELECT integers FROM t");

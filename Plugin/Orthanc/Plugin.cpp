@@ -83,8 +83,8 @@ std::string GetNodeName(const Json::Value& orthancConfiguration,
   }
 
   const Json::Value& port = orthancConfiguration["HttpPort"];
-  const std::string portText =
-      port.isIntegral() ? std::to_string(port.asInt64()) : (port.isString() ? port.asString() : "8042");
+  const std::string portText = port.isIntegral() ? std::to_string(port.asInt64())
+                                                 : (port.isString() ? port.asString() : "8042");
   return std::string(hostName) + ":" + portText;
 }
 

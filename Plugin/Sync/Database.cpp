@@ -20,8 +20,8 @@ const char* const CONNECTION_KEYWORDS[] = {"host",     "hostaddr", "port",    "d
 [[noreturn]] void ThrowDatabaseError(const Database& database, const std::string& action,
                                      const std::string& reason)
 {
-  throw Exception(ErrorCode::DatabaseError,
-                  "Outbox database " + database.GetName() + ": failed to " + action + ": " + reason);
+  throw Exception(ErrorCode::DatabaseError, "Outbox database " + database.GetName() +
+                                                ": failed to " + action + ": " + reason);
 }
 
 

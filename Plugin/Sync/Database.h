@@ -124,8 +124,8 @@ int64_t ToSqliteInteger(uint64_t value);
 class Query
 {
 public:
-  Query(Database& database, const StatementPtr& statement, const std::string& action) :
-      database_(database), statement_(*statement), action_(action)
+  Query(Database& database, const StatementPtr& statement, const std::string& action)
+      : database_(database), statement_(*statement), action_(action)
   {
   }
 
@@ -217,8 +217,8 @@ private:
 class Transaction
 {
 public:
-  Transaction(Database& database, TransactionMode mode, const std::string& action) :
-      database_(database), action_(action)
+  Transaction(Database& database, TransactionMode mode, const std::string& action)
+      : database_(database), action_(action)
   {
     database_.Begin(mode, action_);
   }

@@ -4,8 +4,8 @@
 
 namespace AzureDicom
 {
-FollowerElection::FollowerElection(Outbox& outbox, ChangeFollower& follower, ILogger& logger) :
-    outbox_(outbox), follower_(follower), logger_(logger)
+FollowerElection::FollowerElection(Outbox& outbox, ChangeFollower& follower, ILogger& logger)
+    : outbox_(outbox), follower_(follower), logger_(logger)
 {
 }
 

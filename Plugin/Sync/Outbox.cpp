@@ -130,7 +130,6 @@ CREATE TABLE nodes (
 )sql";
 
 
-
 // Sets an item back to Pending as if it were queued at ?1: due at once, with attempts, status code,
 // reasons and message cleared. The destination, the creation mark and the digest stay, for a
 // later rollback or conflict check.
@@ -260,11 +259,12 @@ struct Outbox::Statements
                            "WHERE state = 'Sending' AND lease_until < ?1" +
                                skipLocked + ")");
     // Other nodes may be sending their items of a shared database: only this node's go back.
-    releaseAllLeases = Prepare(database,
-                               "UPDATE items SET state = 'Pending', lease_until = 0, "
-                               "claimed_by = '', claim_id = 0, updated_at = ?1 "
-                               "WHERE state = 'Sending'" +
-                                   std::string(database.IsPostgreSql() ? " AND claimed_by = ?2" : ""));
+    releaseAllLeases =
+        Prepare(database,
+                "UPDATE items SET state = 'Pending', lease_until = 0, "
+                "claimed_by = '', claim_id = 0, updated_at = ?1 "
+                "WHERE state = 'Sending'" +
+                    std::string(database.IsPostgreSql() ? " AND claimed_by = ?2" : ""));
     selectDue = Prepare(database, selectItems +
                                       "WHERE state = 'Pending' AND next_attempt_at <= ?1 AND "
                                       "rollback_id = 0 ORDER BY next_attempt_at, id LIMIT ?2" +
@@ -272,29 +272,30 @@ struct Outbox::Statements
     markSending = Prepare(database,
                           "UPDATE items SET state = 'Sending', lease_until = ?1, updated_at = ?2, "
                           "claimed_by = ?4, claim_id = ?5 WHERE id = ?3");
-    recordOutcome = Prepare(database,
-                            "UPDATE items SET state = ?1, attempts = attempts + ?2, "
-                            "status_code = ?3, failure_reason = ?4, warning_reason = ?5, "
-                            "message = ?6, destination = COALESCE(?7, destination), "
-                            "next_attempt_at = COALESCE(?8, next_attempt_at), "
-                            "sent_at = COALESCE(?9, sent_at), lease_until = 0, updated_at = ?10, "
-                            // A copy found again at the same destination stays this plugin's.
-                            "created_sequence = CASE WHEN ?1 = 'Mirrored' THEN ?12 "
-                            "WHEN ?1 != 'AlreadyPresent' THEN created_sequence "
-                            "WHEN sent_service_url = ?13 AND sent_api_version = ?14 "
-                            "AND sent_partition = ?15 THEN created_sequence ELSE 0 END, "
-                            "sent_service_url = CASE WHEN ?9 IS NULL THEN sent_service_url "
-                            "ELSE ?13 END, "
-                            "sent_api_version = CASE WHEN ?9 IS NULL THEN sent_api_version "
-                            "ELSE ?14 END, "
-                            "sent_partition = CASE WHEN ?9 IS NULL THEN sent_partition ELSE ?15 END, "
-                            "content_md5 = CASE WHEN ?16 = '' THEN content_md5 ELSE ?16 END, "
-                            "content_conflict = CASE WHEN ?9 IS NULL THEN content_conflict "
-                            "ELSE ?17 END, "
-                            "content_changed = CASE WHEN ?9 IS NULL THEN content_changed ELSE 0 END, "
-                            "claimed_by = '', claim_id = 0 "
-                            "WHERE id = ?11 AND state = 'Sending' AND claimed_by = ?18 "
-                            "AND claim_id = ?19");
+    recordOutcome =
+        Prepare(database,
+                "UPDATE items SET state = ?1, attempts = attempts + ?2, "
+                "status_code = ?3, failure_reason = ?4, warning_reason = ?5, "
+                "message = ?6, destination = COALESCE(?7, destination), "
+                "next_attempt_at = COALESCE(?8, next_attempt_at), "
+                "sent_at = COALESCE(?9, sent_at), lease_until = 0, updated_at = ?10, "
+                // A copy found again at the same destination stays this plugin's.
+                "created_sequence = CASE WHEN ?1 = 'Mirrored' THEN ?12 "
+                "WHEN ?1 != 'AlreadyPresent' THEN created_sequence "
+                "WHEN sent_service_url = ?13 AND sent_api_version = ?14 "
+                "AND sent_partition = ?15 THEN created_sequence ELSE 0 END, "
+                "sent_service_url = CASE WHEN ?9 IS NULL THEN sent_service_url "
+                "ELSE ?13 END, "
+                "sent_api_version = CASE WHEN ?9 IS NULL THEN sent_api_version "
+                "ELSE ?14 END, "
+                "sent_partition = CASE WHEN ?9 IS NULL THEN sent_partition ELSE ?15 END, "
+                "content_md5 = CASE WHEN ?16 = '' THEN content_md5 ELSE ?16 END, "
+                "content_conflict = CASE WHEN ?9 IS NULL THEN content_conflict "
+                "ELSE ?17 END, "
+                "content_changed = CASE WHEN ?9 IS NULL THEN content_changed ELSE 0 END, "
+                "claimed_by = '', claim_id = 0 "
+                "WHERE id = ?11 AND state = 'Sending' AND claimed_by = ?18 "
+                "AND claim_id = ?19");
     releaseItem = Prepare(database,
                           "UPDATE items SET state = 'Pending', next_attempt_at = ?1, "
                           "lease_until = 0, claimed_by = '', claim_id = 0, updated_at = ?2 "
@@ -331,8 +332,8 @@ struct Outbox::Statements
 
 namespace
 {
-int64_t ReadIntegerProperty(Database& database, const StatementPtr& getProperty,
-                            const char* name, int64_t fallback)
+int64_t ReadIntegerProperty(Database& database, const StatementPtr& getProperty, const char* name,
+                            int64_t fallback)
 {
   Query query(database, getProperty, std::string("read the property ") + name);
   query.Bind(std::string(name));
@@ -362,8 +363,8 @@ uint64_t InsertInstance(Database& database, const StatementPtr& statement,
 }
 
 
-bool ReadStudySummary(StudySummary& summary, Database& database,
-                      const StatementPtr& statement, const std::string& key)
+bool ReadStudySummary(StudySummary& summary, Database& database, const StatementPtr& statement,
+                      const std::string& key)
 {
   Query query(database, statement, "sum up the study " + key);
   query.Bind(key);
@@ -394,8 +395,8 @@ bool ReadStudySummary(StudySummary& summary, Database& database,
 }  // namespace
 
 
-Outbox::Outbox(const std::string& database, const std::string& nodeName) :
-    nodeName_(nodeName), db_(OpenDatabase(database))
+Outbox::Outbox(const std::string& database, const std::string& nodeName)
+    : nodeName_(nodeName), db_(OpenDatabase(database))
 {
   CreateSchema();
   statements_ = std::make_unique<Statements>(*db_);

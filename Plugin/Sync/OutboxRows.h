@@ -1,7 +1,7 @@
 #pragma once
 
-#include "Sync/OutboxItem.h"
 #include "Sync/Database.h"
+#include "Sync/OutboxItem.h"
 
 #include <cstdint>
 #include <string>

@@ -128,8 +128,8 @@ uint64_t CountRows(Database& database, const std::string& sql, int64_t parameter
 }
 
 
-std::vector<OutboxItem> SelectItems(Database& database, const std::string& where,
-                                    int64_t parameter, size_t limit, const std::string& action)
+std::vector<OutboxItem> SelectItems(Database& database, const std::string& where, int64_t parameter,
+                                    size_t limit, const std::string& action)
 {
   StatementPtr statement = Prepare(
       database, "SELECT " + ITEM_COLUMNS + " FROM items WHERE " + where + " ORDER BY id LIMIT ?2");
@@ -145,9 +145,8 @@ std::vector<OutboxItem> SelectItems(Database& database, const std::string& where
 }
 
 
-uint64_t RunUpdate(Database& database, const std::string& sql,
-                   const std::vector<int64_t>& integers, const std::vector<std::string>& texts,
-                   const std::string& action)
+uint64_t RunUpdate(Database& database, const std::string& sql, const std::vector<int64_t>& integers,
+                   const std::vector<std::string>& texts, const std::string& action)
 {
   StatementPtr statement = Prepare(database, sql);
   Query query(database, statement, action);

@@ -96,11 +96,26 @@ bool MatchesWordAt(const std::string& sql, size_t position, const std::string& w
 }
 
 
+void SetUpSession(PGconn* connection)
+{
+  // The schema may not exist yet: the migration creates it under its advisory lock.
+  const std::string sql = std::string("SET search_path TO ") + POSTGRESQL_SCHEMA +
+                          "; SET lock_timeout = '" + LOCK_TIMEOUT +
+                          "'; SET client_min_messages = warning";
+  ResultPtr result(PQexec(connection, sql.c_str()));
+  if (!result || PQresultStatus(result.get()) != PGRES_COMMAND_OK)
+  {
+    throw Exception(ErrorCode::DatabaseError,
+                    "failed to set up the session: " + GetResultError(connection, result.get()));
+  }
+}
+
+
 class PostgreSqlStatement : public Statement
 {
 public:
-  PostgreSqlStatement(PostgreSqlDatabase& database, const std::string& sql) :
-      database_(database), sql_(AdaptSqlToPostgreSql(sql))
+  PostgreSqlStatement(PostgreSqlDatabase& database, const std::string& sql)
+      : database_(database), sql_(AdaptSqlToPostgreSql(sql))
   {
   }
 
@@ -182,8 +197,7 @@ private:
     PGconn* connection = database_.GetConnection();
     result_.reset(PQexecParams(connection, sql_.c_str(), static_cast<int>(values.size()), nullptr,
                                values.data(), nullptr, nullptr, 0));
-    const ExecStatusType status =
-        result_ ? PQresultStatus(result_.get()) : PGRES_FATAL_ERROR;
+    const ExecStatusType status = result_ ? PQresultStatus(result_.get()) : PGRES_FATAL_ERROR;
     if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK)
     {
       const std::string reason = GetResultError(connection, result_.get());
@@ -253,8 +267,8 @@ std::string AdaptSqlToPostgreSql(const std::string& sql)
 }
 
 
-PostgreSqlDatabase::PostgreSqlDatabase(const std::string& connectionString) :
-    connectionString_(connectionString), name_(RedactDatabase(connectionString))
+PostgreSqlDatabase::PostgreSqlDatabase(const std::string& connectionString)
+    : connectionString_(connectionString), name_(RedactDatabase(connectionString))
 {
   char* parseError = nullptr;
   PQconninfoOption* options = PQconninfoParse(connectionString.c_str(), &parseError);
@@ -309,7 +323,7 @@ PGconn* PostgreSqlDatabase::Connect(std::string& error) const
 
   try
   {
-    const_cast<PostgreSqlDatabase*>(this)->SetUpSession(connection);
+    SetUpSession(connection);
   }
   catch (const Exception& e)
   {
@@ -318,20 +332,6 @@ PGconn* PostgreSqlDatabase::Connect(std::string& error) const
     return nullptr;
   }
   return connection;
-}
-
-
-void PostgreSqlDatabase::SetUpSession(PGconn* connection)
-{
-  // The schema may not exist yet: the migration creates it under its advisory lock.
-  const std::string sql = std::string("SET search_path TO ") + POSTGRESQL_SCHEMA +
-                          "; SET lock_timeout = '" + LOCK_TIMEOUT + "'; SET client_min_messages = warning";
-  ResultPtr result(PQexec(connection, sql.c_str()));
-  if (!result || PQresultStatus(result.get()) != PGRES_COMMAND_OK)
-  {
-    throw Exception(ErrorCode::DatabaseError, "failed to set up the session: " +
-                                                  GetResultError(connection, result.get()));
-  }
 }
 
 
@@ -427,9 +427,9 @@ void PostgreSqlDatabase::Begin(TransactionMode mode, const std::string& action)
   // A read uses one snapshot for all its statements, as SQLite's read transaction does. Writes
   // stay in READ COMMITTED, where a row locked FOR UPDATE is read again in its latest version
   // instead of failing with a serialization error.
-  Execute(mode == TransactionMode::Write ? "BEGIN"
-                                         : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-          "begin a transaction to " + action);
+  Execute(
+      mode == TransactionMode::Write ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+      "begin a transaction to " + action);
 }
 
 
@@ -487,12 +487,6 @@ void PostgreSqlDatabase::WriteSchemaVersion(int64_t version)
 }
 
 
-int PostgreSqlDatabase::GetBackendPid() const
-{
-  return PQbackendPID(connection_);
-}
-
-
 bool PostgreSqlDatabase::TryHoldSessionLock(int64_t key)
 {
   std::lock_guard<std::mutex> lock(lockMutex_);
@@ -501,7 +495,8 @@ bool PostgreSqlDatabase::TryHoldSessionLock(int64_t key)
     // The server releases the lock when the connection closes, so a lock whose connection
     // fails its check is lost, even when the connection is reset at once.
     ResultPtr check(PQexec(lockConnection_, "SELECT 1"));
-    if (check && PQresultStatus(check.get()) == PGRES_TUPLES_OK && PQstatus(lockConnection_) == CONNECTION_OK)
+    if (check && PQresultStatus(check.get()) == PGRES_TUPLES_OK &&
+        PQstatus(lockConnection_) == CONNECTION_OK)
     {
       return true;
     }
@@ -522,7 +517,8 @@ bool PostgreSqlDatabase::TryHoldSessionLock(int64_t key)
   const std::string sql = "SELECT pg_try_advisory_lock(" + std::to_string(key) + ")";
   ResultPtr result(PQexec(connection, sql.c_str()));
   const bool held = result && PQresultStatus(result.get()) == PGRES_TUPLES_OK &&
-                    PQntuples(result.get()) == 1 && std::string(PQgetvalue(result.get(), 0, 0)) == "t";
+                    PQntuples(result.get()) == 1 &&
+                    std::string(PQgetvalue(result.get(), 0, 0)) == "t";
   if (!held)
   {
     PQfinish(connection);

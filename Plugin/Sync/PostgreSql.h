@@ -73,12 +73,8 @@ public:
   // Records a failed call; a lost connection is then reset by the next Begin().
   [[noreturn]] void Fail(const std::string& action, const std::string& reason);
 
-  // The server process of the connection, as pg_backend_pid() returns it.
-  int GetBackendPid() const;
-
 private:
   PGconn* Connect(std::string& error) const;
-  void SetUpSession(PGconn* connection);
   void EnsureConnected(const std::string& action);
   void SetConnectionError(const std::string& error);
 

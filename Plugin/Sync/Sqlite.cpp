@@ -110,8 +110,8 @@ namespace
 class SqliteStatement : public Statement
 {
 public:
-  SqliteStatement(sqlite3* handle, const std::string& path, sqlite3_stmt* statement) :
-      handle_(handle), path_(path), statement_(statement)
+  SqliteStatement(sqlite3* handle, const std::string& path, sqlite3_stmt* statement)
+      : handle_(handle), path_(path), statement_(statement)
   {
   }
 
@@ -228,12 +228,13 @@ SqliteDatabase::SqliteDatabase(const std::string& path) : path_(path)
   CreateDatabaseFile(path_);
 
   // sqlite3_open_v2() returns a handle to close even when it fails.
-  const int openCode =
-      sqlite3_open_v2(path_.c_str(), &handle_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const int openCode = sqlite3_open_v2(path_.c_str(), &handle_,
+                                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (openCode != SQLITE_OK)
   {
-    const std::string message = "Outbox database " + path_ + ": failed to open the file: " +
-                                sqlite3_errmsg(handle_) + " (" + GetResultCodeName(openCode) + ")";
+    const std::string message = "Outbox database " + path_ +
+                                ": failed to open the file: " + sqlite3_errmsg(handle_) + " (" +
+                                GetResultCodeName(openCode) + ")";
     sqlite3_close_v2(handle_);
     throw Exception(ErrorCode::DatabaseError, message);
   }
@@ -261,7 +262,8 @@ SqliteDatabase::SqliteDatabase(const std::string& path) : path_(path)
     {
       throw Exception(ErrorCode::DatabaseError, "The outbox database " + path_ +
                                                     " cannot use WAL journal mode (it stays in \"" +
-                                                    mode + "\" mode): put it on a local file system");
+                                                    mode +
+                                                    "\" mode): put it on a local file system");
     }
 
     Execute("PRAGMA synchronous = FULL", "set synchronous = FULL");
@@ -283,8 +285,8 @@ SqliteDatabase::~SqliteDatabase()
 StatementPtr SqliteDatabase::Prepare(const std::string& sql)
 {
   sqlite3_stmt* statement = nullptr;
-  const int code = sqlite3_prepare_v3(handle_, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT,
-                                      &statement, nullptr);
+  const int code =
+      sqlite3_prepare_v3(handle_, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &statement, nullptr);
   if (code != SQLITE_OK)
   {
     ThrowSqliteError(handle_, path_, code, "prepare the statement \"" + sql + "\"");

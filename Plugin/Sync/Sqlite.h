@@ -49,9 +49,7 @@ public:
     return "";
   }
 
-  void LockForTransaction(int64_t /* key */, const std::string& /* action */) override
-  {
-  }
+  void LockForTransaction(int64_t /* key */, const std::string& /* action */) override {}
 
   int64_t ReadSchemaVersion() override;
   void WriteSchemaVersion(int64_t version) override;
@@ -61,9 +59,7 @@ public:
     return true;
   }
 
-  void ReleaseSessionLock() override
-  {
-  }
+  void ReleaseSessionLock() override {}
 
   std::string GetConnectionError() const override
   {
