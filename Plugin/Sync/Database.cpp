@@ -17,14 +17,6 @@ const char* const CONNECTION_KEYWORDS[] = {"host",     "hostaddr", "port",    "d
 }  // namespace
 
 
-[[noreturn]] void ThrowDatabaseError(const Database& database, const std::string& action,
-                                     const std::string& reason)
-{
-  throw Exception(ErrorCode::DatabaseError, "Outbox database " + database.GetName() +
-                                                ": failed to " + action + ": " + reason);
-}
-
-
 int64_t ToSqliteInteger(uint64_t value)
 {
   const uint64_t maxValue = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());

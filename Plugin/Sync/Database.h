@@ -97,11 +97,6 @@ public:
 };
 
 
-// Throws Exception(DatabaseError) naming the database, the action and the reason.
-[[noreturn]] void ThrowDatabaseError(const Database& database, const std::string& action,
-                                     const std::string& reason);
-
-
 inline StatementPtr Prepare(Database& database, const std::string& sql)
 {
   return database.Prepare(sql);

@@ -115,9 +115,9 @@ CREATE TABLE rollbacks (
 );
 )sql";
 
-// Version 3, for several Orthanc nodes over one database: the node that claimed each Sending
-// item and the ID of that claim, so that only that claim records its outcome, and the nodes with
-// the time they were last seen and the items they sent.
+// Version 3, for several Orthanc nodes over one database. Each Sending item records the node
+// that claimed it and the ID of that claim, so that only that claim records its outcome. The
+// nodes table has each node's last sight and the items it sent.
 const char* const MIGRATION_V3_SQL = R"sql(
 ALTER TABLE items ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
 ALTER TABLE items ADD COLUMN claim_id INTEGER NOT NULL DEFAULT 0;
