@@ -41,7 +41,7 @@ public:
   uint64_t Poll();
 
   // How long a missing sequence number keeps the committed position back, by default.
-  static const int64_t GAP_WAIT_MS = 30000;
+  static constexpr int64_t GAP_WAIT_MS = 30000;
 
   // Sets that time. Call before Start().
   void SetGapWait(int64_t milliseconds)
@@ -74,7 +74,7 @@ private:
   // Drops what Poll() remembers of the changes up to the committed sequence.
   void ForgetUpTo(int64_t sequence);
 
-  static const int64_t MAX_GAP_CHANGES = 10000;
+  static constexpr int64_t MAX_GAP_CHANGES = 10000;
 
   static const unsigned int PAGE_SIZE = 500;
   static const unsigned int POLL_INTERVAL_MS = 2000;

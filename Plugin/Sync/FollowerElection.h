@@ -29,7 +29,7 @@ public:
   // True while this node runs the follower.
   bool IsFollowing();
 
-  static const unsigned int RETRY_INTERVAL_MS = 3000;
+  static constexpr unsigned int RETRY_INTERVAL_MS = 3000;
 
 private:
   void Run();
