@@ -7,6 +7,7 @@
 #include "Sync/Database.h"
 #include "Sync/FollowerElection.h"
 #include "Sync/Outbox.h"
+#include "Sync/OutboxJson.h"
 #include "Sync/PostgreSql.h"
 
 #include "OutboxBackends.h"
@@ -697,4 +698,17 @@ TEST(SqlDialectTest, ConnectionStringsAreRecognized)
   EXPECT_FALSE(IsPostgreSqlConnectionString("/var/lib/orthanc/db/azure-dicom-outbox.db"));
   EXPECT_FALSE(IsPostgreSqlConnectionString("outbox.db"));
   EXPECT_FALSE(IsPostgreSqlConnectionString("folder=x/outbox.db"));
+}
+
+
+TEST(OutboxJsonTest, ClaimedByNamesNode)
+{
+  OutboxItem item;
+  item.state = ItemState::Sending;
+  item.claimedBy = "node-a";
+  EXPECT_EQ(ToJson(item)["ClaimedBy"].asString(), "node-a");
+
+  item.state = ItemState::Pending;
+  item.claimedBy.clear();
+  EXPECT_TRUE(ToJson(item)["ClaimedBy"].isNull());
 }

@@ -41,6 +41,8 @@ Json::Value ToJson(const OutboxItem& item)
   json["ContentMD5"] = item.contentMd5;
   json["ContentConflict"] = item.contentConflict;
   json["DeleteRequested"] = item.deleteRequested;
+  // The node that is sending the item, with a PostgreSQL outbox that several nodes share.
+  json["ClaimedBy"] = item.claimedBy.empty() ? Json::Value(Json::nullValue) : item.claimedBy;
   return json;
 }
 
