@@ -51,11 +51,31 @@ public:
 
 
 // Serves /instances/{id}/file with the content "DICM:<SOP Instance UID>".
-// Returns the fake DICOM file of an instance: "DICM:<id>", padded after a CRLF to the size that
-// the test queued it with, so that GetPartUids() still finds the ID.
+// The 128-byte preamble of the fake DICOM files, after which "DICM" comes as in a real file.
+const std::string FAKE_PREAMBLE(128, 'P');
+
+
+// Returns the size of the fake file of an instance that has no padding.
+uint64_t GetFakeFileSize(const std::string& id)
+{
+  return FAKE_PREAMBLE.size() + std::strlen(FILE_PREFIX) + id.size();
+}
+
+
+// Returns the Orthanc ID in /instances/{id}/... .
+std::string GetInstanceIdOfUri(const std::string& uri)
+{
+  const size_t start = std::strlen("/instances/");
+  return uri.substr(start, uri.find('/', start) - start);
+}
+
+
+// Returns the fake DICOM file of an instance: a preamble and "DICM:<id>", padded after a CRLF to
+// the size that the test queued it with, so that GetPartUids() still finds the ID. The same
+// bytes are served as /file and as the stored attachment (uncompressed storage).
 std::string MakeFakeFile(const std::string& id, const std::map<std::string, uint64_t>* sizes)
 {
-  std::string file = FILE_PREFIX + id;
+  std::string file = FAKE_PREAMBLE + FILE_PREFIX + id;
   if (sizes != nullptr)
   {
     const auto size = sizes->find(id);
@@ -79,8 +99,7 @@ public:
   bool GetBinary(std::string& answer, const std::string& uri) override
   {
     reads++;
-    const std::string id = uri.substr(std::string("/instances/").size(),
-                                      uri.size() - std::string("/instances/").size() - 5);
+    const std::string id = GetInstanceIdOfUri(uri);
     if (deleted.count(id) > 0)
     {
       return false;
@@ -254,7 +273,7 @@ protected:
   }
 
   // Queues instances whose Orthanc ID is their SOP Instance UID, each of `size` bytes, or of the
-  // size of "DICM:<uid>" when size is 0. The fake files have that size.
+  // size of its fake file when size is 0. The fake files have that size.
   void QueueInstances(const std::vector<std::string>& uids, uint64_t size = 0)
   {
     std::vector<NewInstance> instances;
@@ -265,7 +284,7 @@ protected:
       instance.sopInstanceUid = uid;
       instance.studyInstanceUid = "1.2.3";
       instance.orthancStudyId = "study";
-      instance.size = size > 0 ? size : std::strlen(FILE_PREFIX) + uid.size();
+      instance.size = size > 0 ? size : GetFakeFileSize(uid);
       fileSizes_[uid] = instance.size;
       instances.push_back(instance);
     }
@@ -517,8 +536,8 @@ TEST_F(DispatcherTest, OverServiceLimitFailsUnsent)
 
 TEST_F(DispatcherTest, ByteLimitBoundsBatch)
 {
-  settings_.maxRequestBytes = 250;
-  QueueInstances({"14.1", "14.2", "14.3", "14.4", "14.5"}, 100);
+  settings_.maxRequestBytes = 450;
+  QueueInstances({"14.1", "14.2", "14.3", "14.4", "14.5"}, 200);
   FakeSender sender([](const std::vector<std::string>& uids) { return MakeAnswer(200, uids); });
 
   while (GetDispatcher().ProcessOneBatch(sender))
@@ -639,8 +658,8 @@ TEST_F(DispatcherTest, ResumeEndsBackoff)
 
 namespace
 {
-// Hex MD5 of FakeOrthanc's file of the instance "30.1" ("DICM:30.1").
-const char* const MD5_OF_30_1 = "f035e64f4d865bc8a8e344dbadcd16ab";
+// Hex MD5 of FakeOrthanc's file of the instance "30.1" (the preamble and "DICM:30.1").
+const char* const MD5_OF_30_1 = "b2a658c0e2e652595dd30ea42049d5a9";
 // A digest that differs from that of every file of FakeOrthanc.
 const char* const OTHER_MD5 = "ffffffffffffffffffffffffffffffff";
 const char* const STUDY_UID = "1.2.3";
@@ -732,7 +751,7 @@ NewInstance MakeNewInstance(const std::string& uid, const std::string& contentMd
   instance.seriesInstanceUid = SERIES_UID;
   instance.studyInstanceUid = STUDY_UID;
   instance.orthancStudyId = "study";
-  instance.size = std::strlen(FILE_PREFIX) + uid.size();
+  instance.size = GetFakeFileSize(uid);
   instance.contentMd5 = contentMd5;
   return instance;
 }
@@ -1389,8 +1408,7 @@ public:
   std::unique_ptr<IBuffer> ReadBuffer(const std::string& uri) override
   {
     uris.push_back(uri);
-    const std::string prefix = "/instances/";
-    const std::string id = uri.substr(prefix.size(), uri.size() - prefix.size() - 5);
+    const std::string id = GetInstanceIdOfUri(uri);
     if (deleted.count(id) > 0)
     {
       return nullptr;
@@ -1759,8 +1777,8 @@ TEST_F(DispatcherStreamTest, BodyMatchesMultipartLayout)
   const SentBody& body = sender.bodies[0];
   const std::string boundary = body.contentType.substr(body.contentType.find("boundary=") + 9);
   const std::string part = "Content-Type: application/dicom\r\n\r\n";
-  EXPECT_EQ("--" + boundary + "\r\n" + part + "DICM:81.1\r\n--" + boundary + "\r\n" + part +
-                "DICM:81.2\r\n--" + boundary + "--\r\n",
+  EXPECT_EQ("--" + boundary + "\r\n" + part + FAKE_PREAMBLE + "DICM:81.1\r\n--" + boundary +
+                "\r\n" + part + FAKE_PREAMBLE + "DICM:81.2\r\n--" + boundary + "--\r\n",
             body.joined);
   EXPECT_EQ(body.joined.size(), GetDispatcher().GetStatus().bytes);
 }
@@ -1836,7 +1854,7 @@ TEST_F(DispatcherThrottleTest, SameWaitHalvesOnce)
 TEST_F(DispatcherStreamTest, ResizedFileSentFromMemory)
 {
   QueueInstances({"84.1", "84.2"});
-  fileSizes_["84.2"] = 40;  // Orthanc now returns another size than the outbox recorded
+  fileSizes_["84.2"] = 300;  // Orthanc now returns another size than the outbox recorded
   StreamingSender sender([](const std::vector<std::string>& uids)
                          { return MakeAnswer(200, uids); });
 

@@ -3,7 +3,7 @@
 #include "Common/Clock.h"
 #include "Common/Exception.h"
 #include "Common/ThreadPriority.h"
-#include "Sync/InstanceDigest.h"
+#include "Sync/InstanceFiles.h"
 
 #include <algorithm>
 #include <chrono>

@@ -4,7 +4,7 @@
 #include "Common/Clock.h"
 #include "Common/Exception.h"
 #include "Common/ThreadPriority.h"
-#include "Sync/InstanceDigest.h"
+#include "Sync/InstanceFiles.h"
 #include "Sync/ServiceDeletion.h"
 
 #include <algorithm>
@@ -66,8 +66,9 @@ public:
     Failed        // the REST call failed
   };
 
-  InstanceFile(IOrthancGateway& orthanc, const OutboxItem& item, std::string& digest) :
-      orthanc_(orthanc), item_(item), digest_(digest)
+  InstanceFile(IOrthancGateway& orthanc, InstanceFileReader& reader, const OutboxItem& item,
+               std::string& digest) :
+      orthanc_(orthanc), reader_(reader), item_(item), digest_(digest)
   {
   }
 
@@ -80,8 +81,7 @@ public:
   {
     try
     {
-      std::unique_ptr<IBuffer> file =
-          orthanc_.ReadBuffer("/instances/" + item_.instance.orthancId + "/file");
+      std::unique_ptr<IBuffer> file = reader_.Read(item_.instance.orthancId, item_.instance.size);
       if (!file)
       {
         status_ = Status::Deleted;
@@ -124,6 +124,7 @@ public:
 
 private:
   IOrthancGateway& orthanc_;
+  InstanceFileReader& reader_;
   OutboxItem item_;
   std::string& digest_;  // an element of Batch::digests, whose address is stable
   Status status_ = Status::NotRead;
@@ -154,6 +155,7 @@ Dispatcher::Dispatcher(Outbox& outbox, IOrthancGateway& orthanc, ILogger& logger
                        const DispatcherSettings& settings, SenderFactory senderFactory) :
     outbox_(outbox),
     orthanc_(orthanc),
+    fileReader_(orthanc),
     logger_(logger),
     settings_(settings),
     policy_(settings.retry),
@@ -524,7 +526,8 @@ void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& i
 
     if (deferred && item.instance.size > 0)
     {
-      auto file = std::make_unique<InstanceFile>(orthanc_, item, batch.digests[item.id]);
+      auto file =
+          std::make_unique<InstanceFile>(orthanc_, fileReader_, item, batch.digests[item.id]);
       batch.deferredFiles.push_back(file.get());
       writer->AddDeferredPart(std::move(file));
     }

@@ -4,6 +4,7 @@
 #include "Azure/StowResponse.h"
 #include "Common/Logger.h"
 #include "Common/ThreadPriority.h"
+#include "Sync/InstanceFiles.h"
 #include "Sync/OrthancGateway.h"
 #include "Sync/Outbox.h"
 #include "Sync/RequestStatistics.h"
@@ -172,6 +173,7 @@ private:
 
   Outbox& outbox_;
   IOrthancGateway& orthanc_;
+  InstanceFileReader fileReader_;
   ILogger& logger_;
   DispatcherSettings settings_;
   RetryPolicy policy_;

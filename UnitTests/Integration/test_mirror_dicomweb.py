@@ -215,6 +215,42 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
         self.assertEqual(source.wait_job(job["ID"], JOB_TIMEOUT_SECONDS)["State"], "Success")
         self.assert_mirrored(source, target, expected)
 
+    def assert_backfill_byte_exact(self, storage_compression):
+        target = self.start_target()
+        source = self.add_orthanc(harness.source_orthanc(
+            self.path("source"),
+            harness.azure_section(harness.dicomweb_base(target), "", Enable=False),
+            extra={"StorageCompression": storage_compression}))
+        source.start()
+        harness.upload_samples(source)
+        harness.upload_all(source, harness.make_study(2, 3, LARGE_INSTANCE_BYTES))
+        harness.upload_all(source, harness.make_study(1, 5))
+        source_instances = harness.list_instances(source)
+        first = next(iter(source_instances))
+        compressed = source.get(f"/instances/{first}/attachments/dicom/is-compressed").text
+        self.assertEqual(compressed.strip(), "1" if storage_compression else "0")
+
+        self.restart_enabled(source)
+        job = source.post_json("/azure-dicom/sync", {"All": True}).json()
+        self.assertEqual(source.wait_job(job["ID"], JOB_TIMEOUT_SECONDS)["State"], "Success")
+        self.assert_mirrored(source, target, len(source_instances))
+
+        # The target stores what it received, so its files must equal the source's, whether
+        # the plugin read them as stored or through /file.
+        target_by_uid = {uid: orthanc_id
+                         for orthanc_id, uid in harness.list_instances(target).items()}
+        for orthanc_id, uid in source_instances.items():
+            sent = source.get(f"/instances/{orthanc_id}/file").content
+            received = target.get(f"/instances/{target_by_uid[uid]}/file").content
+            self.assertEqual(len(received), len(sent), uid)
+            self.assertTrue(received == sent, f"the target's copy of {uid} differs")
+
+    def test_backfill_byte_exact(self):
+        self.assert_backfill_byte_exact(storage_compression=False)
+
+    def test_backfill_compressed_storage(self):
+        self.assert_backfill_byte_exact(storage_compression=True)
+
     def test_sync_one_study(self):
         target = self.start_target()
         source = self.make_source(target, enable=False).start()

@@ -1,15 +1,26 @@
-#include "Sync/InstanceDigest.h"
+#include "Sync/InstanceFiles.h"
 
 #include "Common/Exception.h"
 #include "Common/Md5.h"
 
 #include <cctype>
+#include <cstring>
 
 namespace AzureDicom
 {
 namespace
 {
 constexpr size_t MD5_HEX_LENGTH = 32;
+constexpr size_t DICOM_PREAMBLE_BYTES = 128;
+const char DICOM_PREFIX[] = "DICM";
+
+
+bool StartsLikeDicomFile(const IBuffer& file)
+{
+  const size_t prefixLength = sizeof(DICOM_PREFIX) - 1;
+  return file.GetSize() >= DICOM_PREAMBLE_BYTES + prefixLength &&
+         std::memcmp(file.GetData() + DICOM_PREAMBLE_BYTES, DICOM_PREFIX, prefixLength) == 0;
+}
 
 
 bool IsMd5(const std::string& text)
@@ -95,5 +106,31 @@ std::string GetInstanceMd5(IOrthancGateway& orthanc, const std::string& orthancI
     return "";
   }
   return digest.Finish();
+}
+
+
+std::unique_ptr<IBuffer> InstanceFileReader::Read(const std::string& orthancId,
+                                                  uint64_t expectedSize)
+{
+  const std::string instance = "/instances/" + orthancId;
+  if (expectedSize > 0 && ReadsStoredAttachments())
+  {
+    std::unique_ptr<IBuffer> stored =
+        orthanc_.ReadBuffer(instance + "/attachments/dicom/compressed-data");
+    if (!stored)
+    {
+      return nullptr;
+    }
+    if (stored->GetSize() == expectedSize && StartsLikeDicomFile(*stored))
+    {
+      storedSizeMismatches_ = 0;
+      return stored;
+    }
+    if (stored->GetSize() != expectedSize)
+    {
+      storedSizeMismatches_++;
+    }
+  }
+  return orthanc_.ReadBuffer(instance + "/file");
 }
 }  // namespace AzureDicom
