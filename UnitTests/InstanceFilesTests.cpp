@@ -3,6 +3,11 @@
 #include "Sync/InstanceFiles.h"
 
 #include <gtest/gtest.h>
+#include <json/value.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 
 #include <map>
 #include <string>
@@ -28,10 +33,16 @@ std::string Hash(const std::string& data)
 class TableGateway : public IOrthancGateway
 {
 public:
-  bool GetJson(Json::Value&, const std::string& uri) override
+  bool GetJson(Json::Value& answer, const std::string& uri) override
   {
-    ADD_FAILURE() << "unexpected GetJson(" << uri << ")";
-    return false;
+    requests.push_back(uri);
+    const auto found = jsonAnswers.find(uri);
+    if (found == jsonAnswers.end())
+    {
+      return false;
+    }
+    answer = found->second;
+    return true;
   }
 
   bool GetBinary(std::string& answer, const std::string& uri) override
@@ -51,6 +62,7 @@ public:
   }
 
   std::map<std::string, std::string> answers;
+  std::map<std::string, Json::Value> jsonAnswers;
   std::map<std::string, bool> failing;
   std::vector<std::string> requests;
 };
@@ -260,4 +272,141 @@ TEST(InstanceFiles, DeletedInstanceReadsNull)
 
   EXPECT_EQ("<null>", ReadAll(reader, 1000));
   EXPECT_EQ(1u, orthanc.requests.size());
+}
+
+
+namespace
+{
+const char* const ATTACHMENT_UUID = "3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b";
+const uint64_t LARGE_SIZE = InstanceFileReader::DIRECT_READ_MIN_BYTES;
+
+
+std::string InfoUri()
+{
+  return std::string("/instances/") + INSTANCE_ID + "/attachments/dicom/info";
+}
+
+
+Json::Value MakeInfo(uint64_t compressedSize, uint64_t uncompressedSize, const char* uuid)
+{
+  Json::Value info;
+  info["CompressedSize"] = Json::UInt64(compressedSize);
+  info["UncompressedSize"] = Json::UInt64(uncompressedSize);
+  info["Uuid"] = uuid;
+  return info;
+}
+
+
+// A storage directory laid out as Orthanc's default storage, removed at the end of the test.
+class StorageDirectoryTest : public ::testing::Test
+{
+protected:
+  void SetUp() override
+  {
+    char pattern[] = "/tmp/azure-dicom-storage-XXXXXX";
+    ASSERT_NE(nullptr, mkdtemp(pattern));
+    directory_ = pattern;
+  }
+
+  void TearDown() override
+  {
+    std::system(("rm -rf " + directory_).c_str());
+  }
+
+  void StoreFile(const std::string& content)
+  {
+    const std::string uuid = ATTACHMENT_UUID;
+    const std::string folder = directory_ + "/" + uuid.substr(0, 2) + "/" + uuid.substr(2, 2);
+    ASSERT_EQ(0, std::system(("mkdir -p " + folder).c_str()));
+    std::ofstream(folder + "/" + uuid, std::ios::binary) << content;
+  }
+
+  std::string directory_;
+};
+}  // namespace
+
+
+TEST_F(StorageDirectoryTest, LargeFileMappedFromStorage)
+{
+  const std::string content = MakeDicomLikeFile(LARGE_SIZE);
+  StoreFile(content);
+  TableGateway orthanc;
+  orthanc.jsonAnswers[InfoUri()] = MakeInfo(LARGE_SIZE, LARGE_SIZE, ATTACHMENT_UUID);
+  InstanceFileReader reader(orthanc);
+  reader.SetStorageDirectory(directory_);
+
+  EXPECT_TRUE(ReadAll(reader, LARGE_SIZE) == content);
+  ASSERT_EQ(1u, orthanc.requests.size());
+  EXPECT_EQ(InfoUri(), orthanc.requests[0]);
+}
+
+
+TEST_F(StorageDirectoryTest, SmallFileNotMapped)
+{
+  StoreFile(MakeDicomLikeFile(1000));
+  TableGateway orthanc;
+  orthanc.jsonAnswers[InfoUri()] = MakeInfo(1000, 1000, ATTACHMENT_UUID);
+  orthanc.answers[StoredUri()] = MakeDicomLikeFile(1000);
+  InstanceFileReader reader(orthanc);
+  reader.SetStorageDirectory(directory_);
+
+  EXPECT_EQ(MakeDicomLikeFile(1000), ReadAll(reader, 1000));
+  ASSERT_EQ(1u, orthanc.requests.size());
+  EXPECT_EQ(StoredUri(), orthanc.requests[0]);
+}
+
+
+TEST_F(StorageDirectoryTest, UnusableStorageFallsBackToRest)
+{
+  const std::string content = MakeDicomLikeFile(LARGE_SIZE);
+  struct Case
+  {
+    const char* name;
+    Json::Value info;
+    bool stored;
+  };
+  const Case cases[] = {
+      {"compressed attachment", MakeInfo(LARGE_SIZE - 10, LARGE_SIZE, ATTACHMENT_UUID), true},
+      {"no file in the directory", MakeInfo(LARGE_SIZE, LARGE_SIZE, ATTACHMENT_UUID), false},
+      {"UUID with a path", MakeInfo(LARGE_SIZE, LARGE_SIZE, "../../../../../../etc/passwd"), true},
+      {"no info", Json::Value(), true},
+  };
+
+  for (const Case& test : cases)
+  {
+    if (test.stored)
+    {
+      StoreFile(content);
+    }
+    else
+    {
+      std::system(("rm -rf " + directory_ + "/*").c_str());
+    }
+    TableGateway orthanc;
+    if (!test.info.isNull())
+    {
+      orthanc.jsonAnswers[InfoUri()] = test.info;
+    }
+    orthanc.answers[StoredUri()] = content;
+    InstanceFileReader reader(orthanc);
+    reader.SetStorageDirectory(directory_);
+
+    EXPECT_TRUE(ReadAll(reader, LARGE_SIZE) == content) << test.name;
+    ASSERT_EQ(2u, orthanc.requests.size()) << test.name;
+    EXPECT_EQ(StoredUri(), orthanc.requests[1]) << test.name;
+  }
+}
+
+
+TEST_F(StorageDirectoryTest, ResizedStorageFileFallsBackToRest)
+{
+  StoreFile(MakeDicomLikeFile(LARGE_SIZE + 1));
+  TableGateway orthanc;
+  orthanc.jsonAnswers[InfoUri()] = MakeInfo(LARGE_SIZE, LARGE_SIZE, ATTACHMENT_UUID);
+  orthanc.answers[StoredUri()] = MakeDicomLikeFile(LARGE_SIZE);
+  InstanceFileReader reader(orthanc);
+  reader.SetStorageDirectory(directory_);
+
+  EXPECT_TRUE(ReadAll(reader, LARGE_SIZE) == MakeDicomLikeFile(LARGE_SIZE));
+  EXPECT_EQ(2u, orthanc.requests.size());
 }

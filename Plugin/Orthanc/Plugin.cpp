@@ -34,6 +34,21 @@ AzureDicom::PluginContext* GetPluginContext()
 }
 
 
+// Returns Orthanc's StorageDirectory as an absolute path.
+std::string GetStorageDirectory(OrthancPluginContext* orthanc,
+                                const Json::Value& orthancConfiguration)
+{
+  const Json::Value& storage = orthancConfiguration["StorageDirectory"];
+  std::string directory = storage.isString() ? storage.asString() : "OrthancStorage";
+  if (directory.empty() || directory[0] != '/')
+  {
+    // Orthanc resolves relative paths of its configuration against the configuration's folder.
+    directory = AzureDicom::GetConfigurationDirectory(orthanc) + "/" + directory;
+  }
+  return directory;
+}
+
+
 // Resolves the outbox's database: a PostgreSQL connection string as it is, the SQLite path of
 // "Database", or a file in Orthanc's storage directory.
 std::string GetDatabasePath(OrthancPluginContext* orthanc, const Json::Value& orthancConfiguration,
@@ -47,9 +62,7 @@ std::string GetDatabasePath(OrthancPluginContext* orthanc, const Json::Value& or
 
   if (path.empty())
   {
-    const Json::Value& storage = orthancConfiguration["StorageDirectory"];
-    const std::string directory = storage.isString() ? storage.asString() : "OrthancStorage";
-    path = directory + "/" + DATABASE_FILE;
+    path = GetStorageDirectory(orthanc, orthancConfiguration) + "/" + DATABASE_FILE;
   }
 
   // Orthanc resolves relative paths of its configuration against the configuration's folder.
@@ -172,6 +185,7 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* orthan
     const std::string nodeName = GetNodeName(configuration, settings);
     pluginContext = std::make_unique<AzureDicom::PluginContext>(
         orthanc, configuration["AzureDicom"], databasePath, nodeName);
+    pluginContext->GetDispatcher().SetStorageDirectory(GetStorageDirectory(orthanc, configuration));
     pluginContext->GetLogger().Warning(
         "mirroring to " + pluginContext->GetConfiguration().GetStowUrl() + " (outbox " +
         AzureDicom::RedactDatabase(databasePath) + ", node " + nodeName + ")");

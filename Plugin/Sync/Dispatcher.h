@@ -126,6 +126,13 @@ public:
   // Tells idle workers that new items were queued.
   void Wake();
 
+  // Names Orthanc's storage directory, from which large files are mapped (InstanceFileReader).
+  // Call it before Start().
+  void SetStorageDirectory(const std::string& directory)
+  {
+    fileReader_.SetStorageDirectory(directory);
+  }
+
   void Pause();
 
   // Also ends a backoff: the workers try the destination again at once.

@@ -3,8 +3,16 @@
 #include "Common/Exception.h"
 #include "Common/Md5.h"
 
+#include <json/value.h>
+
+#include <algorithm>
 #include <cctype>
 #include <cstring>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace AzureDicom
 {
@@ -67,6 +75,84 @@ std::string ReadStoredMd5(IOrthancGateway& orthanc, const std::string& orthancId
 }
 
 
+// A read-only private mapping of a whole file.
+class MappedFile final : public IBuffer
+{
+public:
+  MappedFile(void* address, size_t size) : address_(address), size_(size)
+  {
+  }
+
+  ~MappedFile() override
+  {
+    munmap(address_, size_);
+  }
+
+  const char* GetData() const override
+  {
+    return static_cast<const char*>(address_);
+  }
+
+  size_t GetSize() const override
+  {
+    return size_;
+  }
+
+private:
+  void* address_;
+  size_t size_;
+};
+
+
+// Returns true for an attachment UUID as Orthanc makes them (8-4-4-4-12 lower-case hex), so
+// that a path built from it stays inside the storage directory.
+bool IsAttachmentUuid(const std::string& uuid)
+{
+  static const size_t dashes[] = {8, 13, 18, 23};
+  if (uuid.size() != 36)
+  {
+    return false;
+  }
+  for (size_t i = 0; i < uuid.size(); i++)
+  {
+    const bool dash = std::find(std::begin(dashes), std::end(dashes), i) != std::end(dashes);
+    const char c = uuid[i];
+    if (dash ? c != '-' : !(std::isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'f')))
+    {
+      return false;
+    }
+  }
+  return true;
+}
+
+
+// Maps the file at path if it has exactly expectedSize bytes, or returns null.
+std::unique_ptr<IBuffer> MapFile(const std::string& path, uint64_t expectedSize)
+{
+  const int descriptor = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (descriptor < 0)
+  {
+    return nullptr;
+  }
+
+  struct stat status = {};
+  void* address = MAP_FAILED;
+  if (fstat(descriptor, &status) == 0 && S_ISREG(status.st_mode) &&
+      static_cast<uint64_t>(status.st_size) == expectedSize)
+  {
+    address = mmap(nullptr, expectedSize, PROT_READ, MAP_PRIVATE, descriptor, 0);
+  }
+  close(descriptor);  // the mapping keeps the file readable, even if Orthanc deletes it
+
+  if (address == MAP_FAILED)
+  {
+    return nullptr;
+  }
+  madvise(address, expectedSize, MADV_SEQUENTIAL);
+  return std::make_unique<MappedFile>(address, expectedSize);
+}
+
+
 std::string HashBytes(const char* data, size_t size)
 {
   Md5 digest;
@@ -109,10 +195,56 @@ std::string GetInstanceMd5(IOrthancGateway& orthanc, const std::string& orthancI
 }
 
 
+std::unique_ptr<IBuffer> InstanceFileReader::MapFromStorage(const std::string& orthancId,
+                                                            uint64_t expectedSize)
+{
+  Json::Value info;
+  if (!orthanc_.GetJson(info, "/instances/" + orthancId + "/attachments/dicom/info") ||
+      !info.isObject() || !info["CompressedSize"].isUInt64() ||
+      info["CompressedSize"].asUInt64() != expectedSize || !info["UncompressedSize"].isUInt64() ||
+      info["UncompressedSize"].asUInt64() != expectedSize || !info["Uuid"].isString())
+  {
+    return nullptr;
+  }
+
+  // Orthanc's default storage keeps a file at {StorageDirectory}/ab/cd/abcd....
+  const std::string uuid = info["Uuid"].asString();
+  if (!IsAttachmentUuid(uuid))
+  {
+    return nullptr;
+  }
+  const std::string path =
+      storageDirectory_ + "/" + uuid.substr(0, 2) + "/" + uuid.substr(2, 2) + "/" + uuid;
+
+  std::unique_ptr<IBuffer> file = MapFile(path, expectedSize);
+  if (file && !StartsLikeDicomFile(*file))
+  {
+    return nullptr;
+  }
+  return file;
+}
+
+
 std::unique_ptr<IBuffer> InstanceFileReader::Read(const std::string& orthancId,
                                                   uint64_t expectedSize)
 {
   const std::string instance = "/instances/" + orthancId;
+  if (!storageDirectory_.empty() && expectedSize >= DIRECT_READ_MIN_BYTES)
+  {
+    try
+    {
+      std::unique_ptr<IBuffer> mapped = MapFromStorage(orthancId, expectedSize);
+      if (mapped)
+      {
+        return mapped;
+      }
+    }
+    catch (const Exception&)
+    {
+      // Mapping is only an optimization: the REST routes below report a real failure.
+    }
+  }
+
   if (expectedSize > 0 && ReadsStoredAttachments())
   {
     std::unique_ptr<IBuffer> stored =

@@ -27,17 +27,30 @@ std::string GetInstanceMd5(IOrthancGateway& orthanc, const std::string& orthancI
 
 
 // Reads instances' DICOM files from Orthanc for sending. Where Orthanc stores a file
-// uncompressed, it reads the attachment as stored (/attachments/dicom/compressed-data), which in
-// Orthanc 1.10.1 bypasses the storage cache that /file fills: a back-fill then neither grows
-// Orthanc's memory by MaximumStorageCacheSize nor evicts the files that viewers just opened.
+// uncompressed, it reads the attachment as stored (/attachments/dicom/compressed-data). In
+// Orthanc 1.10.1 that route bypasses the storage cache that /file fills, so a back-fill neither
+// grows Orthanc's memory by MaximumStorageCacheSize nor evicts the files that viewers opened.
 // A file read that way is used only if it has the expected size and starts like a DICOM file
 // (the "DICM" prefix after the 128-byte preamble). Otherwise /file is read, and after three files
 // in a row of another size, which StorageCompression causes, only /file is read. Thread-safe.
+//
+// Files from DIRECT_READ_MIN_BYTES on are mapped into memory straight from Orthanc's storage
+// directory, when SetStorageDirectory() named it and the attachment is a plain file there
+// (Orthanc's default storage, uncompressed). The upload then reads the page cache, and no copy
+// of the file is made: Orthanc's REST API would hold it twice for a moment.
 class InstanceFileReader
 {
 public:
+  static constexpr uint64_t DIRECT_READ_MIN_BYTES = 16 * 1024 * 1024;
+
   explicit InstanceFileReader(IOrthancGateway& orthanc) : orthanc_(orthanc)
   {
+  }
+
+  // Sets Orthanc's StorageDirectory, as an absolute path, before the first Read().
+  void SetStorageDirectory(const std::string& directory)
+  {
+    storageDirectory_ = directory;
   }
 
   // Returns the file, or null when the instance no longer exists in Orthanc. An expectedSize of
@@ -52,7 +65,12 @@ public:
 private:
   static constexpr unsigned int STORED_SIZE_MISMATCHES_TO_STOP = 3;
 
+  // Returns the file mapped from the storage directory, or null when it is not a plain file
+  // of that size there.
+  std::unique_ptr<IBuffer> MapFromStorage(const std::string& orthancId, uint64_t expectedSize);
+
   IOrthancGateway& orthanc_;
+  std::string storageDirectory_;
   std::atomic<unsigned int> storedSizeMismatches_{0};
 };
 }  // namespace AzureDicom

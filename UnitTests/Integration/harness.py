@@ -459,16 +459,20 @@ def make_instance(study_uid, series_uid, patient_id, size_bytes, series_number=1
     dataset.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
 
     pixel_bytes = max(size_bytes - GENERATED_HEADER_BYTES, 2 * GENERATED_COLUMNS)
-    rows = max(1, pixel_bytes // (2 * GENERATED_COLUMNS))
+    # Rows is a 16-bit value: files of more than about 8 MB get wider images.
+    columns = GENERATED_COLUMNS
+    while pixel_bytes // (2 * columns) > 65535:
+        columns *= 2
+    rows = max(1, pixel_bytes // (2 * columns))
     dataset.Rows = rows
-    dataset.Columns = GENERATED_COLUMNS
+    dataset.Columns = columns
     dataset.SamplesPerPixel = 1
     dataset.PhotometricInterpretation = "MONOCHROME2"
     dataset.BitsAllocated = 16
     dataset.BitsStored = 12
     dataset.HighBit = 11
     dataset.PixelRepresentation = 0
-    dataset.PixelData = random.randbytes(rows * GENERATED_COLUMNS * 2)
+    dataset.PixelData = random.randbytes(rows * columns * 2)
 
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, dataset, write_like_original=False)

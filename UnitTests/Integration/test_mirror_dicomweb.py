@@ -19,6 +19,8 @@ METRICS_TIMEOUT_SECONDS = 30
 PAUSED_OBSERVATION_SECONDS = 3
 SMALL_INSTANCE_BYTES = 2 * 1024
 LARGE_INSTANCE_BYTES = 512 * 1024
+MAPPED_INSTANCE_BYTES = 20 * 1024 * 1024
+MAPPED_MIN_BYTES = 16 * 1024 * 1024  # InstanceFileReader::DIRECT_READ_MIN_BYTES
 
 STATUS_FIELDS = {"Enabled", "State", "Paused", "PauseReason", "Counts",
                  "OldestPendingAgeSeconds", "Throughput", "Sent", "LastError", "Destination",
@@ -225,6 +227,9 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
         harness.upload_samples(source)
         harness.upload_all(source, harness.make_study(2, 3, LARGE_INSTANCE_BYTES))
         harness.upload_all(source, harness.make_study(1, 5))
+        # Files of 16 MiB and more are mapped from Orthanc's storage directory when it stores
+        # them uncompressed.
+        harness.upload_all(source, harness.make_study(1, 1, MAPPED_INSTANCE_BYTES))
         source_instances = harness.list_instances(source)
         first = next(iter(source_instances))
         compressed = source.get(f"/instances/{first}/attachments/dicom/is-compressed").text
@@ -239,6 +244,8 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
         # the plugin read them as stored or through /file.
         target_by_uid = {uid: orthanc_id
                          for orthanc_id, uid in harness.list_instances(target).items()}
+        self.assertGreater(max(int(source.get_json(f"/instances/{orthanc_id}")["FileSize"])
+                               for orthanc_id in source_instances), MAPPED_MIN_BYTES)
         for orthanc_id, uid in source_instances.items():
             sent = source.get(f"/instances/{orthanc_id}/file").content
             received = target.get(f"/instances/{target_by_uid[uid]}/file").content
