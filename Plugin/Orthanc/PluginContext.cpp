@@ -230,17 +230,34 @@ void PluginContext::RunMonitor()
     lock.unlock();
     try
     {
-      outbox_->RecordHeartbeat(NowMs());
-      if (outbox_->IsShared())
-      {
-        LoadSharedSettings();
-      }
       UpdateMetrics();
     }
     catch (const std::exception& e)
     {
       logger_.Warning(std::string("cannot update the metrics: ") + e.what());
     }
+
+    // After the metrics, because a full disk or a lost database fails these writes first.
+    std::string nodeError;
+    try
+    {
+      outbox_->RecordHeartbeat(NowMs());
+      if (outbox_->IsShared())
+      {
+        LoadSharedSettings();
+      }
+    }
+    catch (const std::exception& e)
+    {
+      nodeError = e.what();
+    }
+
+    // Logged once per distinct error: the timer runs every few seconds.
+    if (nodeError != lastNodeError_ && !nodeError.empty())
+    {
+      logger_.Warning("cannot record this node in the outbox: " + nodeError);
+    }
+    lastNodeError_ = nodeError;
 
     // Reads the Key Vault secret again once RefreshSeconds have passed, even while the token
     // made with it is still valid, so that the status shows a rotation or a revoked access.

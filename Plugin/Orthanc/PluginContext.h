@@ -161,6 +161,7 @@ private:
   bool stopping_ = false;
   std::thread monitor_;
   std::string lastSecretError_;  // used by the monitor thread only
+  std::string lastNodeError_;    // used by the monitor thread only
   std::string lastSharedSettingsError_;  // under settingsMutex_
 
   std::mutex statusMutex_;
