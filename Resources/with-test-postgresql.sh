@@ -22,6 +22,14 @@ if [ ! -x "$bin/initdb" ]; then
   exit 2
 fi
 
+# Resources/run-tests.sh runs the tests of a user other than root in a user namespace that maps
+# that user to root. There initdb rejects root, and runuser cannot switch to the postgres user.
+if [ "$(id -u)" -eq 0 ] && [ "$(tr -s ' \t' ' ' < /proc/self/uid_map | sed 's/^ //')" != "0 0 4294967295" ]; then
+  echo "PostgreSQL cannot start in a user namespace that maps this user to root: run the" \
+    "tests as root, or run this script as a user other than root outside the namespace" >&2
+  exit 2
+fi
+
 folder=$(mktemp -d "${TMPDIR:-/tmp}/azure-dicom-postgresql-XXXXXX")
 server_pid=""
 
@@ -33,6 +41,7 @@ as_server_user() {
   fi
 }
 
+# shellcheck disable=SC2317  # called by the EXIT trap
 stop_server() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     # SIGINT is PostgreSQL's fast shutdown: it ends the sessions and stops at once.
