@@ -1718,6 +1718,14 @@ TEST_F(DispatcherThrottleTest, StartResetsWorkers)
 class DispatcherStreamTest : public DispatcherTest
 {
 protected:
+  // Returns how many segments of the body are exactly the bytes at data.
+  static size_t CountSegmentsAt(const SentBody& body, const char* data, size_t size)
+  {
+    return static_cast<size_t>(std::count_if(
+        body.segments.begin(), body.segments.end(), [&](const BodySegment& segment)
+        { return segment.data == data && segment.size == size; }));
+  }
+
   Dispatcher& MakeDispatcher()
   {
     gateway_.sizes = &fileSizes_;
@@ -1744,23 +1752,26 @@ TEST_F(DispatcherStreamTest, BatchSentFromGatewayBuffers)
   EXPECT_FALSE(body.upsert);
   EXPECT_EQ(0u, body.contentType.find("multipart/related; type=\"application/dicom\"; boundary="));
 
-  // The parts are the gateway's buffers, not copies of them.
+  // The parts are the gateway's buffers, not copies of them: the first one read before the
+  // request, the others when the upload reaches them.
   ASSERT_EQ(3u, gateway_.uris.size());
-  ASSERT_EQ(3u, body.loadedAddresses.size());
   const std::vector<std::string> ids = {"80.1", "80.2", "80.3"};
-  for (size_t i = 0; i < ids.size(); i++)
+  for (const std::string& id : ids)
   {
-    ASSERT_EQ(1u, gateway_.addresses[ids[i]].size()) << ids[i];
-    EXPECT_EQ(gateway_.addresses[ids[i]][0], body.loadedAddresses[i]) << ids[i];
-    EXPECT_EQ(ItemState::Mirrored, GetItem(ids[i]).state) << ids[i];
+    ASSERT_EQ(1u, gateway_.addresses[id].size()) << id;
+    EXPECT_EQ(ItemState::Mirrored, GetItem(id).state) << id;
   }
+  EXPECT_EQ(1u, CountSegmentsAt(body, gateway_.addresses["80.1"][0], GetFakeFileSize("80.1")));
+  ASSERT_EQ(2u, body.loadedAddresses.size());
+  EXPECT_EQ(gateway_.addresses["80.2"][0], body.loadedAddresses[0]);
+  EXPECT_EQ(gateway_.addresses["80.3"][0], body.loadedAddresses[1]);
 
   const std::vector<std::string> expected = {"80.1", "80.2", "80.3"};
   EXPECT_EQ(expected, GetPartUids(body.joined));
 
-  // Each file is read when the upload reaches it and released after its part, so one file of
-  // the batch is in memory at a time.
-  EXPECT_EQ(1, body.liveBuffers);
+  // Each later file is read when the upload reaches it and released after its part, so the
+  // first file and one other are in memory at a time.
+  EXPECT_EQ(2, body.liveBuffers);
   EXPECT_EQ(0, gateway_.liveBuffers);
 }
 
@@ -1820,13 +1831,13 @@ TEST_F(DispatcherStreamTest, TooLargeReadsFilesAgain)
   EXPECT_EQ(firstHalf, GetPartUids(sender.bodies[1].joined));
   EXPECT_EQ(secondHalf, GetPartUids(sender.bodies[2].joined));
 
-  // Each half reads its files again, one at a time.
+  // Each half reads its files again: the first before the request, the second during it.
   EXPECT_EQ(8u, gateway_.uris.size());
-  EXPECT_EQ(1, sender.bodies[1].liveBuffers);
-  EXPECT_EQ(1, sender.bodies[2].liveBuffers);
-  ASSERT_EQ(2u, gateway_.addresses["83.3"].size());
-  ASSERT_EQ(2u, sender.bodies[2].loadedAddresses.size());
-  EXPECT_EQ(gateway_.addresses["83.3"][1], sender.bodies[2].loadedAddresses[0]);
+  EXPECT_EQ(2, sender.bodies[1].liveBuffers);
+  EXPECT_EQ(2, sender.bodies[2].liveBuffers);
+  ASSERT_EQ(2u, gateway_.addresses["83.4"].size());
+  ASSERT_EQ(1u, sender.bodies[2].loadedAddresses.size());
+  EXPECT_EQ(gateway_.addresses["83.4"][1], sender.bodies[2].loadedAddresses[0]);
   EXPECT_EQ(0, gateway_.liveBuffers);
 
   for (const char* id : {"83.1", "83.2", "83.3", "83.4"})
@@ -1890,4 +1901,21 @@ TEST_F(DispatcherStreamTest, FailedReadReleasesBatch)
   }
   EXPECT_TRUE(logger_.Contains("disk error"));
   EXPECT_EQ(0u, GetDispatcher().GetStatus().requests);
+}
+
+
+TEST_F(DispatcherStreamTest, AllDeletedSendsNoRequest)
+{
+  QueueInstances({"86.1", "86.2"});
+  gateway_.deleted.insert("86.1");
+  gateway_.deleted.insert("86.2");
+  StreamingSender sender([](const std::vector<std::string>& uids)
+                         { return MakeAnswer(200, uids); });
+
+  MakeDispatcher().ProcessOneBatch(sender);
+
+  EXPECT_EQ(0u, sender.aborted);
+  EXPECT_TRUE(sender.bodies.empty());
+  EXPECT_EQ(ItemState::Skipped, GetItem("86.1").state);
+  EXPECT_EQ(ItemState::Skipped, GetItem("86.2").state);
 }

@@ -524,7 +524,9 @@ void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& i
       continue;
     }
 
-    if (deferred && item.instance.size > 0)
+    // The first part is read before the request, so that a batch whose files were all deleted
+    // meanwhile (a study deleted in Orthanc) sends no request at all.
+    if (deferred && item.instance.size > 0 && !batch.items.empty())
     {
       auto file =
           std::make_unique<InstanceFile>(orthanc_, fileReader_, item, batch.digests[item.id]);
@@ -535,7 +537,7 @@ void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& i
     {
       // The body refers to Orthanc's buffer of the file, which is in memory once.
       std::unique_ptr<IBuffer> file =
-          orthanc_.ReadBuffer("/instances/" + item.instance.orthancId + "/file");
+          fileReader_.Read(item.instance.orthancId, deferred ? item.instance.size : 0);
       if (!file)
       {
         outbox_.MarkSkipped(item.id, "deleted from Orthanc before it was sent", NowMs());
@@ -691,9 +693,22 @@ bool Dispatcher::HandleUnreadFiles(IStowSender& sender, const Batch& batch)
   bool unread = !failure.empty();
   std::vector<OutboxItem> again;   // sent again, deferred
   std::vector<OutboxItem> reread;  // sent again, read before the request
+  std::map<int64_t, const InstanceFile*> deferredById;
   for (const InstanceFile* file : batch.deferredFiles)
   {
-    const OutboxItem& item = file->GetItem();
+    deferredById[file->GetItem().id] = file;
+  }
+
+  for (const OutboxItem& item : batch.items)
+  {
+    const auto deferredFile = deferredById.find(item.id);
+    if (deferredFile == deferredById.end())
+    {
+      again.push_back(item);  // read before the request
+      continue;
+    }
+
+    const InstanceFile* file = deferredFile->second;
     switch (file->GetStatus())
     {
       case InstanceFile::Status::Deleted:
