@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <ctime>
+
 #include <unistd.h>
 
 #include <cstdlib>
@@ -38,10 +40,11 @@ public:
 class FakeOrthanc : public IOrthancGateway
 {
 public:
-  void StoreInstance(const std::string& id)
+  // Logs a NewInstance change, dated date ("YYYYMMDDTHHMMSS", UTC) or undated.
+  void StoreInstance(const std::string& id, const std::string& date = "")
   {
     instances.insert(id);
-    changes.push_back({++lastSequence, "NewInstance", id});
+    changes.push_back({++lastSequence, "NewInstance", id, date});
   }
 
   void LogOtherChange()
@@ -76,6 +79,10 @@ public:
           item["Seq"] = Json::Int64(change.sequence);
           item["ChangeType"] = change.type;
           item["ID"] = change.id;
+          if (!change.date.empty())
+          {
+            item["Date"] = change.date;
+          }
           answer["Changes"].append(item);
           last = change.sequence;
         }
@@ -124,6 +131,7 @@ public:
     int64_t sequence;
     std::string type;
     std::string id;
+    std::string date;
   };
 
   std::vector<Change> changes;
@@ -176,6 +184,51 @@ TEST_F(ChangeFollowerTest, FirstStartBeginsAtEnd)
   EXPECT_EQ("1.2.200", item.instance.studyInstanceUid);
   EXPECT_EQ("t", item.instance.orthancStudyId);
   EXPECT_EQ(1000u, item.instance.size);
+}
+
+
+// Returns the current UTC time as Orthanc dates its changes.
+std::string GetChangeDateNow()
+{
+  const std::time_t now = std::time(nullptr);
+  std::tm utc = {};
+  gmtime_r(&now, &utc);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y%m%dT%H%M%S", &utc);
+  return text;
+}
+
+
+TEST_F(ChangeFollowerTest, FirstStartKeepsChangesSinceLoad)
+{
+  orthanc_.StoreInstance("i1", "20200101T000000");
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+
+  // Stored after the plugin was loaded, before the follower's first poll.
+  orthanc_.StoreInstance("i2", GetChangeDateNow());
+  orthanc_.StoreInstance("i3", GetChangeDateNow());
+
+  EXPECT_EQ(2u, follower.Poll());
+  OutboxItem item;
+  EXPECT_FALSE(outbox_->FindItem(item, "i1"));
+  EXPECT_TRUE(outbox_->FindItem(item, "i2"));
+  EXPECT_TRUE(outbox_->FindItem(item, "i3"));
+  EXPECT_EQ(3, outbox_->GetFollowerSequence());
+}
+
+
+TEST_F(ChangeFollowerTest, FirstStartLooksBackSeveralPages)
+{
+  orthanc_.StoreInstance("old", "20200101T000000");
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  for (int i = 0; i < 1200; i++)
+  {
+    orthanc_.StoreInstance("i" + std::to_string(i), GetChangeDateNow());
+  }
+
+  EXPECT_EQ(1200u, follower.Poll());
+  OutboxItem item;
+  EXPECT_FALSE(outbox_->FindItem(item, "old"));
 }
 
 

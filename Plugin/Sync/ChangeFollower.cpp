@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <utility>
 #include <vector>
 
@@ -18,7 +20,8 @@ ChangeFollower::ChangeFollower(IOrthancGateway& orthanc, Outbox& outbox, ILogger
     outbox_(outbox),
     logger_(logger),
     resolver_(orthanc),
-    onQueued_(std::move(onQueued))
+    onQueued_(std::move(onQueued)),
+    createdAtMs_(NowMs())
 {
 }
 
@@ -26,6 +29,28 @@ ChangeFollower::ChangeFollower(IOrthancGateway& orthanc, Outbox& outbox, ILogger
 ChangeFollower::~ChangeFollower()
 {
   Stop();
+}
+
+
+// Returns the time of a change's "Date" (UTC, YYYYMMDDTHHMMSS in Orthanc 1.10) in milliseconds
+// since the epoch, or -1 when it is missing or invalid.
+static int64_t ParseChangeDate(const Json::Value& date)
+{
+  if (!date.isString())
+  {
+    return -1;
+  }
+  std::tm time = {};
+  const std::string text = date.asString();
+  if (text.size() != 15 || std::sscanf(text.c_str(), "%4d%2d%2dT%2d%2d%2d", &time.tm_year,
+                                       &time.tm_mon, &time.tm_mday, &time.tm_hour,
+                                       &time.tm_min, &time.tm_sec) != 6)
+  {
+    return -1;
+  }
+  time.tm_year -= 1900;
+  time.tm_mon -= 1;
+  return static_cast<int64_t>(timegm(&time)) * 1000;
 }
 
 
@@ -40,19 +65,61 @@ static int64_t GetInteger(const Json::Value& answer, const char* name, const std
 }
 
 
+int64_t ChangeFollower::FindPositionBefore(int64_t end, int64_t sinceMs)
+{
+  int64_t position = end;
+  int64_t cursor = end;
+  for (unsigned int page = 0; page < FIRST_START_MAX_PAGES && cursor > 0; page++)
+  {
+    const int64_t since = std::max<int64_t>(0, cursor - PAGE_SIZE);
+    const std::string uri =
+        "/changes?since=" + std::to_string(since) + "&limit=" + std::to_string(PAGE_SIZE);
+    Json::Value answer;
+    orthanc_.GetJson(answer, uri);
+
+    bool olderFound = false;
+    for (const Json::Value& change : answer["Changes"])
+    {
+      const int64_t seq = GetInteger(change, "Seq", uri);
+      if (seq > cursor)
+      {
+        continue;
+      }
+      if (ParseChangeDate(change["Date"]) >= sinceMs)
+      {
+        position = std::min(position, seq - 1);
+      }
+      else
+      {
+        olderFound = true;
+      }
+    }
+
+    if (olderFound || since == 0)
+    {
+      break;
+    }
+    cursor = since;
+  }
+  return position;
+}
+
+
 uint64_t ChangeFollower::Poll()
 {
   int64_t sequence = outbox_.GetFollowerSequence();
   if (sequence < 0)
   {
+    // Orthanc accepts stores before this first poll, so the changes logged since the plugin was
+    // loaded are followed too. Change dates have whole seconds: one more second is included.
     Json::Value last;
     orthanc_.GetJson(last, "/changes?last");
-    sequence = GetInteger(last, "Last", "/changes?last");
+    const int64_t end = GetInteger(last, "Last", "/changes?last");
+    sequence = FindPositionBefore(end, (createdAtMs_ / 1000 - 1) * 1000);
     outbox_.QueueFromChanges({}, sequence, NowMs());
     logger_.Info("first start: following Orthanc's changes from sequence " +
                  std::to_string(sequence) +
                  "; use POST /azure-dicom/sync to mirror instances stored before");
-    return 0;
   }
 
   // The pages are read from the committed position, past the changes already queued above it,

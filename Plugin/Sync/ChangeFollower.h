@@ -74,9 +74,14 @@ private:
   // Drops what Poll() remembers of the changes up to the committed sequence.
   void ForgetUpTo(int64_t sequence);
 
+  // Returns the position before the first change logged at or after sinceMs, looking back from
+  // the end of the log at end, or end when there is none.
+  int64_t FindPositionBefore(int64_t end, int64_t sinceMs);
+
   static constexpr int64_t MAX_GAP_CHANGES = 10000;
 
   static const unsigned int PAGE_SIZE = 500;
+  static const unsigned int FIRST_START_MAX_PAGES = 10;  // looked back on a first start
   static const unsigned int POLL_INTERVAL_MS = 2000;
   static const unsigned int ERROR_DELAY_MS = 5000;
 
@@ -85,6 +90,7 @@ private:
   ILogger& logger_;
   InstanceResolver resolver_;
   std::function<void()> onQueued_;
+  int64_t createdAtMs_;  // before Orthanc accepts stores: the plugin creates it at load time
 
   std::mutex mutex_;
   std::condition_variable wakeUp_;
