@@ -1919,3 +1919,51 @@ TEST_F(DispatcherStreamTest, AllDeletedSendsNoRequest)
   EXPECT_EQ(ItemState::Skipped, GetItem("86.1").state);
   EXPECT_EQ(ItemState::Skipped, GetItem("86.2").state);
 }
+
+
+TEST_F(DispatcherTest, WorkersYieldWhileIngesting)
+{
+  std::mutex mutex;
+  std::vector<int> niceness;  // of the worker thread during each request
+  dispatcher_ = std::make_unique<Dispatcher>(*outbox_, orthanc_, logger_, settings_, [&]() {
+    return std::make_unique<FakeSender>([&](const std::vector<std::string>& uids) {
+      std::lock_guard<std::mutex> lock(mutex);
+      niceness.push_back(GetCurrentThreadNiceness());
+      return MakeAnswer(200, uids);
+    });
+  });
+  const int initial = GetCurrentThreadNiceness();
+  dispatcher_->Start();
+
+  dispatcher_->NoteIngestion();
+  QueueInstances({"19.1"});
+  dispatcher_->Wake();
+  for (int i = 0; i < 200 && GetItem("19.1").state != ItemState::Mirrored; i++)
+  {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+
+  // Without ingestion for longer than its window, the workers return to their first priority
+  // where the system allows it (CAP_SYS_NICE, as root), and keep the lower one otherwise.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  QueueInstances({"19.2"});
+  dispatcher_->Wake();
+  for (int i = 0; i < 200 && GetItem("19.2").state != ItemState::Mirrored; i++)
+  {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  dispatcher_->Stop();
+
+  std::lock_guard<std::mutex> lock(mutex);
+  ASSERT_EQ(2u, niceness.size());
+  EXPECT_EQ(std::max(initial, MIRROR_THREAD_NICENESS), niceness[0]);
+  if (geteuid() == 0)
+  {
+    EXPECT_EQ(initial, niceness[1]);
+  }
+  else
+  {
+    EXPECT_EQ(niceness[0], niceness[1]);
+    EXPECT_TRUE(logger_.Contains("needs CAP_SYS_NICE"));
+  }
+}

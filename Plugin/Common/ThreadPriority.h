@@ -12,4 +12,11 @@ constexpr int MIRROR_THREAD_NICENESS = 10;
 // Lowers the scheduling priority of the calling thread to the nice value niceness, which Linux
 // applies per thread. Logs a warning and goes on at the current priority when the system refuses.
 void LowerCurrentThreadPriority(int niceness, ILogger& logger);
+
+// Sets the nice value of the calling thread. Returns false, with errno set, when the system
+// refuses: a lower value than the current one needs CAP_SYS_NICE or a high RLIMIT_NICE.
+bool SetCurrentThreadNiceness(int niceness);
+
+// Returns the nice value of the calling thread.
+int GetCurrentThreadNiceness();
 }  // namespace AzureDicom

@@ -88,7 +88,11 @@ PluginContext::PluginContext(OrthancPluginContext* orthanc, const Json::Value& f
 
   Dispatcher* dispatcher = dispatcher_.get();
   follower_ = std::make_unique<ChangeFollower>(gateway_, *outbox_, logger_,
-                                               [dispatcher]() { dispatcher->Wake(); });
+                                               [dispatcher]()
+                                               {
+                                                 dispatcher->NoteIngestion();
+                                                 dispatcher->Wake();
+                                               });
   election_ = std::make_unique<FollowerElection>(*outbox_, *follower_, logger_);
 }
 

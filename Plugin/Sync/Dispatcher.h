@@ -75,7 +75,7 @@ struct DispatcherSettings
   Destination target;       // the same destination, recorded with each confirmed item
   ConflictPolicy onConflict = ConflictPolicy::Keep;
   std::string principal;    // the client ID the tokens are for, named in a 403 status
-  int workerNiceness = MIRROR_THREAD_NICENESS;  // of the worker threads, 0 to keep Orthanc's
+  int workerNiceness = MIRROR_THREAD_NICENESS;  // of the workers while Orthanc ingests
 };
 
 
@@ -126,6 +126,10 @@ public:
   // Tells idle workers that new items were queued.
   void Wake();
 
+  // Records that the change follower queued instances that Orthanc just stored. While Orthanc
+  // ingests, the workers run at workerNiceness, and at Orthanc's priority otherwise.
+  void NoteIngestion();
+
   // Names Orthanc's storage directory, from which large files are mapped (InstanceFileReader).
   // Call it before Start().
   void SetStorageDirectory(const std::string& directory)
@@ -159,6 +163,10 @@ private:
   bool WaitUntilSendingAllowed(unsigned int workerIndex);
   class InstanceFile;
 
+  // Sets the calling worker's nice value for what Orthanc is doing: baseNiceness, the one it
+  // started with, or workerNiceness while Orthanc ingests. niceness is its current one.
+  void AdjustPriority(int baseNiceness, int& niceness);
+
   // Sends the items in one request. With deferred, each file is read from Orthanc when the
   // upload reaches its part; otherwise all of them are read before the request.
   void SendItems(IStowSender& sender, const std::vector<OutboxItem>& items, bool upsert,
@@ -181,6 +189,8 @@ private:
   Outbox& outbox_;
   IOrthancGateway& orthanc_;
   InstanceFileReader fileReader_;
+  std::atomic<int64_t> lastIngestionMs_{0};
+  std::atomic<bool> canRaisePriority_{true};  // false once the system refused it
   ILogger& logger_;
   DispatcherSettings settings_;
   RetryPolicy policy_;
