@@ -4,8 +4,6 @@
 
 #include <gtest/gtest.h>
 
-#include <ctime>
-
 #include <unistd.h>
 
 #include <cstdlib>
@@ -40,11 +38,10 @@ public:
 class FakeOrthanc : public IOrthancGateway
 {
 public:
-  // Logs a NewInstance change, dated date ("YYYYMMDDTHHMMSS", UTC) or undated.
-  void StoreInstance(const std::string& id, const std::string& date = "")
+  void StoreInstance(const std::string& id)
   {
     instances.insert(id);
-    changes.push_back({++lastSequence, "NewInstance", id, date});
+    changes.push_back({++lastSequence, "NewInstance", id});
   }
 
   void LogOtherChange()
@@ -79,10 +76,6 @@ public:
           item["Seq"] = Json::Int64(change.sequence);
           item["ChangeType"] = change.type;
           item["ID"] = change.id;
-          if (!change.date.empty())
-          {
-            item["Date"] = change.date;
-          }
           answer["Changes"].append(item);
           last = change.sequence;
         }
@@ -131,7 +124,6 @@ public:
     int64_t sequence;
     std::string type;
     std::string id;
-    std::string date;
   };
 
   std::vector<Change> changes;
@@ -187,26 +179,16 @@ TEST_F(ChangeFollowerTest, FirstStartBeginsAtEnd)
 }
 
 
-// Returns the current UTC time as Orthanc dates its changes.
-std::string GetChangeDateNow()
+TEST_F(ChangeFollowerTest, FirstStartKeepsInstancesStoredSinceLoad)
 {
-  const std::time_t now = std::time(nullptr);
-  std::tm utc = {};
-  gmtime_r(&now, &utc);
-  char text[32];
-  std::strftime(text, sizeof(text), "%Y%m%dT%H%M%S", &utc);
-  return text;
-}
-
-
-TEST_F(ChangeFollowerTest, FirstStartKeepsChangesSinceLoad)
-{
-  orthanc_.StoreInstance("i1", "20200101T000000");
+  orthanc_.StoreInstance("i1");
   ChangeFollower follower(orthanc_, *outbox_, logger_);
 
   // Stored after the plugin was loaded, before the follower's first poll.
-  orthanc_.StoreInstance("i2", GetChangeDateNow());
-  orthanc_.StoreInstance("i3", GetChangeDateNow());
+  orthanc_.StoreInstance("i2");
+  follower.NoteStoredInstance("i2");
+  orthanc_.StoreInstance("i3");
+  follower.NoteStoredInstance("i3");
 
   EXPECT_EQ(2u, follower.Poll());
   OutboxItem item;
@@ -219,16 +201,30 @@ TEST_F(ChangeFollowerTest, FirstStartKeepsChangesSinceLoad)
 
 TEST_F(ChangeFollowerTest, FirstStartLooksBackSeveralPages)
 {
-  orthanc_.StoreInstance("old", "20200101T000000");
+  orthanc_.StoreInstance("old");
   ChangeFollower follower(orthanc_, *outbox_, logger_);
   for (int i = 0; i < 1200; i++)
   {
-    orthanc_.StoreInstance("i" + std::to_string(i), GetChangeDateNow());
+    orthanc_.StoreInstance("i" + std::to_string(i));
+    follower.NoteStoredInstance("i" + std::to_string(i));
   }
 
   EXPECT_EQ(1200u, follower.Poll());
   OutboxItem item;
   EXPECT_FALSE(outbox_->FindItem(item, "old"));
+}
+
+
+TEST_F(ChangeFollowerTest, LaterStoresDoNotMoveFirstStart)
+{
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  follower.Poll();
+
+  // After the first poll, a stored instance no longer matters for the start position.
+  orthanc_.StoreInstance("i1");
+  follower.NoteStoredInstance("i1");
+  EXPECT_EQ(1u, follower.Poll());
+  EXPECT_EQ(1, outbox_->GetFollowerSequence());
 }
 
 

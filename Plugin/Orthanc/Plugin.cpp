@@ -103,11 +103,15 @@ std::string GetNodeName(const Json::Value& orthancConfiguration,
 
 
 OrthancPluginErrorCode OnStoredInstance(const OrthancPluginDicomInstance* /* instance */,
-                                        const char* /* instanceId */)
+                                        const char* instanceId)
 {
   // Runs inside Orthanc's store, so it does no I/O: the follower reads the change log.
   if (pluginContext)
   {
+    if (instanceId != nullptr)
+    {
+      pluginContext->GetFollower().NoteStoredInstance(instanceId);
+    }
     pluginContext->GetFollower().Wake();
   }
   return OrthancPluginErrorCode_Success;

@@ -7,8 +7,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
-#include <ctime>
 #include <utility>
 #include <vector>
 
@@ -20,8 +18,7 @@ ChangeFollower::ChangeFollower(IOrthancGateway& orthanc, Outbox& outbox, ILogger
     outbox_(outbox),
     logger_(logger),
     resolver_(orthanc),
-    onQueued_(std::move(onQueued)),
-    createdAtMs_(NowMs())
+    onQueued_(std::move(onQueued))
 {
 }
 
@@ -29,28 +26,6 @@ ChangeFollower::ChangeFollower(IOrthancGateway& orthanc, Outbox& outbox, ILogger
 ChangeFollower::~ChangeFollower()
 {
   Stop();
-}
-
-
-// Returns the time of a change's "Date" (UTC, YYYYMMDDTHHMMSS in Orthanc 1.10) in milliseconds
-// since the epoch, or -1 when it is missing or invalid.
-static int64_t ParseChangeDate(const Json::Value& date)
-{
-  if (!date.isString())
-  {
-    return -1;
-  }
-  std::tm time = {};
-  const std::string text = date.asString();
-  if (text.size() != 15 || std::sscanf(text.c_str(), "%4d%2d%2dT%2d%2d%2d", &time.tm_year,
-                                       &time.tm_mon, &time.tm_mday, &time.tm_hour,
-                                       &time.tm_min, &time.tm_sec) != 6)
-  {
-    return -1;
-  }
-  time.tm_year -= 1900;
-  time.tm_mon -= 1;
-  return static_cast<int64_t>(timegm(&time)) * 1000;
 }
 
 
@@ -65,9 +40,8 @@ static int64_t GetInteger(const Json::Value& answer, const char* name, const std
 }
 
 
-int64_t ChangeFollower::FindPositionBefore(int64_t end, int64_t sinceMs)
+int64_t ChangeFollower::FindPositionBefore(int64_t end, const std::string& orthancId)
 {
-  int64_t position = end;
   int64_t cursor = end;
   for (unsigned int page = 0; page < FIRST_START_MAX_PAGES && cursor > 0; page++)
   {
@@ -77,31 +51,21 @@ int64_t ChangeFollower::FindPositionBefore(int64_t end, int64_t sinceMs)
     Json::Value answer;
     orthanc_.GetJson(answer, uri);
 
-    bool olderFound = false;
     for (const Json::Value& change : answer["Changes"])
     {
       const int64_t seq = GetInteger(change, "Seq", uri);
-      if (seq > cursor)
+      if (seq <= cursor && change["ChangeType"].asString() == "NewInstance" &&
+          change["ID"].asString() == orthancId)
       {
-        continue;
+        return seq - 1;
       }
-      if (ParseChangeDate(change["Date"]) >= sinceMs)
-      {
-        position = std::min(position, seq - 1);
-      }
-      else
-      {
-        olderFound = true;
-      }
-    }
-
-    if (olderFound || since == 0)
-    {
-      break;
     }
     cursor = since;
   }
-  return position;
+
+  logger_.Warning("first start: instance " + orthancId + ", stored after the plugin was loaded, "
+                  "is not in the last changes; following from sequence " + std::to_string(end));
+  return end;
 }
 
 
@@ -110,12 +74,17 @@ uint64_t ChangeFollower::Poll()
   int64_t sequence = outbox_.GetFollowerSequence();
   if (sequence < 0)
   {
-    // Orthanc accepts stores before this first poll, so the changes logged since the plugin was
-    // loaded are followed too. Change dates have whole seconds: one more second is included.
+    // Orthanc accepts stores before this first poll, so the follower starts before the first
+    // instance that Orthanc stored after loading the plugin (NoteStoredInstance).
     Json::Value last;
     orthanc_.GetJson(last, "/changes?last");
     const int64_t end = GetInteger(last, "Last", "/changes?last");
-    sequence = FindPositionBefore(end, (createdAtMs_ / 1000 - 1) * 1000);
+    std::string firstStored;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      firstStored = firstStoredInstance_;
+    }
+    sequence = firstStored.empty() ? end : FindPositionBefore(end, firstStored);
     outbox_.QueueFromChanges({}, sequence, NowMs());
     logger_.Info("first start: following Orthanc's changes from sequence " +
                  std::to_string(sequence) +
@@ -256,6 +225,16 @@ void ChangeFollower::Stop()
   if (thread_.joinable())
   {
     thread_.join();
+  }
+}
+
+
+void ChangeFollower::NoteStoredInstance(const std::string& orthancId)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (firstStoredInstance_.empty())
+  {
+    firstStoredInstance_ = orthancId;
   }
 }
 

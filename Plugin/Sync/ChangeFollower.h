@@ -56,6 +56,11 @@ public:
   // Called from Orthanc's stored-instance callback: only notifies, never blocks on I/O.
   void Wake();
 
+  // Called from the same callback with the stored instance's ID. On a first start, the
+  // follower begins before the first instance stored after the plugin was loaded, so that an
+  // instance stored before its first poll is queued too.
+  void NoteStoredInstance(const std::string& orthancId);
+
   std::string GetLastError();
 
 private:
@@ -74,9 +79,9 @@ private:
   // Drops what Poll() remembers of the changes up to the committed sequence.
   void ForgetUpTo(int64_t sequence);
 
-  // Returns the position before the first change logged at or after sinceMs, looking back from
-  // the end of the log at end, or end when there is none.
-  int64_t FindPositionBefore(int64_t end, int64_t sinceMs);
+  // Returns the position before the NewInstance change of orthancId, looking back from the end
+  // of the log at end, or end when it is not found.
+  int64_t FindPositionBefore(int64_t end, const std::string& orthancId);
 
   static constexpr int64_t MAX_GAP_CHANGES = 10000;
 
@@ -90,7 +95,7 @@ private:
   ILogger& logger_;
   InstanceResolver resolver_;
   std::function<void()> onQueued_;
-  int64_t createdAtMs_;  // before Orthanc accepts stores: the plugin creates it at load time
+  std::string firstStoredInstance_;  // the first that NoteStoredInstance() got, under mutex_
 
   std::mutex mutex_;
   std::condition_variable wakeUp_;
