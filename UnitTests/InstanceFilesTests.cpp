@@ -29,7 +29,7 @@ std::string Hash(const std::string& data)
 }
 
 
-// Returns GET answers from a table of URIs. A URI in `failing` throws like a failed REST call.
+// Returns the bodies of GET requests from a table of URIs. A URI in `failing` throws like a failed REST call.
 class TableGateway : public IOrthancGateway
 {
 public:

@@ -100,7 +100,7 @@ struct UploadState
   const RequestBody* body;
   size_t segment = 0;
   size_t offset = 0;                // within the segment
-  std::unique_ptr<IBuffer> loaded;  // the bytes of the current deferred segment
+  std::unique_ptr<IBuffer> loaded = nullptr;  // the bytes of the current deferred segment
 };
 
 

@@ -373,17 +373,17 @@ void Dispatcher::AdjustPriority(int baseNiceness, int& niceness)
 {
   // Never above Orthanc's own priority, which an administrator may have lowered.
   const bool ingesting = NowMs() - lastIngestionMs_ < INGESTION_WINDOW_MS;
-  const int wanted = ingesting ? std::max(baseNiceness, settings_.workerNiceness) : baseNiceness;
-  if (wanted == niceness || (wanted < niceness && !canRaisePriority_))
+  const int desired = ingesting ? std::max(baseNiceness, settings_.workerNiceness) : baseNiceness;
+  if (desired == niceness || (desired < niceness && !canRaisePriority_))
   {
     return;
   }
 
-  if (SetCurrentThreadNiceness(wanted))
+  if (SetCurrentThreadNiceness(desired))
   {
-    niceness = wanted;
+    niceness = desired;
   }
-  else if (wanted < niceness && canRaisePriority_.exchange(false))
+  else if (desired < niceness && canRaisePriority_.exchange(false))
   {
     logger_.Info("the workers keep nice " + std::to_string(niceness) +
                  " after ingestion: raising a thread's priority needs CAP_SYS_NICE");

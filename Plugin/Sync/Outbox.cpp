@@ -251,7 +251,7 @@ struct Outbox::Statements
     // again: the service then creates it, or reports that it already stores it.
     keepDeletedItem = Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
                                             " WHERE orthanc_id = ?2 AND delete_requested = 1");
-    // Any node expires any lease. Rows that another node's transaction holds are skipped,
+    // Any node expires any lease. Rows that another node's transaction has locked are skipped,
     // because that node is claiming or recording them right now.
     expireLeases = Prepare(database,
                            "UPDATE items SET state = 'Pending', lease_until = 0, claimed_by = '', "

@@ -95,7 +95,7 @@ struct NodeRecord
 {
   std::string name;
   int64_t lastSeen = 0;  // the last claim, outcome or heartbeat, in ms since the epoch
-  uint64_t claimed = 0;  // items that the node holds in Sending now
+  uint64_t claimed = 0;  // items of the node in Sending now
   uint64_t sent = 0;     // outcomes Mirrored or AlreadyPresent that the node recorded
 };
 
@@ -184,7 +184,7 @@ public:
   // at most maxBytes in total. Items are taken earliest nextAttemptAt first, then in queue order,
   // and the batch ends at the first item that does not fit. An empty result means nothing is due.
   // With PostgreSQL, items that another node is claiming at the same moment are skipped (FOR
-  // UPDATE SKIP LOCKED). Each claim gets an ID that only this Outbox object knows.
+  // UPDATE SKIP LOCKED). Each claim gets an ID that only this Outbox object stores.
   std::vector<OutboxItem> ClaimBatch(size_t maxCount, uint64_t maxBytes, int64_t now,
                                      int64_t leaseUntil);
 
@@ -305,12 +305,12 @@ public:
   // Records that this node is alive (NodeRecord::lastSeen).
   void RecordHeartbeat(int64_t now);
 
-  // The nodes that used the outbox, in name order, with the items each one holds now.
+  // The nodes that used the outbox, in name order, with the items that each one has claimed now.
   std::vector<NodeRecord> ListNodes();
 
-  // Takes, or checks that this node still holds, the right to follow Orthanc's change log: a
+  // Takes, or checks that this node still has, the right to follow Orthanc's change log: a
   // PostgreSQL session-level advisory lock on a connection of its own, which the server releases
-  // when this node dies. Returns false while another node holds it. Always true with SQLite.
+  // when this node dies. Returns false while another node has it. Always true with SQLite.
   bool TryHoldFollowerLock();
   void ReleaseFollowerLock();
 

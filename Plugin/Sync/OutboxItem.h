@@ -103,7 +103,7 @@ struct OutboxItem
   int64_t nextAttemptAt = 0;
   int64_t leaseUntil = 0;
   int64_t sentAt = 0;  // when the service confirmed it (Mirrored or AlreadyPresent)
-  std::string claimedBy;  // the node that holds the item in Sending, "" in any other state
+  std::string claimedBy;  // the node that claimed the item, in Sending, "" in any other state
 };
 
 
