@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sched.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -66,6 +68,8 @@ public:
     unsigned int limit = 0;
     if (std::sscanf(uri.c_str(), "/changes?since=%ld&limit=%u", &since, &limit) == 2)
     {
+      policies.push_back(sched_getscheduler(static_cast<pid_t>(syscall(SYS_gettid))));
+      niceness.push_back(GetCurrentThreadNiceness());
       answer["Changes"] = Json::arrayValue;
       int64_t last = since;
       for (const Change& change : changes)
@@ -130,6 +134,8 @@ public:
   std::set<std::string> instances;
   int64_t lastSequence = 0;
   std::vector<std::string> calls;
+  std::vector<int> policies;  // of the calling thread, at each read of the change log
+  std::vector<int> niceness;
   bool failChanges = false;
 };
 
@@ -411,6 +417,46 @@ TEST_F(ChangeFollowerTest, ThreadQueuesAfterWake)
   EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
   std::lock_guard<std::mutex> lock(mutex);
   EXPECT_TRUE(notified);
+}
+
+
+TEST_F(ChangeFollowerTest, YieldsWhileOrthancIngests)
+{
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  IngestionMonitor ingestion;
+  follower.SetIngestionMonitor(&ingestion);
+  follower.Poll();
+  const int initial = GetCurrentThreadNiceness();
+  const bool canRestore = CanRestoreCurrentThreadPriority();
+
+  // Stored before the thread starts: the fake is not thread-safe.
+  orthanc_.StoreInstance("i1");
+  orthanc_.policies.clear();
+  orthanc_.niceness.clear();
+  ingestion.NoteStore(NowMs());
+  follower.Start();
+  follower.Wake();
+  for (int i = 0; i < 100 && outbox_->CountByState().Get(ItemState::Pending) == 0; i++)
+  {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  follower.Stop();
+
+  EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
+  ASSERT_FALSE(orthanc_.policies.empty());
+  if (canRestore)
+  {
+    EXPECT_EQ(SCHED_IDLE, orthanc_.policies.front());
+    EXPECT_EQ(initial, orthanc_.niceness.front());
+  }
+  else
+  {
+    EXPECT_EQ(SCHED_OTHER, orthanc_.policies.front());
+    EXPECT_EQ(std::max(initial, MIRROR_THREAD_NICENESS), orthanc_.niceness.front());
+  }
+  // The test's own thread is left as it was.
+  EXPECT_EQ(SCHED_OTHER, sched_getscheduler(0));
+  EXPECT_EQ(initial, GetCurrentThreadNiceness());
 }
 
 

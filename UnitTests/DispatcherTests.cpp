@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sched.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -1923,19 +1925,27 @@ TEST_F(DispatcherStreamTest, AllDeletedSendsNoRequest)
 
 TEST_F(DispatcherTest, WorkersYieldWhileIngesting)
 {
+  struct Scheduling
+  {
+    int policy;
+    int niceness;
+  };
   std::mutex mutex;
-  std::vector<int> niceness;  // of the worker thread during each request
+  std::vector<Scheduling> seen;  // of the worker thread during each request
   dispatcher_ = std::make_unique<Dispatcher>(*outbox_, orthanc_, logger_, settings_, [&]() {
     return std::make_unique<FakeSender>([&](const std::vector<std::string>& uids) {
       std::lock_guard<std::mutex> lock(mutex);
-      niceness.push_back(GetCurrentThreadNiceness());
+      seen.push_back({sched_getscheduler(static_cast<pid_t>(syscall(SYS_gettid))),
+                      GetCurrentThreadNiceness()});
       return MakeAnswer(200, uids);
     });
   });
   const int initial = GetCurrentThreadNiceness();
+  const bool canRestore = CanRestoreCurrentThreadPriority();
   dispatcher_->Start();
 
   dispatcher_->NoteIngestion();
+  EXPECT_TRUE(dispatcher_->GetIngestionMonitor().IsIngesting(NowMs()));
   QueueInstances({"19.1"});
   dispatcher_->Wake();
   for (int i = 0; i < 200 && GetItem("19.1").state != ItemState::Mirrored; i++)
@@ -1944,8 +1954,9 @@ TEST_F(DispatcherTest, WorkersYieldWhileIngesting)
   }
 
   // Without ingestion for longer than its window, the workers return to their first priority
-  // where the system allows it (CAP_SYS_NICE, as root), and keep the lower one otherwise.
-  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  // where the system allows it (CAP_SYS_NICE, as root), and keep nice 10 otherwise.
+  std::this_thread::sleep_for(std::chrono::milliseconds(INGESTION_WINDOW_MS + 100));
+  EXPECT_FALSE(dispatcher_->GetIngestionMonitor().IsIngesting(NowMs()));
   QueueInstances({"19.2"});
   dispatcher_->Wake();
   for (int i = 0; i < 200 && GetItem("19.2").state != ItemState::Mirrored; i++)
@@ -1955,15 +1966,20 @@ TEST_F(DispatcherTest, WorkersYieldWhileIngesting)
   dispatcher_->Stop();
 
   std::lock_guard<std::mutex> lock(mutex);
-  ASSERT_EQ(2u, niceness.size());
-  EXPECT_EQ(std::max(initial, MIRROR_THREAD_NICENESS), niceness[0]);
-  if (geteuid() == 0)
+  ASSERT_EQ(2u, seen.size());
+  if (canRestore)
   {
-    EXPECT_EQ(initial, niceness[1]);
+    EXPECT_EQ(SCHED_IDLE, seen[0].policy);
+    EXPECT_EQ(initial, seen[0].niceness);
+    EXPECT_EQ(SCHED_OTHER, seen[1].policy);
+    EXPECT_EQ(initial, seen[1].niceness);
   }
   else
   {
-    EXPECT_EQ(niceness[0], niceness[1]);
+    EXPECT_EQ(SCHED_OTHER, seen[0].policy);
+    EXPECT_EQ(std::max(initial, MIRROR_THREAD_NICENESS), seen[0].niceness);
+    EXPECT_EQ(SCHED_OTHER, seen[1].policy);
+    EXPECT_EQ(seen[0].niceness, seen[1].niceness);
     EXPECT_TRUE(logger_.Contains("needs CAP_SYS_NICE"));
   }
 }

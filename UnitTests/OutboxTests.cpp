@@ -1,4 +1,5 @@
 #include "Common/Exception.h"
+#include "Sync/Database.h"
 #include "Sync/Outbox.h"
 
 #include "OutboxBackends.h"
@@ -855,6 +856,28 @@ TEST_F(OutboxTest, FilesArePrivate)
     EXPECT_EQ(GetPermissions(path_ + "-shm"), 0600u);
   }
   umask(previousMask);
+}
+
+
+TEST_F(OutboxTest, OnlyRepairableWritesCommitWithoutSync)
+{
+  std::unique_ptr<Database> database = OpenDatabase(path_);
+  auto synchronousIn = [&database](TransactionMode mode)
+  {
+    Transaction transaction(*database, mode, "read the synchronous setting");
+    StatementPtr statement = Prepare(*database, "PRAGMA synchronous");
+    Query query(*database, statement, "read the synchronous setting");
+    const int64_t value = query.Step() ? query.GetInt64(0) : -1;
+    transaction.Commit();
+    return value;
+  };
+
+  // SQLite's values: 1 is NORMAL, 2 is FULL.
+  EXPECT_EQ(2, synchronousIn(TransactionMode::Write));
+  EXPECT_EQ(1, synchronousIn(TransactionMode::RepairableWrite));
+  EXPECT_EQ(1, synchronousIn(TransactionMode::RepairableWrite));
+  EXPECT_EQ(2, synchronousIn(TransactionMode::Read));
+  EXPECT_EQ(2, synchronousIn(TransactionMode::Write));
 }
 
 

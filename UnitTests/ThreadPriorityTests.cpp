@@ -7,8 +7,10 @@
 #include <thread>
 #include <vector>
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace AzureDicom;
@@ -69,4 +71,108 @@ TEST(ThreadPriority, ZeroKeepsPriority)
   const int before = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
 
   EXPECT_EQ(before, LowerInNewThread(0, logger));
+}
+
+
+TEST(ThreadPriority, IdleOnlyForCallingThread)
+{
+  const bool canRestore = CanRestoreCurrentThreadPriority();
+  int during = -1;
+  int after = -1;
+  bool left = false;
+  std::thread thread([&] {
+    const pid_t self = static_cast<pid_t>(syscall(SYS_gettid));
+    ASSERT_TRUE(SetCurrentThreadIdle(true));
+    during = sched_getscheduler(self);
+    left = SetCurrentThreadIdle(false);
+    after = sched_getscheduler(self);
+  });
+  thread.join();
+
+  EXPECT_EQ(SCHED_IDLE, during);
+  EXPECT_EQ(SCHED_OTHER, sched_getscheduler(0));
+  // Leaving SCHED_IDLE is allowed exactly where the check says so.
+  EXPECT_EQ(canRestore, left);
+  EXPECT_EQ(canRestore ? SCHED_OTHER : SCHED_IDLE, after);
+}
+
+
+TEST(ThreadPriority, MirrorThreadYieldsAndReturns)
+{
+  CollectingLogger logger;
+  const int before = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+  const bool canRestore = CanRestoreCurrentThreadPriority();
+  std::vector<int> policies;
+  std::vector<int> niceness;
+  std::thread thread([&] {
+    const pid_t self = static_cast<pid_t>(syscall(SYS_gettid));
+    std::atomic<bool> reported{false};
+    MirrorThreadPriority priority(logger, reported);
+    for (bool ingesting : {true, true, false, true, false})
+    {
+      priority.Adjust(ingesting);
+      policies.push_back(sched_getscheduler(self));
+      niceness.push_back(GetCurrentThreadNiceness());
+    }
+  });
+  thread.join();
+
+  ASSERT_EQ(5u, policies.size());
+  if (canRestore)
+  {
+    EXPECT_EQ((std::vector<int>{SCHED_IDLE, SCHED_IDLE, SCHED_OTHER, SCHED_IDLE, SCHED_OTHER}),
+              policies);
+    EXPECT_EQ(std::vector<int>(5, before), niceness);
+    EXPECT_TRUE(logger.lines.empty());
+  }
+  else
+  {
+    EXPECT_EQ(std::vector<int>(5, SCHED_OTHER), policies);
+    EXPECT_EQ(std::vector<int>(5, std::max(before, MIRROR_THREAD_NICENESS)), niceness);
+  }
+}
+
+
+TEST(ThreadPriority, WithoutPermissionStaysNice)
+{
+  // In a child process without CAP_SYS_NICE and with RLIMIT_NICE 0, as Orthanc runs as a
+  // service user or in a container: exit code 0 when the mirror thread went to nice 10 at the
+  // first ingestion and stayed there.
+  const pid_t child = fork();
+  ASSERT_NE(-1, child);
+  if (child == 0)
+  {
+    const rlimit noRaise{0, 0};
+    if ((geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0)) ||
+        setrlimit(RLIMIT_NICE, &noRaise) != 0)
+    {
+      _exit(10);
+    }
+    if (CanRestoreCurrentThreadPriority())
+    {
+      _exit(11);
+    }
+    int code = 12;
+    std::thread thread([&] {
+      CollectingLogger logger;
+      std::atomic<bool> reported{false};
+    MirrorThreadPriority priority(logger, reported);
+      priority.Adjust(true);
+      const int during = GetCurrentThreadNiceness();
+      const int policy = sched_getscheduler(0);
+      priority.Adjust(false);
+      const int after = GetCurrentThreadNiceness();
+      const bool logged = !logger.lines.empty() &&
+                          logger.lines.front().find("needs CAP_SYS_NICE") != std::string::npos;
+      code = (during >= MIRROR_THREAD_NICENESS && after == during && policy == SCHED_OTHER &&
+              logged) ? 0 : 13;
+    });
+    thread.join();
+    _exit(code);
+  }
+
+  int status = 0;
+  ASSERT_EQ(child, waitpid(child, &status, 0));
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(0, WEXITSTATUS(status));
 }

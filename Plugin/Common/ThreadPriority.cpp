@@ -2,8 +2,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <string>
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -12,24 +14,75 @@ namespace AzureDicom
 {
 namespace
 {
+const int CAP_SYS_NICE_BIT = 23;  // from linux/capability.h
+
+
 // With PRIO_PROCESS, Linux takes a thread ID and changes that thread alone (see setpriority(2),
-// section BUGS), which is what this file relies on.
-id_t GetThreadId()
+// section BUGS), which is what this file relies on. sched_setscheduler(2) also takes one.
+pid_t GetThreadId()
 {
-  return static_cast<id_t>(syscall(SYS_gettid));
+  return static_cast<pid_t>(syscall(SYS_gettid));
 }
+
+
+bool HasSysNiceCapability()
+{
+  std::ifstream status("/proc/thread-self/status");
+  std::string line;
+  while (std::getline(status, line))
+  {
+    if (line.compare(0, 7, "CapEff:") == 0)
+    {
+      const unsigned long long effective = std::stoull(line.substr(7), nullptr, 16);
+      return ((effective >> CAP_SYS_NICE_BIT) & 1u) != 0;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 
 bool SetCurrentThreadNiceness(int niceness)
 {
-  return setpriority(PRIO_PROCESS, GetThreadId(), niceness) == 0;
+  return setpriority(PRIO_PROCESS, static_cast<id_t>(GetThreadId()), niceness) == 0;
 }
 
 
 int GetCurrentThreadNiceness()
 {
-  return getpriority(PRIO_PROCESS, GetThreadId());
+  return getpriority(PRIO_PROCESS, static_cast<id_t>(GetThreadId()));
+}
+
+
+bool SetCurrentThreadIdle(bool idle)
+{
+  sched_param parameters{};
+  parameters.sched_priority = 0;
+  return sched_setscheduler(GetThreadId(), idle ? SCHED_IDLE : SCHED_OTHER, &parameters) == 0;
+}
+
+
+bool CanRestoreCurrentThreadPriority()
+{
+  // setpriority(2): a thread may go down to nice 20 - RLIMIT_NICE without CAP_SYS_NICE.
+  errno = 0;
+  const int niceness = GetCurrentThreadNiceness();
+  rlimit limit{};
+  if (errno == 0 && getrlimit(RLIMIT_NICE, &limit) == 0 &&
+      (limit.rlim_cur == RLIM_INFINITY || static_cast<rlim_t>(20 - niceness) <= limit.rlim_cur))
+  {
+    return true;
+  }
+
+  try
+  {
+    return HasSysNiceCapability();
+  }
+  catch (const std::exception&)
+  {
+    return false;
+  }
 }
 
 
@@ -51,6 +104,46 @@ void LowerCurrentThreadPriority(int niceness, ILogger& logger)
   {
     logger.Warning("cannot lower the priority of a mirroring thread to nice " +
                    std::to_string(niceness) + ": " + std::strerror(errno));
+  }
+}
+
+
+MirrorThreadPriority::MirrorThreadPriority(ILogger& logger, std::atomic<bool>& reported)
+    : logger_(logger), reported_(reported), canRestore_(CanRestoreCurrentThreadPriority())
+{
+}
+
+
+void MirrorThreadPriority::Adjust(bool ingesting)
+{
+  if (ingesting == yielding_ || (yielding_ && !canRestore_))
+  {
+    return;
+  }
+
+  if (canRestore_ && SetCurrentThreadIdle(ingesting))
+  {
+    yielding_ = ingesting;
+    return;
+  }
+
+  canRestore_ = false;
+  if (!ingesting)
+  {
+    // Not expected after CanRestoreCurrentThreadPriority(): the thread stays under SCHED_IDLE.
+    logger_.Warning(std::string("a mirroring thread cannot leave SCHED_IDLE after Orthanc's "
+                                "ingestion and runs only on idle CPU time: ") +
+                    std::strerror(errno));
+    return;
+  }
+
+  LowerCurrentThreadPriority(MIRROR_THREAD_NICENESS, logger_);
+  yielding_ = true;
+  if (!reported_.exchange(true))
+  {
+    logger_.Info("the mirroring threads keep nice " + std::to_string(MIRROR_THREAD_NICENESS) +
+                 " after Orthanc's ingestion: returning to Orthanc's priority needs "
+                 "CAP_SYS_NICE");
   }
 }
 }  // namespace AzureDicom

@@ -2,12 +2,19 @@
 
 #include "Common/Logger.h"
 
+#include <atomic>
+#include <cstdint>
+
 namespace AzureDicom
 {
-// The nice value (0 to 19) of the threads that mirror instances. Linux's scheduler then gives
-// Orthanc's own threads, which store what modalities send, about ten times their CPU share when
-// both compete for the CPU; an idle CPU still runs the mirror at full speed.
+// The nice value (0 to 19) of the threads that mirror instances while Orthanc ingests, where
+// they cannot return to Orthanc's priority afterwards. Linux's scheduler then gives Orthanc's
+// own threads, which store what modalities send, about ten times their CPU share when both
+// compete for the CPU; an idle CPU still runs the mirror at full speed.
 constexpr int MIRROR_THREAD_NICENESS = 10;
+
+// How long after Orthanc stored an instance the mirror still counts it as ingesting.
+constexpr int64_t INGESTION_WINDOW_MS = 2000;
 
 // Lowers the scheduling priority of the calling thread to the nice value niceness, which Linux
 // applies per thread. Logs a warning and goes on at the current priority when the system refuses.
@@ -19,4 +26,58 @@ bool SetCurrentThreadNiceness(int niceness);
 
 // Returns the nice value of the calling thread.
 int GetCurrentThreadNiceness();
+
+// Moves the calling thread to Linux's SCHED_IDLE policy, under which it runs only on CPU time
+// that no other thread wants, or back to SCHED_OTHER. Returns false, with errno set, when the
+// system rejects it, because leaving SCHED_IDLE needs the same permission as raising a priority.
+bool SetCurrentThreadIdle(bool idle);
+
+// Whether the calling thread may return from SCHED_IDLE or from a higher nice value to its
+// current nice value: it has CAP_SYS_NICE, or RLIMIT_NICE allows that value.
+bool CanRestoreCurrentThreadPriority();
+
+
+// The time at which Orthanc last stored an instance. Orthanc's store callback sets it, and the
+// mirroring threads read it.
+class IngestionMonitor
+{
+public:
+  void NoteStore(int64_t nowMs)
+  {
+    lastStoreMs_ = nowMs;
+  }
+
+  bool IsIngesting(int64_t nowMs) const
+  {
+    return nowMs - lastStoreMs_ < INGESTION_WINDOW_MS;
+  }
+
+private:
+  std::atomic<int64_t> lastStoreMs_{-INGESTION_WINDOW_MS};
+};
+
+
+// The priority of one mirroring thread, created and adjusted by that thread. While Orthanc
+// ingests, the thread runs under SCHED_IDLE, and at its first priority again afterwards. Where
+// it could not return (no CAP_SYS_NICE), it goes to nice MIRROR_THREAD_NICENESS at the first
+// ingestion instead and stays there, which the log says once for all threads that share
+// reported.
+class MirrorThreadPriority
+{
+public:
+  MirrorThreadPriority(ILogger& logger, std::atomic<bool>& reported);
+
+  void Adjust(bool ingesting);
+
+  bool IsYielding() const
+  {
+    return yielding_;
+  }
+
+private:
+  ILogger& logger_;
+  std::atomic<bool>& reported_;
+  bool canRestore_;
+  bool yielding_ = false;
+};
 }  // namespace AzureDicom

@@ -112,6 +112,7 @@ OrthancPluginErrorCode OnStoredInstance(const OrthancPluginDicomInstance* /* ins
     {
       pluginContext->GetFollower().NoteStoredInstance(instanceId);
     }
+    pluginContext->GetDispatcher().NoteIngestion();
     pluginContext->GetFollower().Wake();
   }
   return OrthancPluginErrorCode_Success;

@@ -88,11 +88,8 @@ PluginContext::PluginContext(OrthancPluginContext* orthanc, const Json::Value& f
 
   Dispatcher* dispatcher = dispatcher_.get();
   follower_ = std::make_unique<ChangeFollower>(gateway_, *outbox_, logger_,
-                                               [dispatcher]()
-                                               {
-                                                 dispatcher->NoteIngestion();
-                                                 dispatcher->Wake();
-                                               });
+                                               [dispatcher]() { dispatcher->Wake(); });
+  follower_->SetIngestionMonitor(&dispatcher_->GetIngestionMonitor());
   election_ = std::make_unique<FollowerElection>(*outbox_, *follower_, logger_);
 }
 

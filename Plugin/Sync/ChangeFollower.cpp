@@ -265,7 +265,7 @@ void ChangeFollower::SetLastError(const std::string& message)
 
 void ChangeFollower::Run()
 {
-  LowerCurrentThreadPriority(MIRROR_THREAD_NICENESS, logger_);
+  MirrorThreadPriority priority(logger_, reportedPriority_);
   unsigned int delayMs = 0;
   bool failing = false;
   for (;;)
@@ -285,6 +285,7 @@ void ChangeFollower::Run()
 
     try
     {
+      priority.Adjust(ingestion_ != nullptr && ingestion_->IsIngesting(NowMs()));
       const uint64_t inserted = Poll();
       if (inserted > 0 && onQueued_)
       {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "Common/Logger.h"
+#include "Common/ThreadPriority.h"
 #include "Sync/InstanceResolver.h"
 #include "Sync/Outbox.h"
 
@@ -49,6 +50,13 @@ public:
     gapWaitMs_ = milliseconds;
   }
 
+  // While monitor says that Orthanc ingests, the follower's thread yields the CPU to it
+  // (MirrorThreadPriority). Call before Start().
+  void SetIngestionMonitor(const IngestionMonitor* monitor)
+  {
+    ingestion_ = monitor;
+  }
+
   // Runs Poll() in a thread: when woken, and every few seconds in case a wake-up was missed.
   void Start();
   void Stop();
@@ -95,6 +103,8 @@ private:
   ILogger& logger_;
   InstanceResolver resolver_;
   std::function<void()> onQueued_;
+  const IngestionMonitor* ingestion_ = nullptr;
+  std::atomic<bool> reportedPriority_{false};  // that the follower stays at nice 10
   std::string firstStoredInstance_;  // the first that NoteStoredInstance() got, under mutex_
 
   std::mutex mutex_;

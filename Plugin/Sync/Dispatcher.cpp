@@ -28,9 +28,6 @@ const unsigned int BATCH_WINDOW_MS = 100;
 
 const long HTTP_METHOD_NOT_ALLOWED = 405;
 
-// Orthanc counts as ingesting for this long after the follower last queued new instances.
-const int64_t INGESTION_WINDOW_MS = 2000;
-
 // After throttling, one more worker may send again after this many accepted requests in a row.
 const unsigned int SUCCESSES_TO_GROW = 10;
 
@@ -363,44 +360,15 @@ bool Dispatcher::WaitUntilSendingAllowed(unsigned int workerIndex)
 }
 
 
-void Dispatcher::NoteIngestion()
-{
-  lastIngestionMs_ = NowMs();
-}
-
-
-void Dispatcher::AdjustPriority(int baseNiceness, int& niceness)
-{
-  // Never above Orthanc's own priority, which an administrator may have lowered.
-  const bool ingesting = NowMs() - lastIngestionMs_ < INGESTION_WINDOW_MS;
-  const int desired = ingesting ? std::max(baseNiceness, settings_.workerNiceness) : baseNiceness;
-  if (desired == niceness || (desired < niceness && !canRaisePriority_))
-  {
-    return;
-  }
-
-  if (SetCurrentThreadNiceness(desired))
-  {
-    niceness = desired;
-  }
-  else if (desired < niceness && canRaisePriority_.exchange(false))
-  {
-    logger_.Info("the workers keep nice " + std::to_string(niceness) +
-                 " after ingestion: raising a thread's priority needs CAP_SYS_NICE");
-  }
-}
-
-
 void Dispatcher::Run(unsigned int workerIndex)
 {
-  const int baseNiceness = GetCurrentThreadNiceness();
-  int niceness = baseNiceness;
+  MirrorThreadPriority priority(logger_, reportedPriority_);
   std::unique_ptr<IStowSender> sender = senderFactory_();
   sender->SetAbortFlag(&aborting_);
 
   while (WaitUntilSendingAllowed(workerIndex))
   {
-    AdjustPriority(baseNiceness, niceness);
+    priority.Adjust(ingestion_.IsIngesting(NowMs()));
     bool sent = false;
     bool fullBatch = false;
     unsigned int idleMs = IDLE_WAIT_MS;

@@ -3,6 +3,7 @@
 #include "Azure/HttpClient.h"
 #include "Azure/StowResponse.h"
 #include "Common/Logger.h"
+#include "Common/Clock.h"
 #include "Common/ThreadPriority.h"
 #include "Sync/InstanceFiles.h"
 #include "Sync/OrthancGateway.h"
@@ -75,7 +76,6 @@ struct DispatcherSettings
   Destination target;       // the same destination, recorded with each confirmed item
   ConflictPolicy onConflict = ConflictPolicy::Keep;
   std::string principal;    // the client ID the tokens are for, named in a 403 status
-  int workerNiceness = MIRROR_THREAD_NICENESS;  // of the workers while Orthanc ingests
 };
 
 
@@ -126,9 +126,17 @@ public:
   // Tells idle workers that new items were queued.
   void Wake();
 
-  // Records that the change follower queued instances that Orthanc just stored. While Orthanc
-  // ingests, the workers run at workerNiceness, and at Orthanc's priority otherwise.
-  void NoteIngestion();
+  // Records that Orthanc just stored an instance. While Orthanc ingests, the workers yield the
+  // CPU to it (MirrorThreadPriority).
+  void NoteIngestion()
+  {
+    ingestion_.NoteStore(NowMs());
+  }
+
+  const IngestionMonitor& GetIngestionMonitor() const
+  {
+    return ingestion_;
+  }
 
   // Names Orthanc's storage directory, from which large files are mapped (InstanceFileReader).
   // Call it before Start().
@@ -163,10 +171,6 @@ private:
   bool WaitUntilSendingAllowed(unsigned int workerIndex);
   class InstanceFile;
 
-  // Sets the calling worker's nice value for what Orthanc is doing: baseNiceness, the one it
-  // started with, or workerNiceness while Orthanc ingests. niceness is its current one.
-  void AdjustPriority(int baseNiceness, int& niceness);
-
   // Sends the items in one request. With deferred, each file is read from Orthanc when the
   // upload reaches its part; otherwise all of them are read before the request.
   void SendItems(IStowSender& sender, const std::vector<OutboxItem>& items, bool upsert,
@@ -189,8 +193,8 @@ private:
   Outbox& outbox_;
   IOrthancGateway& orthanc_;
   InstanceFileReader fileReader_;
-  std::atomic<int64_t> lastIngestionMs_{0};
-  std::atomic<bool> canRaisePriority_{true};  // false once the system refused it
+  IngestionMonitor ingestion_;
+  std::atomic<bool> reportedPriority_{false};  // that the workers stay at nice 10
   ILogger& logger_;
   DispatcherSettings settings_;
   RetryPolicy policy_;

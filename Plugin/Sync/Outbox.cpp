@@ -481,7 +481,7 @@ QueueResult Outbox::QueueFromChanges(const std::vector<NewInstance>& instances,
   std::lock_guard<std::mutex> lock(mutex_);
   Database& database = *db_;
   const std::string action = "queue the instances of changes up to " + std::to_string(lastSequence);
-  Transaction transaction(database, TransactionMode::Write, action);
+  Transaction transaction(database, TransactionMode::RepairableWrite, action);
 
   // An instance stored again after it was deleted, or after it failed, is sent again.
   const QueueResult result = QueueInTransaction(instances, QueueMode::RequeueFailed, now);
@@ -572,7 +572,7 @@ std::vector<OutboxItem> Outbox::ClaimBatch(size_t maxCount, uint64_t maxBytes, i
   std::lock_guard<std::mutex> lock(mutex_);
   Database& database = *db_;
   const std::string action = "claim a batch";
-  Transaction transaction(database, TransactionMode::Write, action);
+  Transaction transaction(database, TransactionMode::RepairableWrite, action);
 
   Query(database, statements_->expireLeases, "expire the leases").Bind(now).Run();
 
@@ -666,7 +666,7 @@ void Outbox::RecordOutcomes(const std::vector<ItemOutcome>& outcomes, int64_t no
   std::lock_guard<std::mutex> lock(mutex_);
   Database& database = *db_;
   const std::string action = "record the outcomes of " + std::to_string(outcomes.size()) + " items";
-  Transaction transaction(database, TransactionMode::Write, action);
+  Transaction transaction(database, TransactionMode::RepairableWrite, action);
 
   // Nodes that record outcomes at the same time would give two copies the same creation
   // sequence.
@@ -775,7 +775,7 @@ void Outbox::Release(const std::vector<int64_t>& ids, int64_t nextAttemptAt, int
   std::lock_guard<std::mutex> lock(mutex_);
   Database& database = *db_;
   const std::string action = "release " + std::to_string(ids.size()) + " items";
-  Transaction transaction(database, TransactionMode::Write, action);
+  Transaction transaction(database, TransactionMode::RepairableWrite, action);
 
   for (int64_t id : ids)
   {

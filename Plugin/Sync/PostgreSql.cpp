@@ -428,7 +428,7 @@ void PostgreSqlDatabase::Begin(TransactionMode mode, const std::string& action)
   // stay in READ COMMITTED, where a row locked FOR UPDATE is read again in its latest version
   // instead of failing with a serialization error.
   Execute(
-      mode == TransactionMode::Write ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+      mode != TransactionMode::Read ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
       "begin a transaction to " + action);
 }
 

@@ -253,7 +253,8 @@ SqliteDatabase::SqliteDatabase(const std::string& path) : path_(path)
     }
 
     // WAL lets the REST routes read while a worker writes. synchronous=FULL also syncs the WAL at
-    // every commit: with NORMAL, a committed transaction can vanish on a power cut.
+    // every commit: with NORMAL, a committed transaction can vanish on a power cut, so only
+    // RepairableWrite transactions use it (Begin()).
     StatementPtr journalMode = Prepare("PRAGMA journal_mode = WAL");
     const bool hasRow = journalMode->Step("switch to WAL journal mode");
     const std::string mode = hasRow ? journalMode->GetText(0) : std::string();
@@ -308,7 +309,17 @@ void SqliteDatabase::Execute(const std::string& sql, const std::string& action)
 
 void SqliteDatabase::Begin(TransactionMode mode, const std::string& action)
 {
-  Execute(mode == TransactionMode::Write ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED",
+  // In WAL mode, synchronous=NORMAL leaves a commit in the WAL file without fsync(); the
+  // commits stay in order and survive a crash of Orthanc. synchronous is a setting of the
+  // connection, which SQLite changes only outside a transaction.
+  const bool syncCommit = (mode != TransactionMode::RepairableWrite);
+  if (syncCommit != syncCommits_)
+  {
+    Execute(syncCommit ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+            "set how the transaction to " + action + " commits");
+    syncCommits_ = syncCommit;
+  }
+  Execute(mode == TransactionMode::Read ? "BEGIN DEFERRED" : "BEGIN IMMEDIATE",
           "begin a transaction to " + action);
 }
 

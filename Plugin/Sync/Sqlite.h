@@ -69,5 +69,6 @@ public:
 private:
   std::string path_;
   sqlite3* handle_ = nullptr;
+  bool syncCommits_ = true;  // synchronous=FULL, as the constructor sets it
 };
 }  // namespace AzureDicom

@@ -120,8 +120,10 @@ def run_transfers(context, results, data, bodies, sink, choice):
                 print_record(record)
 
 
-def run_ingestion(context, results, data, repeats):
+def run_ingestion(context, results, data, repeats, choice):
     for key in (report.CT, report.SMALL):
+        if key not in ingestion_datasets(choice):
+            continue
         dataset = data[key]
         for repeat in range(repeats):
             # The order alternates, so that a drift of the machine's load favours neither.
@@ -221,7 +223,7 @@ def parse_options():
                         help="run only these sections (default: all)")
     parser.add_argument("--datasets", nargs="+", choices=list(TRANSFER_DATASETS),
                         default=list(TRANSFER_DATASETS),
-                        help="transfer only these data sets (default: all)")
+                        help="transfer and ingest only these data sets (default: all)")
     parser.add_argument("--targets", nargs="+", choices=TRANSFER_TARGETS,
                         default=list(TRANSFER_TARGETS),
                         help="transfer only to these targets (default: both)")
@@ -237,13 +239,18 @@ def parse_options():
     return options
 
 
+def ingestion_datasets(options):
+    """Return the keys of the data sets that the ingestion section stores."""
+    return {TRANSFER_DATASETS[name] for name in options.datasets} & {report.CT, report.SMALL}
+
+
 def needed_datasets(options):
     """Return the keys of the data sets that the selected sections use."""
     needed = set()
     if "transfers" in options.only:
         needed.update(TRANSFER_DATASETS[name] for name in options.datasets)
     if "ingestion" in options.only:
-        needed.update((report.CT, report.SMALL))
+        needed.update(ingestion_datasets(options))
     if "latency" in options.only:
         needed.add(report.CT)
     if "backlog" in options.only:
@@ -286,7 +293,7 @@ def main():
         if "transfers" in options.only:
             run_transfers(context, results, data, bodies, sink, options)
         if "ingestion" in options.only:
-            run_ingestion(context, results, data, 1 if options.quick else 2)
+            run_ingestion(context, results, data, 1 if options.quick else 2, options)
         if "latency" in options.only:
             run_latency(context, results, data, sink, 200 if options.quick else 1200)
         if "backlog" in options.only:

@@ -136,6 +136,9 @@ class Interval:
         self.own_cpu = 0.0
 
     def start(self):
+        # Files written by earlier runs are flushed first, so that their writeback does not
+        # share the disk and the CPUs with this one.
+        os.sync()
         for pid in self.sender_pids:
             processes.reset_peak_rss(pid)
         self.before = {pid: processes.cpu_seconds(pid)
