@@ -98,6 +98,7 @@ public:
       }
       answer["ID"] = id;
       answer["FileSize"] = 1000;
+      answer["FileUuid"] = "0000000" + id.substr(1) + "-0000-4000-8000-000000000000";
       answer["ParentSeries"] = "s";
       answer["MainDicomTags"]["SOPInstanceUID"] = "1.2." + id.substr(1);
       return true;
@@ -182,6 +183,7 @@ TEST_F(ChangeFollowerTest, FirstStartBeginsAtEnd)
   EXPECT_EQ("1.2.200", item.instance.studyInstanceUid);
   EXPECT_EQ("t", item.instance.orthancStudyId);
   EXPECT_EQ(1000u, item.instance.size);
+  EXPECT_EQ("00000002-0000-4000-8000-000000000000", item.instance.fileUuid);
 }
 
 

@@ -410,3 +410,80 @@ TEST_F(StorageDirectoryTest, ResizedStorageFileFallsBackToRest)
   EXPECT_TRUE(ReadAll(reader, LARGE_SIZE) == MakeDicomLikeFile(LARGE_SIZE));
   EXPECT_EQ(2u, orthanc.requests.size());
 }
+
+
+TEST_F(StorageDirectoryTest, KnownUuidReadsWithoutRequest)
+{
+  TableGateway orthanc;
+  InstanceFileReader reader(orthanc);
+  reader.SetStorageDirectory(directory_);
+
+  for (uint64_t size : {uint64_t{1000}, LARGE_SIZE})
+  {
+    const std::string expected = MakeDicomLikeFile(size);
+    StoreFile(expected);
+    const std::unique_ptr<IBuffer> file = reader.Read(INSTANCE_ID, size, ATTACHMENT_UUID);
+    ASSERT_NE(nullptr, file) << size;
+    EXPECT_TRUE(std::string(file->GetData(), file->GetSize()) == expected) << size;
+  }
+  EXPECT_TRUE(orthanc.requests.empty());
+}
+
+
+TEST_F(StorageDirectoryTest, UnusableUuidFileReadsRest)
+{
+  const std::string content = MakeDicomLikeFile(1000);
+  struct Case
+  {
+    const char* name;
+    std::string stored;  // what the storage directory has under ATTACHMENT_UUID, "" for nothing
+    const char* uuid;
+  };
+  const Case cases[] = {
+      {"no file", "", ATTACHMENT_UUID},
+      {"other size, as compressed", content.substr(0, 900), ATTACHMENT_UUID},
+      {"same size, not DICOM", std::string(1000, 'x'), ATTACHMENT_UUID},
+      {"UUID with a path", content, "../../../../../../etc/passwd"},
+  };
+
+  for (const Case& test : cases)
+  {
+    std::system(("rm -rf " + directory_ + "/*").c_str());
+    if (!test.stored.empty())
+    {
+      StoreFile(test.stored);
+    }
+    TableGateway orthanc;
+    orthanc.answers[StoredUri()] = content;
+    InstanceFileReader reader(orthanc);
+    reader.SetStorageDirectory(directory_);
+
+    const std::unique_ptr<IBuffer> file = reader.Read(INSTANCE_ID, 1000, test.uuid);
+    ASSERT_NE(nullptr, file) << test.name;
+    EXPECT_EQ(content, std::string(file->GetData(), file->GetSize())) << test.name;
+    ASSERT_EQ(1u, orthanc.requests.size()) << test.name;
+    EXPECT_EQ(StoredUri(), orthanc.requests[0]) << test.name;
+  }
+}
+
+
+TEST_F(StorageDirectoryTest, RepeatedMissesStopStorageReads)
+{
+  const std::string content = MakeDicomLikeFile(1000);
+  TableGateway orthanc;
+  orthanc.answers[StoredUri()] = content;
+  InstanceFileReader reader(orthanc);
+  reader.SetStorageDirectory(directory_);
+  StoreFile(content.substr(0, 900));
+
+  // Compressed storage: every file in the directory has another size than the instance.
+  for (int i = 0; i < 25; i++)
+  {
+    ASSERT_NE(nullptr, reader.Read(INSTANCE_ID, 1000, ATTACHMENT_UUID));
+  }
+  EXPECT_FALSE(reader.ReadsStorageDirectory());
+
+  // Without a storage directory, nothing is read from disk at all.
+  InstanceFileReader withoutDirectory(orthanc);
+  EXPECT_FALSE(withoutDirectory.ReadsStorageDirectory());
+}

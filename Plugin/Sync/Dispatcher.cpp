@@ -81,7 +81,8 @@ public:
   {
     try
     {
-      std::unique_ptr<IBuffer> file = reader_.Read(item_.instance.orthancId, item_.instance.size);
+      std::unique_ptr<IBuffer> file =
+          reader_.Read(item_.instance.orthancId, item_.instance.size, item_.instance.fileUuid);
       if (!file)
       {
         status_ = Status::Deleted;
@@ -537,8 +538,8 @@ void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& i
     else
     {
       // The body refers to Orthanc's buffer of the file, which is in memory once.
-      std::unique_ptr<IBuffer> file =
-          fileReader_.Read(item.instance.orthancId, deferred ? item.instance.size : 0);
+      std::unique_ptr<IBuffer> file = fileReader_.Read(
+          item.instance.orthancId, deferred ? item.instance.size : 0, item.instance.fileUuid);
       if (!file)
       {
         outbox_.MarkSkipped(item.id, "deleted from Orthanc before it was sent", NowMs());

@@ -6,6 +6,7 @@
 #include <json/value.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cctype>
 #include <cstring>
 
@@ -153,6 +154,44 @@ std::unique_ptr<IBuffer> MapFile(const std::string& path, uint64_t expectedSize)
 }
 
 
+// Reads the file at path if it has exactly expectedSize bytes, or returns null.
+std::unique_ptr<IBuffer> ReadWholeFile(const std::string& path, uint64_t expectedSize)
+{
+  const int descriptor = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (descriptor < 0)
+  {
+    return nullptr;
+  }
+
+  struct stat status = {};
+  std::string data;
+  bool complete = false;
+  if (fstat(descriptor, &status) == 0 && S_ISREG(status.st_mode) &&
+      static_cast<uint64_t>(status.st_size) == expectedSize)
+  {
+    data.resize(expectedSize);
+    size_t done = 0;
+    while (done < data.size())
+    {
+      const ssize_t count = read(descriptor, &data[done], data.size() - done);
+      if (count < 0 && errno == EINTR)
+      {
+        continue;
+      }
+      if (count <= 0)
+      {
+        break;
+      }
+      done += static_cast<size_t>(count);
+    }
+    complete = (done == data.size());
+  }
+  close(descriptor);
+
+  return complete ? std::make_unique<StringBuffer>(std::move(data)) : nullptr;
+}
+
+
 std::string HashBytes(const char* data, size_t size)
 {
   Md5 digest;
@@ -207,16 +246,13 @@ std::unique_ptr<IBuffer> InstanceFileReader::MapFromStorage(const std::string& o
     return nullptr;
   }
 
-  // Orthanc's default storage keeps a file at {StorageDirectory}/ab/cd/abcd....
   const std::string uuid = info["Uuid"].asString();
   if (!IsAttachmentUuid(uuid))
   {
     return nullptr;
   }
-  const std::string path =
-      storageDirectory_ + "/" + uuid.substr(0, 2) + "/" + uuid.substr(2, 2) + "/" + uuid;
 
-  std::unique_ptr<IBuffer> file = MapFile(path, expectedSize);
+  std::unique_ptr<IBuffer> file = MapFile(GetStoragePath(uuid), expectedSize);
   if (file && !StartsLikeDicomFile(*file))
   {
     return nullptr;
@@ -225,10 +261,45 @@ std::unique_ptr<IBuffer> InstanceFileReader::MapFromStorage(const std::string& o
 }
 
 
+std::string InstanceFileReader::GetStoragePath(const std::string& fileUuid) const
+{
+  // Orthanc's default storage keeps a file at {StorageDirectory}/ab/cd/abcd....
+  return storageDirectory_ + "/" + fileUuid.substr(0, 2) + "/" + fileUuid.substr(2, 2) + "/" +
+         fileUuid;
+}
+
+
+std::unique_ptr<IBuffer> InstanceFileReader::ReadFromStorage(const std::string& fileUuid,
+                                                             uint64_t expectedSize)
+{
+  const std::string path = GetStoragePath(fileUuid);
+  std::unique_ptr<IBuffer> file = expectedSize >= DIRECT_READ_MIN_BYTES
+                                      ? MapFile(path, expectedSize)
+                                      : ReadWholeFile(path, expectedSize);
+  if (file && StartsLikeDicomFile(*file))
+  {
+    storageMisses_ = 0;
+    return file;
+  }
+  storageMisses_++;
+  return nullptr;
+}
+
+
 std::unique_ptr<IBuffer> InstanceFileReader::Read(const std::string& orthancId,
-                                                  uint64_t expectedSize)
+                                                  uint64_t expectedSize,
+                                                  const std::string& fileUuid)
 {
   const std::string instance = "/instances/" + orthancId;
+  if (expectedSize > 0 && IsAttachmentUuid(fileUuid) && ReadsStorageDirectory())
+  {
+    std::unique_ptr<IBuffer> stored = ReadFromStorage(fileUuid, expectedSize);
+    if (stored)
+    {
+      return stored;
+    }
+  }
+
   if (!storageDirectory_.empty() && expectedSize >= DIRECT_READ_MIN_BYTES)
   {
     try

@@ -54,16 +54,32 @@ public:
   }
 
   // Returns the file, or null when the instance no longer exists in Orthanc. An expectedSize of
-  // 0 (unknown) reads /file.
-  std::unique_ptr<IBuffer> Read(const std::string& orthancId, uint64_t expectedSize);
+  // 0 (unknown) reads /file. With the attachment's fileUuid, the file is read from the storage
+  // directory when it is there, uncompressed, with that size.
+  std::unique_ptr<IBuffer> Read(const std::string& orthancId, uint64_t expectedSize,
+                                const std::string& fileUuid = "");
 
   bool ReadsStoredAttachments() const
   {
     return storedSizeMismatches_ < STORED_SIZE_MISMATCHES_TO_STOP;
   }
 
+  // False after STORAGE_MISSES_TO_STOP files in a row were not found in the storage directory
+  // as expected: Orthanc compresses its files, or a storage plugin keeps them elsewhere.
+  bool ReadsStorageDirectory() const
+  {
+    return !storageDirectory_.empty() && storageMisses_ < STORAGE_MISSES_TO_STOP;
+  }
+
 private:
   static constexpr unsigned int STORED_SIZE_MISMATCHES_TO_STOP = 3;
+  static constexpr unsigned int STORAGE_MISSES_TO_STOP = 20;
+
+  // Returns the file with that UUID from the storage directory, or null when it is not a plain
+  // DICOM file of that size there.
+  std::unique_ptr<IBuffer> ReadFromStorage(const std::string& fileUuid, uint64_t expectedSize);
+
+  std::string GetStoragePath(const std::string& fileUuid) const;
 
   // Returns the file mapped from the storage directory, or null when it is not a plain file
   // of that size there.
@@ -72,5 +88,6 @@ private:
   IOrthancGateway& orthanc_;
   std::string storageDirectory_;
   std::atomic<unsigned int> storedSizeMismatches_{0};
+  std::atomic<unsigned int> storageMisses_{0};
 };
 }  // namespace AzureDicom

@@ -84,6 +84,7 @@ bool InstanceResolver::Resolve(NewInstance& instance, const std::string& orthanc
   {
     instance.size = answer["FileSize"].asUInt64();
   }
+  instance.fileUuid = GetStringMember(answer, "FileUuid");
 
   SeriesInfo series;
   if (!ResolveSeries(series, GetStringMember(answer, "ParentSeries")))

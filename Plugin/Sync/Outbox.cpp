@@ -15,7 +15,7 @@ namespace
 // The version of the schema that this code creates (SQLite's PRAGMA user_version, PostgreSQL's
 // schema_version table). A database with a higher version was written by a newer plugin, and
 // this one rejects it rather than corrupt it.
-const int64_t SCHEMA_VERSION = 3;
+const int64_t SCHEMA_VERSION = 4;
 
 
 const char* const FOLLOWER_SEQUENCE_PROPERTY = "FollowerSequence";
@@ -129,6 +129,12 @@ CREATE TABLE nodes (
 );
 )sql";
 
+// Version 4: the UUID of Orthanc's attachment, from which the workers read the file in the
+// storage directory without a request to Orthanc. Items of an older version have none.
+const char* const MIGRATION_V4_SQL = R"sql(
+ALTER TABLE items ADD COLUMN file_uuid TEXT NOT NULL DEFAULT '';
+)sql";
+
 
 // Sets an item back to Pending as if it were queued at ?1: due at once, with attempts, status code,
 // reasons and message cleared. The destination, the creation mark and the digest stay, for a
@@ -155,7 +161,7 @@ const std::string ITEM_COLUMNS =
     "size, state, attempts, status_code, failure_reason, warning_reason, message, destination, "
     "queued_at, updated_at, next_attempt_at, lease_until, sent_at, sent_service_url, "
     "sent_api_version, sent_partition, created_sequence, content_md5, content_changed, "
-    "content_conflict, rollback_id, delete_requested, claimed_by";
+    "content_conflict, rollback_id, delete_requested, claimed_by, file_uuid";
 
 
 OutboxItem ReadItem(const Query& query)
@@ -190,6 +196,7 @@ OutboxItem ReadItem(const Query& query)
   item.rollbackId = query.GetInt64(26);
   item.deleteRequested = query.GetInt64(27) != 0;
   item.claimedBy = query.GetText(28);
+  item.instance.fileUuid = query.GetText(29);
   return item;
 }
 
@@ -199,6 +206,7 @@ struct Outbox::Statements
   StatementPtr getProperty;
   StatementPtr setProperty;
   StatementPtr insertItem;
+  StatementPtr refreshPendingFile;
   StatementPtr requeueItem;
   StatementPtr requeueChangedItem;
   StatementPtr keepDeletedItem;
@@ -236,21 +244,27 @@ struct Outbox::Statements
     insertItem = Prepare(database,
                          "INSERT INTO items (orthanc_id, sop_instance_uid, series_instance_uid, "
                          "study_instance_uid, orthanc_study_id, size, state, queued_at, "
-                         "updated_at, next_attempt_at) "
-                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Pending', ?7, ?7, ?7) "
+                         "updated_at, next_attempt_at, file_uuid) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Pending', ?7, ?7, ?7, ?8) "
                          "ON CONFLICT (orthanc_id) DO NOTHING");
-    requeueItem =
-        Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
-                              ", size = ?2 WHERE orthanc_id = ?3 AND state IN " + RETRYABLE_STATES);
+    requeueItem = Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
+                                        ", size = ?2, file_uuid = ?4 WHERE orthanc_id = ?3 AND "
+                                        "state IN " + RETRYABLE_STATES);
     requeueChangedItem =
         Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
-                              ", size = ?2, content_changed = 1, content_conflict = 0 "
+                              ", size = ?2, file_uuid = ?5, content_changed = 1, "
+                              "content_conflict = 0 "
                               "WHERE orthanc_id = ?3 AND state IN ('Mirrored', 'AlreadyPresent') "
                               "AND content_md5 != '' AND content_md5 != ?4");
     // The deletion worker may be deleting the service's copy right now, so the item is sent
     // again: the service then creates it, or reports that it already stores it.
     keepDeletedItem = Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
-                                            " WHERE orthanc_id = ?2 AND delete_requested = 1");
+                                            ", size = ?3, file_uuid = ?4 "
+                                            "WHERE orthanc_id = ?2 AND delete_requested = 1");
+    // An instance stored again while its item waits: the item reads the new attachment.
+    refreshPendingFile = Prepare(database,
+                                 "UPDATE items SET size = ?1, file_uuid = ?2 WHERE orthanc_id = ?3 "
+                                 "AND state IN ('Pending', 'Sending') AND file_uuid != ?2");
     // Any node expires any lease. Rows that another node's transaction has locked are skipped,
     // because that node is claiming or recording them right now.
     expireLeases = Prepare(database,
@@ -359,6 +373,7 @@ uint64_t InsertInstance(Database& database, const StatementPtr& statement,
       .Bind(instance.orthancStudyId)
       .Bind(ToSqliteInteger(instance.size))
       .Bind(now)
+      .Bind(instance.fileUuid)
       .Run();
 }
 
@@ -444,6 +459,10 @@ void Outbox::CreateSchema()
   {
     Execute(database, MIGRATION_V3_SQL, "migrate the schema to version 3");
   }
+  if (version < 4)
+  {
+    Execute(database, MIGRATION_V4_SQL, "migrate the schema to version 4");
+  }
   if (version < SCHEMA_VERSION)
   {
     database.WriteSchemaVersion(SCHEMA_VERSION);
@@ -523,6 +542,16 @@ QueueResult Outbox::QueueInTransaction(const std::vector<NewInstance>& instances
       continue;
     }
 
+    if (!instance.fileUuid.empty())
+    {
+      Query(database, statements_->refreshPendingFile,
+            "record the new file of the instance " + instance.orthancId)
+          .Bind(ToSqliteInteger(instance.size))
+          .Bind(instance.fileUuid)
+          .Bind(instance.orthancId)
+          .Run();
+    }
+
     uint64_t requeued = 0;
     if (mode == QueueMode::RequeueFailed)
     {
@@ -531,6 +560,7 @@ QueueResult Outbox::QueueInTransaction(const std::vector<NewInstance>& instances
               .Bind(now)
               .Bind(ToSqliteInteger(instance.size))
               .Bind(instance.orthancId)
+              .Bind(instance.fileUuid)
               .Run();
 
       // Stored again in Orthanc: a delete waiting for the service no longer applies.
@@ -538,6 +568,8 @@ QueueResult Outbox::QueueInTransaction(const std::vector<NewInstance>& instances
                         "keep the instance " + instance.orthancId)
                       .Bind(now)
                       .Bind(instance.orthancId)
+                      .Bind(ToSqliteInteger(instance.size))
+                      .Bind(instance.fileUuid)
                       .Run();
     }
 
@@ -549,6 +581,7 @@ QueueResult Outbox::QueueInTransaction(const std::vector<NewInstance>& instances
                      .Bind(ToSqliteInteger(instance.size))
                      .Bind(instance.orthancId)
                      .Bind(instance.contentMd5)
+                     .Bind(instance.fileUuid)
                      .Run();
     }
 
