@@ -462,6 +462,42 @@ TEST_F(ChangeFollowerTest, YieldsWhileOrthancIngests)
 }
 
 
+TEST_F(ChangeFollowerTest, WaitsForBurstEnd)
+{
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  IngestionMonitor ingestion;
+  follower.SetIngestionMonitor(&ingestion);
+  follower.Poll();
+
+  // Stored before the thread starts: the fake is not thread-safe.
+  orthanc_.StoreInstance("i1");
+  for (unsigned int i = 0; i < 2 * BURST_STORES_PER_SECOND; i++)
+  {
+    ingestion.NoteStore(NowMs());
+  }
+  follower.Start();
+
+  // A burst of 500 stores per second for 0.6 s: the follower waits until it ends.
+  for (int i = 0; i < 30; i++)
+  {
+    for (int j = 0; j < 10; j++)
+    {
+      ingestion.NoteStore(NowMs());
+    }
+    follower.Wake();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(0u, outbox_->CountByState().Get(ItemState::Pending));
+
+  for (int i = 0; i < 150 && outbox_->CountByState().Get(ItemState::Pending) == 0; i++)
+  {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  follower.Stop();
+  EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
+}
+
+
 TEST_F(ChangeFollowerTest, FailureIgnoresWakes)
 {
   ChangeFollower follower(orthanc_, *outbox_, logger_);

@@ -1923,6 +1923,45 @@ TEST_F(DispatcherStreamTest, AllDeletedSendsNoRequest)
 }
 
 
+TEST_F(DispatcherTest, WorkersWaitForBurstEnd)
+{
+  std::atomic<int> requests{0};
+  dispatcher_ = std::make_unique<Dispatcher>(*outbox_, orthanc_, logger_, settings_, [&]() {
+    return std::make_unique<FakeSender>([&](const std::vector<std::string>& uids) {
+      requests++;
+      return MakeAnswer(200, uids);
+    });
+  });
+  dispatcher_->Start();
+
+  // A burst of 500 stores per second for 0.6 s: the workers wait until it ends.
+  for (unsigned int i = 0; i < 2 * BURST_STORES_PER_SECOND; i++)
+  {
+    dispatcher_->NoteIngestion();
+  }
+  QueueInstances({"18.1"});
+  for (int i = 0; i < 30; i++)
+  {
+    for (int j = 0; j < 10; j++)
+    {
+      dispatcher_->NoteIngestion();
+    }
+    dispatcher_->Wake();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(0, requests.load());
+  EXPECT_EQ(ItemState::Pending, GetItem("18.1").state);
+
+  for (int i = 0; i < 150 && GetItem("18.1").state != ItemState::Mirrored; i++)
+  {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  dispatcher_->Stop();
+  EXPECT_EQ(ItemState::Mirrored, GetItem("18.1").state);
+  EXPECT_EQ(1, requests.load());
+}
+
+
 TEST_F(DispatcherTest, WorkersYieldWhileIngesting)
 {
   struct Scheduling

@@ -176,3 +176,88 @@ TEST(ThreadPriority, WithoutPermissionStaysNice)
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(0, WEXITSTATUS(status));
 }
+
+
+TEST(IngestionMonitor, EstimatesStoresOfLastSecond)
+{
+  IngestionMonitor monitor;
+  const int64_t start = 1700000000000;  // at a whole second
+  EXPECT_EQ(0u, monitor.GetStoresPerSecond(start));
+  EXPECT_FALSE(monitor.IsIngesting(start));
+
+  for (int i = 0; i < 40; i++)
+  {
+    monitor.NoteStore(start + i * 25);  // 40 stores in the first second
+  }
+  EXPECT_TRUE(monitor.IsIngesting(start + 999));
+  EXPECT_EQ(40u, monitor.GetStoresPerSecond(start + 999));
+
+  // Half a second later, half of that second is still in the window.
+  EXPECT_EQ(20u, monitor.GetStoresPerSecond(start + 1500));
+  monitor.NoteStore(start + 1500);
+  EXPECT_EQ(21u, monitor.GetStoresPerSecond(start + 1500));
+
+  // Two quiet seconds: nothing in the window, and no longer ingesting.
+  EXPECT_EQ(0u, monitor.GetStoresPerSecond(start + 3600));
+  EXPECT_FALSE(monitor.IsIngesting(start + 3600));
+}
+
+
+TEST(IngestionMonitor, HoldsDuringBurstForLimitedTime)
+{
+  IngestionMonitor monitor;
+  const int64_t start = 1700000000000;
+  int64_t now = start;
+
+  // A slow store rate is not a burst.
+  for (int i = 0; i < 20; i++)
+  {
+    monitor.NoteStore(now += 50);
+  }
+  EXPECT_FALSE(monitor.ShouldHold(now));
+
+  // 100 stores per second for 15 s: held for MAX_BURST_HOLD_MS, then no longer.
+  bool heldAtStart = false;
+  bool heldBeforeLimit = false;
+  bool heldAfterLimit = true;
+  const int64_t burstStart = now;
+  while (now < burstStart + 15000)
+  {
+    monitor.NoteStore(now += 10);
+    const bool hold = monitor.ShouldHold(now);
+    if (now - burstStart == 1000)
+    {
+      heldAtStart = hold;
+    }
+    if (now - burstStart == MAX_BURST_HOLD_MS - 1000)
+    {
+      heldBeforeLimit = hold;
+    }
+    if (now - burstStart == MAX_BURST_HOLD_MS + 2000)
+    {
+      heldAfterLimit = hold;
+    }
+  }
+  EXPECT_TRUE(heldAtStart);
+  EXPECT_TRUE(heldBeforeLimit);
+  EXPECT_FALSE(heldAfterLimit);
+
+  // The burst ends, and the next one is held again.
+  now += 3000;
+  EXPECT_FALSE(monitor.ShouldHold(now));
+  for (int i = 0; i < 100; i++)
+  {
+    monitor.NoteStore(now += 10);
+  }
+  EXPECT_TRUE(monitor.ShouldHold(now));
+
+  // A pause after the last store ends it, although the last second had 100 stores.
+  EXPECT_TRUE(monitor.ShouldHold(now + BURST_END_GAP_MS));
+  EXPECT_FALSE(monitor.ShouldHold(now + BURST_END_GAP_MS + 1));
+  now += 3000;
+  for (int i = 0; i < 100; i++)
+  {
+    monitor.NoteStore(now += 10);
+  }
+  EXPECT_TRUE(monitor.ShouldHold(now));
+}

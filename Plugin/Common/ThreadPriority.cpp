@@ -108,6 +108,62 @@ void LowerCurrentThreadPriority(int niceness, ILogger& logger)
 }
 
 
+void IngestionMonitor::NoteStore(int64_t nowMs)
+{
+  lastStoreMs_ = nowMs;
+  const int64_t second = nowMs / 1000;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (second != second_)
+  {
+    storesLastSecond_ = (second == second_ + 1) ? storesThisSecond_ : 0;
+    storesThisSecond_ = 0;
+    second_ = second;
+  }
+  storesThisSecond_++;
+}
+
+
+unsigned int IngestionMonitor::EstimateLocked(int64_t nowMs) const
+{
+  // The stores of the last 1000 ms: the current bucket, and the part of the one before that is
+  // still in the window, assuming stores evenly spread over it.
+  const int64_t second = nowMs / 1000;
+  const double elapsed = static_cast<double>(nowMs % 1000) / 1000.0;
+  if (second == second_)
+  {
+    return storesThisSecond_ + static_cast<unsigned int>(storesLastSecond_ * (1.0 - elapsed));
+  }
+  if (second == second_ + 1)
+  {
+    return static_cast<unsigned int>(storesThisSecond_ * (1.0 - elapsed));
+  }
+  return 0;
+}
+
+
+unsigned int IngestionMonitor::GetStoresPerSecond(int64_t nowMs)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  return EstimateLocked(nowMs);
+}
+
+
+bool IngestionMonitor::ShouldHold(int64_t nowMs)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (EstimateLocked(nowMs) < BURST_STORES_PER_SECOND || nowMs - lastStoreMs_ > BURST_END_GAP_MS)
+  {
+    burstStartMs_ = 0;
+    return false;
+  }
+  if (burstStartMs_ == 0)
+  {
+    burstStartMs_ = nowMs;
+  }
+  return nowMs - burstStartMs_ < MAX_BURST_HOLD_MS;
+}
+
+
 MirrorThreadPriority::MirrorThreadPriority(ILogger& logger, std::atomic<bool>& reported)
     : logger_(logger), reported_(reported), canRestore_(CanRestoreCurrentThreadPriority())
 {

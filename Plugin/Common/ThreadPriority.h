@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 
 namespace AzureDicom
 {
@@ -37,30 +38,54 @@ bool SetCurrentThreadIdle(bool idle);
 bool CanRestoreCurrentThreadPriority();
 
 
-// The time at which Orthanc last stored an instance. Orthanc's store callback sets it, and the
-// mirroring threads read it.
+// The rate of stores, per second, from which Orthanc counts as ingesting a burst: an import, a
+// router or a modality that sends a large study. The mirror then waits until the burst ends.
+constexpr unsigned int BURST_STORES_PER_SECOND = 50;
+
+// The maximum wait for a burst to end. During a longer one, the mirror sends on idle CPU time.
+constexpr int64_t MAX_BURST_HOLD_MS = 10000;
+
+// A burst has ended when Orthanc stored nothing for this long, even if the rate over the last
+// second is still high.
+constexpr int64_t BURST_END_GAP_MS = 300;
+
+
+// Orthanc's recent stores, which its store callback notes and the mirroring threads read.
 class IngestionMonitor
 {
 public:
-  void NoteStore(int64_t nowMs)
-  {
-    lastStoreMs_ = nowMs;
-  }
+  void NoteStore(int64_t nowMs);
 
+  // Returns whether Orthanc stored an instance in the last INGESTION_WINDOW_MS.
   bool IsIngesting(int64_t nowMs) const
   {
     return nowMs - lastStoreMs_ < INGESTION_WINDOW_MS;
   }
 
+  // Returns the number of stores in the last second, estimated from two one-second buckets.
+  unsigned int GetStoresPerSecond(int64_t nowMs);
+
+  // Returns whether the mirroring threads should wait: Orthanc stores at least
+  // BURST_STORES_PER_SECOND, stored an instance in the last BURST_END_GAP_MS, and has been
+  // ingesting the burst for less than MAX_BURST_HOLD_MS.
+  bool ShouldHold(int64_t nowMs);
+
 private:
+  unsigned int EstimateLocked(int64_t nowMs) const;
+
   std::atomic<int64_t> lastStoreMs_{-INGESTION_WINDOW_MS};
+  std::mutex mutex_;  // protects the members below
+  int64_t second_ = 0;                 // the bucket of storesThisSecond_, in seconds
+  unsigned int storesThisSecond_ = 0;
+  unsigned int storesLastSecond_ = 0;  // in the second before second_
+  int64_t burstStartMs_ = 0;           // 0 when Orthanc is not ingesting a burst
 };
 
 
 // The priority of one mirroring thread, created and adjusted by that thread. While Orthanc
 // ingests, the thread runs under SCHED_IDLE, and at its first priority again afterwards. Where
 // it could not return (no CAP_SYS_NICE), it goes to nice MIRROR_THREAD_NICENESS at the first
-// ingestion instead and stays there, which the log says once for all threads that share
+// ingestion instead and stays there, which is logged once for all threads that share
 // reported.
 class MirrorThreadPriority
 {

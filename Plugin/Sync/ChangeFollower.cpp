@@ -268,19 +268,29 @@ void ChangeFollower::Run()
   MirrorThreadPriority priority(logger_, reportedPriority_);
   unsigned int delayMs = 0;
   bool failing = false;
+  bool holding = false;
   for (;;)
   {
     {
       // After a failure, new instances do not cut the delay short: each stored instance wakes
-      // the follower, and retrying at that rate would only repeat the error.
+      // the follower, and retrying at that rate would only repeat the error. Neither do they
+      // while Orthanc ingests a burst.
       std::unique_lock<std::mutex> lock(mutex_);
-      wakeUp_.wait_for(lock, std::chrono::milliseconds(delayMs),
-                       [this, failing] { return (woken_ && !failing) || stopping_; });
+      wakeUp_.wait_for(lock, std::chrono::milliseconds(delayMs), [this, failing, holding]
+                       { return (woken_ && !failing && !holding) || stopping_; });
       if (stopping_)
       {
         return;
       }
       woken_ = false;
+    }
+
+    // The change log keeps what Orthanc stores meanwhile, so the burst is queued after it.
+    holding = ingestion_ != nullptr && ingestion_->ShouldHold(NowMs());
+    if (holding)
+    {
+      delayMs = HOLD_CHECK_MS;
+      continue;
     }
 
     try

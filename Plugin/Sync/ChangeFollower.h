@@ -52,7 +52,7 @@ public:
 
   // While monitor says that Orthanc ingests, the follower's thread yields the CPU to it
   // (MirrorThreadPriority). Call before Start().
-  void SetIngestionMonitor(const IngestionMonitor* monitor)
+  void SetIngestionMonitor(IngestionMonitor* monitor)
   {
     ingestion_ = monitor;
   }
@@ -97,13 +97,14 @@ private:
   static const unsigned int FIRST_START_MAX_PAGES = 10;  // looked back on a first start
   static const unsigned int POLL_INTERVAL_MS = 2000;
   static const unsigned int ERROR_DELAY_MS = 5000;
+  static const unsigned int HOLD_CHECK_MS = 200;  // while Orthanc ingests a burst
 
   IOrthancGateway& orthanc_;
   Outbox& outbox_;
   ILogger& logger_;
   InstanceResolver resolver_;
   std::function<void()> onQueued_;
-  const IngestionMonitor* ingestion_ = nullptr;
+  IngestionMonitor* ingestion_ = nullptr;
   std::atomic<bool> reportedPriority_{false};  // that the follower stays at nice 10
   std::string firstStoredInstance_;  // the first that NoteStoredInstance() got, under mutex_
 

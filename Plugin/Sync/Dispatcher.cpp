@@ -26,6 +26,9 @@ const unsigned int ERROR_WAIT_MS = 5000;
 // per instance.
 const unsigned int BATCH_WINDOW_MS = 100;
 
+// While Orthanc ingests a burst, the workers check this often whether it has ended.
+const unsigned int HOLD_CHECK_MS = 200;
+
 const long HTTP_METHOD_NOT_ALLOWED = 405;
 
 // After throttling, one more worker may send again after this many accepted requests in a row.
@@ -352,6 +355,10 @@ bool Dispatcher::WaitUntilSendingAllowed(unsigned int workerIndex)
     else if (now < waitUntil_)
     {
       changed_.wait_for(lock, std::chrono::milliseconds(waitUntil_ - now));
+    }
+    else if (ingestion_.ShouldHold(now))
+    {
+      changed_.wait_for(lock, std::chrono::milliseconds(HOLD_CHECK_MS));
     }
     else
     {

@@ -133,7 +133,7 @@ public:
     ingestion_.NoteStore(NowMs());
   }
 
-  const IngestionMonitor& GetIngestionMonitor() const
+  IngestionMonitor& GetIngestionMonitor()
   {
     return ingestion_;
   }

@@ -17,18 +17,30 @@ class StoreError(Exception):
     """Orthanc rejected a store, or the connection failed."""
 
 
+STORE_ATTEMPTS = 5
+STORE_RETRY_SECONDS = 0.05
+
+
 def post_file(connection, path):
-    """POST one file to /instances on a kept-open connection; return Orthanc's response body."""
+    """POST one file to /instances on a kept-open connection; return Orthanc's response body.
+
+    Orthanc's PostgreSQL index returns 503 when two transactions conflicted and the request
+    should be repeated: such a store is sent again, up to STORE_ATTEMPTS times in all.
+    """
     with open(path, "rb") as source:
         data = source.read()
-    connection.request("POST", "/instances", body=data,
-                       headers={"Content-Type": "application/dicom"})
-    response = connection.getresponse()
-    text = response.read()
-    if response.status != 200:
-        raise StoreError(f"POST /instances of {path} returned HTTP {response.status}: "
-                         f"{text[:300]!r}")
-    return text
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        connection.request("POST", "/instances", body=data,
+                           headers={"Content-Type": "application/dicom"})
+        response = connection.getresponse()
+        text = response.read()
+        if response.status == 200:
+            return text
+        if response.status != 503 or attempt == STORE_ATTEMPTS:
+            break
+        time.sleep(STORE_RETRY_SECONDS * attempt)
+    raise StoreError(f"POST /instances of {path} returned HTTP {response.status}: "
+                     f"{text[:300]!r}")
 
 
 class ParallelStore:

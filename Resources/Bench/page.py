@@ -36,7 +36,10 @@ Each transfer starts new servers: an empty target (a new Orthanc with its DICOMw
 the null sink, which runs for the whole benchmark and whose counts are taken per run) and a
 new source Orthanc. Every server listens on loopback only, in a network namespace where only
 loopback exists. The sources use Orthanc's defaults but for `HttpTimeout` 3600 (the DICOMweb
-plugin sends a whole STOW job in one request), `StableAge` 2 and `SaveJobs` false.
+plugin sends a whole STOW job in one request), `StableAge` 2 and `SaveJobs` false. Before each
+measurement, every run (transfers and ingestion alike) reads its input files once (the data set,
+the archive or the curl bodies), so that all methods find them in the page cache, and flushes
+the files that earlier runs wrote (`sync`).
 
 - **plugin, while ingesting**: {clients} REST clients store the data set (`POST /instances`,
   one kept-open connection each, in study order) into an Orthanc with the plugin. Measured
@@ -84,7 +87,8 @@ the part of it that the benchmark's own processes did not use: other work on the
   or by C-STORE (`storescu --scan-directories`, one association, Orthanc's default PDU size),
   with the plugin not loaded, or loaded and sending to the null sink. The rate is instances
   over the time from the first store until the last store returned. The runs alternate
-  between the two configurations, and each goal takes the best of the repeats. storescu and
+  between the two configurations, each run several times (the table lists every run), and
+  each goal takes the best of the repeats. storescu and
   Orthanc run with `TCP_NODELAY=1`, because Debian's DCMTK 3.6.7 otherwise leaves Nagle's
   algorithm on. Each C-STORE then waits for delayed TCP acknowledgements: 100 instances of
   2 KB took 9.2 s instead of 0.44 s in a trial with Debian 12's packages.
