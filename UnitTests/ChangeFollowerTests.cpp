@@ -157,6 +157,15 @@ protected:
     std::system(("rm -rf " + directory_).c_str());
   }
 
+  // Waits up to 3 s until the outbox has a Pending item, as the follower's thread queues it.
+  void WaitForPendingItem()
+  {
+    for (int i = 0; i < 150 && outbox_->CountByState().Get(ItemState::Pending) == 0; i++)
+    {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
   std::string directory_;
   std::unique_ptr<Outbox> outbox_;
   FakeOrthanc orthanc_;
@@ -410,10 +419,7 @@ TEST_F(ChangeFollowerTest, ThreadQueuesAfterWake)
   orthanc_.StoreInstance("i1");
   follower.Start();
   follower.Wake();
-  for (int i = 0; i < 100 && outbox_->CountByState().Get(ItemState::Pending) == 0; i++)
-  {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  WaitForPendingItem();
   follower.Stop();
 
   EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
@@ -438,10 +444,7 @@ TEST_F(ChangeFollowerTest, YieldsWhileOrthancIngests)
   ingestion.NoteStore(NowMs());
   follower.Start();
   follower.Wake();
-  for (int i = 0; i < 100 && outbox_->CountByState().Get(ItemState::Pending) == 0; i++)
-  {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  WaitForPendingItem();
   follower.Stop();
 
   EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
@@ -489,10 +492,7 @@ TEST_F(ChangeFollowerTest, WaitsForBurstEnd)
   }
   EXPECT_EQ(0u, outbox_->CountByState().Get(ItemState::Pending));
 
-  for (int i = 0; i < 150 && outbox_->CountByState().Get(ItemState::Pending) == 0; i++)
-  {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  WaitForPendingItem();
   follower.Stop();
   EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
 }
