@@ -20,6 +20,8 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 MANIFEST = "manifest.json"
 BODY_MANIFEST = "bodies.json"
+# Raised when the generated files change, so that older copies are generated again.
+GENERATOR_VERSION = 2
 # The multipart boundary of the prebuilt bodies: hex digits, like the plugin's random one.
 BODY_BOUNDARY = "0123456789abcdef0123456789abcdef"
 
@@ -89,9 +91,11 @@ def folder_name(spec):
 
 
 def cache_key(spec):
-    """Return what decides whether generated files can be reused: the spec but its label."""
+    """Return what decides whether generated files can be reused: the spec but its label, and
+    the version of the generator."""
     key = spec_to_json(spec)
     del key["label"]
+    key["Generator"] = GENERATOR_VERSION
     return key
 
 
@@ -128,7 +132,9 @@ def make_series_template(spec, study_uid, series_uid, patient_index, study_index
     dataset.StudyID = str(study_index)
     dataset.SeriesNumber = series_number
     dataset.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    dataset.FrameOfReferenceUID = study_uid + ".1"
+    # Derived from the study's UID, so that every series of a study shares it. A suffix to that
+    # UID could make it longer than the 64 characters that DICOM allows.
+    dataset.FrameOfReferenceUID = pydicom.uid.generate_uid(entropy_srcs=[study_uid])
     dataset.SamplesPerPixel = 1
     dataset.PhotometricInterpretation = "MONOCHROME2"
     if spec.frames > 1:

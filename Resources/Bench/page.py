@@ -85,7 +85,8 @@ the part of it that the benchmark's own processes did not use: other work on the
 
 - **Ingestion rate**: a new Orthanc stores the data set by REST ({clients} clients as above)
   or by C-STORE (`storescu --scan-directories`, one association, Orthanc's default PDU size),
-  with the plugin not loaded, or loaded and sending to the null sink. The rate is instances
+  with the plugin not loaded, or loaded and sending to the null sink, whose threads run under
+  `SCHED_IDLE` for these runs so that the target's CPU does not count. The rate is instances
   over the time from the first store until the last store returned. The runs alternate
   between the two configurations, each run several times (the table lists every run), and
   each goal takes the best of the repeats. storescu and

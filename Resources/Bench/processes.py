@@ -37,6 +37,16 @@ def memory_bytes(pid):
     return values
 
 
+def set_scheduling_policy(pid, policy):
+    """Set every thread of process pid to the scheduling policy (os.SCHED_IDLE or
+    os.SCHED_OTHER). Threads that the process starts later inherit it from their creator."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setscheduler(int(task), policy, os.sched_param(0))
+        except ProcessLookupError:
+            pass  # the thread ended meanwhile
+
+
 def reset_peak_rss(pid):
     """Set VmHWM of process pid back to its current VmRSS."""
     with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as clear_refs:

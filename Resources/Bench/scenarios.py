@@ -518,6 +518,10 @@ def run_ingestion(context, dataset, protocol, with_plugin):
                                      plugins=plugins, azure=azure,
                                      dicom_server=protocol == "C-STORE").start()
         sink_pid = context.sink.pid if with_plugin else None
+        if with_plugin:
+            # The goal leaves out the target's CPU, so the sink runs at idle priority and
+            # takes only the CPU time that Orthanc and the store clients leave.
+            processes.set_scheduling_policy(sink_pid, os.SCHED_IDLE)
         read_into_page_cache(dataset.paths())
         interval = Interval(context, [source.process.pid], [sink_pid]).start()
         extra_cpu = 0.0
@@ -548,6 +552,8 @@ def run_ingestion(context, dataset, protocol, with_plugin):
         record.error = f"storescu failed with exit code {error.returncode}: {error.stderr[-300:]}"
     finally:
         stop_all(source)
+        if with_plugin:
+            processes.set_scheduling_policy(context.sink.pid, os.SCHED_OTHER)
         discard_storage(directory)
     return record
 
