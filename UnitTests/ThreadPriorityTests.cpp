@@ -220,6 +220,7 @@ TEST(IngestionMonitor, HoldsDuringBurstForLimitedTime)
   bool heldAtStart = false;
   bool heldBeforeLimit = false;
   bool heldAfterLimit = true;
+  bool burstAfterLimit = false;
   const int64_t burstStart = now;
   while (now < burstStart + 15000)
   {
@@ -236,11 +237,13 @@ TEST(IngestionMonitor, HoldsDuringBurstForLimitedTime)
     if (now - burstStart == MAX_BURST_HOLD_MS + 2000)
     {
       heldAfterLimit = hold;
+      burstAfterLimit = monitor.IsInBurst(now);
     }
   }
   EXPECT_TRUE(heldAtStart);
   EXPECT_TRUE(heldBeforeLimit);
   EXPECT_FALSE(heldAfterLimit);
+  EXPECT_TRUE(burstAfterLimit);  // no longer held, but still a burst
 
   // The burst ends, and the next one is held again.
   now += 3000;
@@ -254,6 +257,8 @@ TEST(IngestionMonitor, HoldsDuringBurstForLimitedTime)
   // A pause after the last store ends it, although the last second had 100 stores.
   EXPECT_TRUE(monitor.ShouldHold(now + BURST_END_GAP_MS));
   EXPECT_FALSE(monitor.ShouldHold(now + BURST_END_GAP_MS + 1));
+  EXPECT_TRUE(monitor.IsInBurst(now + BURST_END_GAP_MS));
+  EXPECT_FALSE(monitor.IsInBurst(now + BURST_END_GAP_MS + 1));
   now += 3000;
   for (int i = 0; i < 100; i++)
   {

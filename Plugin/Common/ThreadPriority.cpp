@@ -148,10 +148,23 @@ unsigned int IngestionMonitor::GetStoresPerSecond(int64_t nowMs)
 }
 
 
+bool IngestionMonitor::IsInBurstLocked(int64_t nowMs) const
+{
+  return EstimateLocked(nowMs) >= BURST_STORES_PER_SECOND && nowMs - lastStoreMs_ <= BURST_END_GAP_MS;
+}
+
+
+bool IngestionMonitor::IsInBurst(int64_t nowMs)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  return IsInBurstLocked(nowMs);
+}
+
+
 bool IngestionMonitor::ShouldHold(int64_t nowMs)
 {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (EstimateLocked(nowMs) < BURST_STORES_PER_SECOND || nowMs - lastStoreMs_ > BURST_END_GAP_MS)
+  if (!IsInBurstLocked(nowMs))
   {
     burstStartMs_ = 0;
     return false;

@@ -65,13 +65,17 @@ public:
   // Returns the number of stores in the last second, estimated from two one-second buckets.
   unsigned int GetStoresPerSecond(int64_t nowMs);
 
-  // Returns whether the mirroring threads should wait: Orthanc stores at least
-  // BURST_STORES_PER_SECOND, stored an instance in the last BURST_END_GAP_MS, and has been
-  // ingesting the burst for less than MAX_BURST_HOLD_MS.
+  // Returns whether Orthanc ingests a burst: it stores at least BURST_STORES_PER_SECOND and
+  // stored an instance in the last BURST_END_GAP_MS.
+  bool IsInBurst(int64_t nowMs);
+
+  // Returns whether the mirroring threads should wait: Orthanc ingests a burst, and has been
+  // ingesting it for less than MAX_BURST_HOLD_MS.
   bool ShouldHold(int64_t nowMs);
 
 private:
   unsigned int EstimateLocked(int64_t nowMs) const;
+  bool IsInBurstLocked(int64_t nowMs) const;
 
   std::atomic<int64_t> lastStoreMs_{-INGESTION_WINDOW_MS};
   std::mutex mutex_;  // protects the members below

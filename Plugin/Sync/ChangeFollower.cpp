@@ -268,7 +268,8 @@ void ChangeFollower::Run()
   MirrorThreadPriority priority(logger_, reportedPriority_);
   unsigned int delayMs = 0;
   bool failing = false;
-  bool holding = false;
+  bool inBurst = false;
+  int64_t lastPollMs = 0;
   for (;;)
   {
     {
@@ -276,8 +277,8 @@ void ChangeFollower::Run()
       // the follower, and retrying at that rate would only repeat the error. Neither do they
       // while Orthanc ingests a burst.
       std::unique_lock<std::mutex> lock(mutex_);
-      wakeUp_.wait_for(lock, std::chrono::milliseconds(delayMs), [this, failing, holding]
-                       { return (woken_ && !failing && !holding) || stopping_; });
+      wakeUp_.wait_for(lock, std::chrono::milliseconds(delayMs), [this, failing, inBurst]
+                       { return (woken_ && !failing && !inBurst) || stopping_; });
       if (stopping_)
       {
         return;
@@ -285,17 +286,19 @@ void ChangeFollower::Run()
       woken_ = false;
     }
 
-    // The change log keeps what Orthanc stores meanwhile, so the burst is queued after it.
-    holding = ingestion_ != nullptr && ingestion_->ShouldHold(NowMs());
-    if (holding)
+    // During a burst, the change log keeps what Orthanc stores between two polls.
+    const int64_t now = NowMs();
+    inBurst = ingestion_ != nullptr && ingestion_->IsInBurst(now);
+    if (inBurst && now - lastPollMs < BURST_POLL_MS)
     {
-      delayMs = HOLD_CHECK_MS;
+      delayMs = BURST_CHECK_MS;
       continue;
     }
 
     try
     {
-      priority.Adjust(ingestion_ != nullptr && ingestion_->IsIngesting(NowMs()));
+      priority.Adjust(ingestion_ != nullptr && ingestion_->IsIngesting(now));
+      lastPollMs = now;
       const uint64_t inserted = Poll();
       if (inserted > 0 && onQueued_)
       {
@@ -307,7 +310,7 @@ void ChangeFollower::Run()
         SetLastError("");
         failing = false;
       }
-      delayMs = POLL_INTERVAL_MS;
+      delayMs = inBurst ? BURST_CHECK_MS : POLL_INTERVAL_MS;
     }
     catch (const std::exception& e)
     {

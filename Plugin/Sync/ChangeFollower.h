@@ -97,7 +97,11 @@ private:
   static const unsigned int FIRST_START_MAX_PAGES = 10;  // looked back on a first start
   static const unsigned int POLL_INTERVAL_MS = 2000;
   static const unsigned int ERROR_DELAY_MS = 5000;
-  static const unsigned int HOLD_CHECK_MS = 200;  // while Orthanc ingests a burst
+  // During a burst, the follower queues what Orthanc stored once per BURST_POLL_MS instead of
+  // at each store, which costs Orthanc fewer requests. It checks every BURST_CHECK_MS whether
+  // the burst has ended, so that the burst is queued when the workers start sending it.
+  static const unsigned int BURST_CHECK_MS = 50;
+  static const unsigned int BURST_POLL_MS = 1000;
 
   IOrthancGateway& orthanc_;
   Outbox& outbox_;

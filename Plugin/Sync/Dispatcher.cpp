@@ -27,7 +27,7 @@ const unsigned int ERROR_WAIT_MS = 5000;
 const unsigned int BATCH_WINDOW_MS = 100;
 
 // While Orthanc ingests a burst, the workers check this often whether it has ended.
-const unsigned int HOLD_CHECK_MS = 200;
+const unsigned int HOLD_CHECK_MS = 50;
 
 const long HTTP_METHOD_NOT_ALLOWED = 405;
 

@@ -19,13 +19,29 @@ class StoreError(Exception):
 
 STORE_ATTEMPTS = 5
 STORE_RETRY_SECONDS = 0.05
+# Orthanc's error "Unable to create a subdirectory or a file in the file storage". Orthanc 1.10
+# raises it when two stores create the same storage folder at once; later versions retry.
+ORTHANC_STORAGE_CANNOT_WRITE = 2001
+
+
+def should_retry(status, text):
+    """Return whether a failed store may succeed when it is sent again."""
+    if status == 503:
+        return True
+    if status != 500:
+        return False
+    try:
+        return json.loads(text).get("OrthancStatus") == ORTHANC_STORAGE_CANNOT_WRITE
+    except (ValueError, AttributeError):  # not a JSON object
+        return False
 
 
 def post_file(connection, path):
     """POST one file to /instances on a kept-open connection; return Orthanc's response body.
 
     Orthanc's PostgreSQL index returns 503 when two transactions conflicted and the request
-    should be repeated: such a store is sent again, up to STORE_ATTEMPTS times in all.
+    should be repeated. Such a store, or one that lost Orthanc 1.10's race to create a storage
+    folder, is sent again, up to STORE_ATTEMPTS times in all.
     """
     with open(path, "rb") as source:
         data = source.read()
@@ -36,7 +52,7 @@ def post_file(connection, path):
         text = response.read()
         if response.status == 200:
             return text
-        if response.status != 503 or attempt == STORE_ATTEMPTS:
+        if not should_retry(response.status, text) or attempt == STORE_ATTEMPTS:
             break
         time.sleep(STORE_RETRY_SECONDS * attempt)
     raise StoreError(f"POST /instances of {path} returned HTTP {response.status}: "
