@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <map>
 
@@ -137,7 +138,7 @@ public:
   std::vector<std::string> calls;
   std::vector<int> policies;  // of the calling thread, at each read of the change log
   std::vector<int> niceness;
-  bool failChanges = false;
+  std::atomic<bool> failChanges{false};  // set by a test while the follower runs
 };
 
 
@@ -505,6 +506,35 @@ TEST_F(ChangeFollowerTest, PollsSeldomDuringBurst)
   }
   EXPECT_LE(polls, 2u);
   EXPECT_GE(polls, 1u);
+}
+
+
+TEST_F(ChangeFollowerTest, KeepsFailureAfterRecovery)
+{
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  follower.Poll();
+  EXPECT_EQ(0, follower.GetLastFailure().timeMs);
+
+  orthanc_.failChanges = true;
+  follower.Start();
+  for (int i = 0; i < 150 && follower.GetLastError().empty(); i++)
+  {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ("disk full", follower.GetLastError());
+
+  // The next attempt comes 5 s after the failure.
+  orthanc_.failChanges = false;
+  for (int i = 0; i < 400 && !follower.GetLastError().empty(); i++)
+  {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  follower.Stop();
+
+  EXPECT_EQ("", follower.GetLastError());
+  const ChangeFollower::Failure failure = follower.GetLastFailure();
+  EXPECT_EQ("disk full", failure.message);
+  EXPECT_GT(failure.timeMs, 0);
 }
 
 

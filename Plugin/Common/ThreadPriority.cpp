@@ -150,7 +150,8 @@ unsigned int IngestionMonitor::GetStoresPerSecond(int64_t nowMs)
 
 bool IngestionMonitor::IsInBurstLocked(int64_t nowMs) const
 {
-  return EstimateLocked(nowMs) >= BURST_STORES_PER_SECOND && nowMs - lastStoreMs_ <= BURST_END_GAP_MS;
+  return EstimateLocked(nowMs) >= BURST_STORES_PER_SECOND &&
+         nowMs - lastStoreMs_ <= BURST_END_GAP_MS;
 }
 
 

@@ -402,6 +402,7 @@ Json::Value PluginContext::GetStatus()
   // New instances that cannot be queued (outbox disk full or locked) stop the mirror as surely
   // as a destination error does, even while the dispatcher has nothing to send.
   const std::string followerError = follower_->GetLastError();
+  const ChangeFollower::Failure followerFailure = follower_->GetLastFailure();
   const bool followerFailing = !followerError.empty() && dispatcher.state == "Running";
 
   Json::Value status;
@@ -433,9 +434,18 @@ Json::Value PluginContext::GetStatus()
     status["LastError"]["Message"] = databaseError;
     status["LastError"]["StatusCode"] = 0;
   }
-  else if (dispatcher.lastErrorTime == 0)
+  else if (dispatcher.lastErrorTime == 0 && followerFailure.timeMs == 0)
   {
     status["LastError"] = Json::nullValue;
+  }
+  else if (followerFailure.timeMs > dispatcher.lastErrorTime)
+  {
+    // The follower has recovered. Its error stays until a newer one, like the workers' errors,
+    // so that a status read after a short outage still shows it.
+    status["LastError"]["Time"] = FormatIsoTime(followerFailure.timeMs);
+    status["LastError"]["Message"] =
+        "new instances could not be queued: " + followerFailure.message;
+    status["LastError"]["StatusCode"] = 0;
   }
   else
   {

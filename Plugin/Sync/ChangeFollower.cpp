@@ -256,10 +256,22 @@ std::string ChangeFollower::GetLastError()
 }
 
 
+ChangeFollower::Failure ChangeFollower::GetLastFailure()
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  return lastFailure_;
+}
+
+
 void ChangeFollower::SetLastError(const std::string& message)
 {
   std::lock_guard<std::mutex> lock(mutex_);
   lastError_ = message;
+  if (!message.empty())
+  {
+    lastFailure_.message = message;
+    lastFailure_.timeMs = NowMs();
+  }
 }
 
 

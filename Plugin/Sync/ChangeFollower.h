@@ -69,7 +69,17 @@ public:
   // instance stored before its first poll is queued too.
   void NoteStoredInstance(const std::string& orthancId);
 
+  // Returns the current error, empty while the follower queues new instances.
   std::string GetLastError();
+
+  // The last error of the follower, kept after it recovers. timeMs is 0 before any error.
+  struct Failure
+  {
+    std::string message;
+    int64_t timeMs = 0;
+  };
+
+  Failure GetLastFailure();
 
 private:
   // Sets contentMd5 of the instances whose items the service has confirmed.
@@ -118,6 +128,7 @@ private:
   bool stopping_ = false;
   std::thread thread_;
   std::string lastError_;
+  Failure lastFailure_;
 
   // Used by Poll() only: the missing sequence numbers above the committed position, with the
   // time each was first seen, and the changes above that position that are already queued.

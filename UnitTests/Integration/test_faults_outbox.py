@@ -94,7 +94,7 @@ class OutboxFaultsTest(fault_checks.FaultTestCase):
         latencies = []
         # NOTE: while the lock is held and instances arrive, each GET /azure-dicom/status waits
         # for the outbox up to about twice the busy timeout, so the report may come only as the
-        # lock ends.
+        # lock ends. LastError keeps the follower's error after it recovers for that reason.
         status = harness.wait_for(
             lambda: self.outbox_error_contains(source, "SQLITE_BUSY", latencies),
             LOCK_SECONDS + STATE_TIMEOUT_SECONDS, "the status to report the locked outbox",
@@ -117,10 +117,9 @@ class OutboxFaultsTest(fault_checks.FaultTestCase):
 
         Appends the seconds that the status request took to latencies.
         """
-        # NOTE: GetStatus() reads the follower's error twice, and a status request can wait
-        # for the outbox for seconds in between. One status can then show the error in
-        # Follower.LastError and not in LastError, or the error can end before any status
-        # shows it in the follower. The workers' error stays in LastError, so either counts.
+        # NOTE: a status request can wait for the outbox for seconds, and the follower's error
+        # can end before any status shows it in Follower.LastError. LastError keeps the last
+        # error of the follower or the workers after they recover, so either field counts.
         started = time.monotonic()
         status = source.status()
         latencies.append(time.monotonic() - started)
