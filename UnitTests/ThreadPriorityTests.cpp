@@ -91,7 +91,7 @@ TEST(ThreadPriority, IdleOnlyForCallingThread)
 
   EXPECT_EQ(SCHED_IDLE, during);
   EXPECT_EQ(SCHED_OTHER, sched_getscheduler(0));
-  // Leaving SCHED_IDLE is allowed exactly where the check says so.
+  // Leaving SCHED_IDLE succeeds exactly where CanRestoreCurrentThreadPriority() returns true.
   EXPECT_EQ(canRestore, left);
   EXPECT_EQ(canRestore ? SCHED_OTHER : SCHED_IDLE, after);
 }

@@ -39,7 +39,7 @@ bool CanRestoreCurrentThreadPriority();
 
 
 // The rate of stores, per second, from which Orthanc counts as ingesting a burst: an import, a
-// router or a modality that sends a large study. The mirror then waits until the burst ends.
+// router or a modality that sends a large study. The workers then wait until the burst ends.
 constexpr unsigned int BURST_STORES_PER_SECOND = 50;
 
 // The maximum wait for a burst to end. During a longer one, the mirror sends on idle CPU time.

@@ -50,8 +50,9 @@ public:
     gapWaitMs_ = milliseconds;
   }
 
-  // While monitor says that Orthanc ingests, the follower's thread yields the CPU to it
-  // (MirrorThreadPriority). Call before Start().
+  // While monitor reports that Orthanc ingests, the follower's thread yields the CPU to it
+  // (MirrorThreadPriority), and during a burst it polls once per BURST_POLL_MS. Call it before
+  // Start().
   void SetIngestionMonitor(IngestionMonitor* monitor)
   {
     ingestion_ = monitor;

@@ -19,7 +19,7 @@ enum class TransactionMode
   Write,
   // A frequent write that Orthanc's change log or the service makes good again if a power cut
   // undoes it: the follower's position goes back with the items it queued, and an item whose
-  // claim or outcome is lost is sent again (the service answers that it has the instance).
+  // claim or outcome is lost is sent again (the service reports that it has the instance).
   // SQLite commits it without waiting for the disk. It is still safe when Orthanc is killed.
   RepairableWrite
 };

@@ -2,8 +2,8 @@
 
 #include "Azure/HttpClient.h"
 #include "Azure/StowResponse.h"
-#include "Common/Logger.h"
 #include "Common/Clock.h"
+#include "Common/Logger.h"
 #include "Common/ThreadPriority.h"
 #include "Sync/InstanceFiles.h"
 #include "Sync/OrthancGateway.h"

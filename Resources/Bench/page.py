@@ -44,7 +44,7 @@ the files that earlier runs wrote (`sync`).
 
 - **plugin, while ingesting**: {clients} REST clients store the data set (`POST /instances`,
   one kept-open connection each, in study order) into an Orthanc with the plugin. A store
-  that Orthanc answers with 503, or with the error 2001 that Orthanc 1.10 raises when two
+  that Orthanc rejects with 503, or with the error 2001 that Orthanc 1.10 raises when two
   stores create the same storage folder at once, is sent again (up to
   {STORE_ATTEMPTS} times in all), in every method that stores. Measured
   from the first store until `GET /azure-dicom/status` counts every instance `Mirrored` or
