@@ -121,6 +121,7 @@ uint64_t SyncJob::CountInstances(OrthancGateway& orthanc, const ResourceReferenc
 
 void SyncJob::Reset()
 {
+  nextPage_ = std::future<Json::Value>();  // waits until a page being listed is done, then drops it
   toExpand_.assign(resources_.begin(), resources_.end());
   toQueue_.clear();
   archiveCursor_ = 0;
@@ -229,16 +230,37 @@ void SyncJob::ExpandNextResource()
 }
 
 
-bool SyncJob::StepWholeArchive()
+std::string SyncJob::GetArchivePageUri(uint64_t since)
+{
+  return "/instances?expand&since=" + std::to_string(since) +
+         "&limit=" + std::to_string(INSTANCES_PER_STEP);
+}
+
+
+Json::Value SyncJob::ListArchivePage(uint64_t since)
 {
   // One request returns a page of instances with their tags and sizes ("expand"), instead of
   // one request per instance.
   Json::Value page;
-  const std::string uri = "/instances?expand&since=" + std::to_string(archiveCursor_) +
-                          "&limit=" + std::to_string(INSTANCES_PER_STEP);
+  const std::string uri = GetArchivePageUri(since);
   if (!context_.GetGateway().GetJson(page, uri) || !page.isArray())
   {
     throw Exception(ErrorCode::ProtocolError, "Orthanc returned no list of instances to " + uri);
+  }
+  return page;
+}
+
+
+bool SyncJob::StepWholeArchive()
+{
+  // Orthanc lists the next page while this step queues the current one, because listing (in
+  // Orthanc's index) and queueing (in the outbox) do not wait for each other.
+  const Json::Value page = nextPage_.valid() ? nextPage_.get() : ListArchivePage(archiveCursor_);
+  const bool last = page.size() < INSTANCES_PER_STEP;
+  if (!last)
+  {
+    const uint64_t since = archiveCursor_ + page.size();
+    nextPage_ = std::async(std::launch::async, [this, since] { return ListArchivePage(since); });
   }
 
   std::vector<NewInstance> instances;
@@ -250,7 +272,8 @@ bool SyncJob::StepWholeArchive()
     if (id.empty())
     {
       throw Exception(ErrorCode::ProtocolError,
-                      "Orthanc returned an instance without \"ID\" to " + uri);
+                      "Orthanc returned an instance without \"ID\" to " +
+                          GetArchivePageUri(archiveCursor_));
     }
     if (resolver_.Resolve(instance, id, answer))
     {
@@ -263,7 +286,7 @@ bool SyncJob::StepWholeArchive()
   }
   QueueResolved(instances, page.size());
   archiveCursor_ += page.size();
-  return page.size() < INSTANCES_PER_STEP;
+  return last;
 }
 
 

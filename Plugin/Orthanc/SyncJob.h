@@ -4,8 +4,11 @@
 #include "Sync/InstanceResolver.h"
 
 #include <deque>
+#include <future>
 #include <string>
 #include <vector>
+
+#include <json/json.h>
 
 namespace AzureDicom
 {
@@ -50,6 +53,8 @@ private:
   void QueueResolved(const std::vector<NewInstance>& instances, size_t processed);
   void ExpandNextResource();
   bool StepWholeArchive();
+  Json::Value ListArchivePage(uint64_t since);
+  static std::string GetArchivePageUri(uint64_t since);
 
   static uint64_t CountInstances(OrthancGateway& orthanc, const ResourceReference& resource);
 
@@ -63,6 +68,7 @@ private:
   std::deque<ResourceReference> toExpand_;
   std::deque<std::string> toQueue_;  // Orthanc IDs of instances
   uint64_t archiveCursor_ = 0;  // the "since" of /instances for the whole archive
+  std::future<Json::Value> nextPage_;  // the next page, which Orthanc lists during a step
   uint64_t total_ = 0;
   uint64_t processed_ = 0;
   QueueResult queued_;

@@ -21,6 +21,7 @@ SMALL_INSTANCE_BYTES = 2 * 1024
 LARGE_INSTANCE_BYTES = 512 * 1024
 MAPPED_INSTANCE_BYTES = 20 * 1024 * 1024
 MAPPED_MIN_BYTES = 16 * 1024 * 1024  # InstanceFileReader::DIRECT_READ_MIN_BYTES
+BACKFILL_PAGE_SIZE = 500  # SyncJob::INSTANCES_PER_STEP
 
 STATUS_FIELDS = {"Enabled", "State", "Paused", "PauseReason", "Counts",
                  "OldestPendingAgeSeconds", "Throughput", "Sent", "LastError", "Destination",
@@ -216,6 +217,32 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
         self.assertEqual(job["Path"], f"/jobs/{job['ID']}")
         self.assertEqual(source.wait_job(job["ID"], JOB_TIMEOUT_SECONDS)["State"], "Success")
         self.assert_mirrored(source, target, expected)
+
+    def test_backfill_sync_all_pages(self):
+        # The back-fill lists the archive 500 instances at a time, the next page while it
+        # queues the current one: 1,000 instances end on a full page, 1,001 on a page of one.
+        target = self.start_target()
+        source = self.make_source(target, enable=False).start()
+        harness.upload_all(source, harness.make_study(4, BACKFILL_PAGE_SIZE // 2))
+        self.restart_enabled(source)
+
+        job = source.post_json("/azure-dicom/sync", {"All": True}).json()
+        content = source.wait_job(job["ID"], JOB_TIMEOUT_SECONDS)
+        self.assertEqual(content["State"], "Success", content)
+        expected = 2 * BACKFILL_PAGE_SIZE
+        self.assertEqual(content["Content"]["Processed"], expected, content)
+        self.assertEqual(content["Content"]["Queued"], expected, content)
+        self.assert_mirrored(source, target, expected)
+
+        harness.upload_all(source, harness.make_study(1, 1))
+        source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=expected + 1)
+        job = source.post_json("/azure-dicom/sync", {"All": True}).json()
+        content = source.wait_job(job["ID"], JOB_TIMEOUT_SECONDS)
+        self.assertEqual(content["State"], "Success", content)
+        self.assertEqual(content["Content"]["Processed"], expected + 1, content)
+        self.assertEqual(content["Content"]["Queued"], 0, content)
+        self.assertEqual(content["Content"]["AlreadyQueued"], expected + 1, content)
+        self.assert_mirrored(source, target, expected + 1)
 
     def assert_backfill_byte_exact(self, storage_compression):
         target = self.start_target()
