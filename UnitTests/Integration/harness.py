@@ -6,6 +6,7 @@ on every interface, so the generated configurations keep RemoteAccessAllowed fal
 """
 
 import copy
+import http.client
 import io
 import json
 import os
@@ -105,6 +106,21 @@ def wait_for(condition, timeout, description, describe_state=None,
             state = json.dumps(state, indent=2, sort_keys=True)
         message += f"\nlast state:\n{state}"
     raise AssertionError(message)
+
+
+def is_closed_keep_alive(error):
+    """Return whether a requests error comes from a server that closed without a response."""
+    pending, seen = [error], set()
+    while pending:
+        cause = pending.pop()
+        if id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, http.client.RemoteDisconnected):
+            return True
+        pending.extend(item for item in (*cause.args, cause.__cause__, cause.__context__)
+                       if isinstance(item, BaseException))
+    return False
 
 
 class PortInUse(Exception):
@@ -286,7 +302,15 @@ class OrthancProcess:
 
     def request(self, method, path, **arguments):
         arguments.setdefault("timeout", REQUEST_TIMEOUT_SECONDS)
-        response = self.session.request(method, self.url + path, **arguments)
+        try:
+            response = self.session.request(method, self.url + path, **arguments)
+        except requests.exceptions.ConnectionError as error:
+            # Orthanc closes an idle keep-alive connection after a short timeout. A request sent
+            # just as it closes is never read, so it is sent once more on a new connection.
+            # A stopped or crashed Orthanc rejects that connection, and the error is raised.
+            if not is_closed_keep_alive(error):
+                raise
+            response = self.session.request(method, self.url + path, **arguments)
         if self.responses is not None:
             self.responses.append((method, path, response.status_code, response.text))
         return response
