@@ -46,8 +46,9 @@ constexpr unsigned int BURST_STORES_PER_SECOND = 50;
 constexpr int64_t MAX_BURST_HOLD_MS = 10000;
 
 // A burst has ended when Orthanc stored nothing for this long, even if the rate over the last
-// second is still high.
-constexpr int64_t BURST_END_GAP_MS = 300;
+// second is still high. At the lowest burst rate, this is five intervals between stores. A
+// longer pause within a burst lets the workers start batches until the next store.
+constexpr int64_t BURST_END_GAP_MS = 100;
 
 
 // Orthanc's recent stores, which its store callback notes and the mirroring threads read.
