@@ -223,6 +223,7 @@ class FakeAzure:
             if server is not None:
                 server.shutdown()
                 server.server_close()
+                server.close_connections()
                 thread.join()
         self.server = None
         self.identity_server = None
@@ -790,10 +791,33 @@ class QuietHTTPServer(ThreadingHTTPServer):
     is expected here, so it is not printed as a traceback.
     """
 
+    def __init__(self, *arguments, **keywords):
+        super().__init__(*arguments, **keywords)
+        self.connections_lock = threading.Lock()
+        self.connections = set()
+
     def handle_error(self, request, client_address):
         if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError, socket.timeout)):
             return
         super().handle_error(request, client_address)
+
+    def add_connection(self, connection):
+        with self.connections_lock:
+            self.connections.add(connection)
+
+    def remove_connection(self, connection):
+        with self.connections_lock:
+            self.connections.discard(connection)
+
+    def close_connections(self):
+        """Shut down the kept-open connections, as a service that went away would."""
+        with self.connections_lock:
+            connections = list(self.connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the client
 
 
 class FakeAzureHandler(BaseHTTPRequestHandler):
@@ -804,6 +828,12 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
     def fake(self):
         return self.server.fake
 
+    @property
+    def base_url(self):
+        """The URL of the server that received this request, valid after the fake stopped."""
+        scheme = "https" if self.server.ssl_context is not None else "http"
+        return self.fake.server_url(self.server, scheme)
+
     def setup(self):
         # The handshake runs here, in the request's thread, so that a client that stalls it
         # does not block the accepting thread.
@@ -811,9 +841,11 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
             self.request.settimeout(TLS_HANDSHAKE_TIMEOUT_SECONDS)
             self.request = self.server.ssl_context.wrap_socket(self.request, server_side=True)
             self.request.settimeout(None)
+        self.server.add_connection(self.request)
         super().setup()
 
     def finish(self):
+        self.server.remove_connection(self.request)
         try:
             super().finish()
         finally:
@@ -1158,7 +1190,7 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
         reason = self.fake.check_bearer(self.headers.get("Authorization", ""), VAULT_RESOURCE)
         if reason is not None:
             self.entry["AuthError"] = reason
-            challenge = (f'Bearer authorization="{self.fake.url}/{self.fake.tenant}", '
+            challenge = (f'Bearer authorization="{self.base_url}/{self.fake.tenant}", '
                          f'resource="{VAULT_RESOURCE}"')
             return self.send_vault_error(401, "Unauthorized", f"AKV10000: {reason}",
                                          headers={"WWW-Authenticate": challenge})
@@ -1201,7 +1233,7 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
         if chosen["exp"] is not None:
             attributes["exp"] = chosen["exp"]
         answer = {"value": chosen["value"],
-                  "id": f"{self.fake.url}/secrets/{name}/{chosen['version']}",
+                  "id": f"{self.base_url}/secrets/{name}/{chosen['version']}",
                   "attributes": attributes, "tags": {}}
         if chosen["contentType"] is not None:
             answer["contentType"] = chosen["contentType"]
@@ -1309,7 +1341,7 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
                 continue
             studies.add(study)
             item[TAG_RETRIEVE_URL] = dicom_json_element("UR", [
-                f"{self.fake.url}/{version}/studies/{study}/instances/{uid}"])
+                f"{self.base_url}/{version}/studies/{study}/instances/{uid}"])
             if warning:
                 item[TAG_WARNING_REASON] = dicom_json_element("US", [warning])
                 warned = True
@@ -1319,7 +1351,7 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
         answer = {}
         if len(studies) == 1:
             answer[TAG_RETRIEVE_URL] = dicom_json_element(
-                "UR", [f"{self.fake.url}/{version}/studies/{next(iter(studies))}"])
+                "UR", [f"{self.base_url}/{version}/studies/{next(iter(studies))}"])
         if failed:
             answer[TAG_FAILED_SOP_SEQUENCE] = dicom_json_element("SQ", failed)
         if referenced:
