@@ -106,6 +106,32 @@ TEST(ParseRequestBodyTest, TrailingTextRejected)
 }
 
 
+// Returns {"Resources": [[...]]} with depth nested arrays.
+std::string MakeNestedBody(int depth)
+{
+  return "{\"Resources\": " + std::string(depth, '[') + std::string(depth, ']') + "}";
+}
+
+
+TEST(ParseRequestBodyTest, NestingAtLimitParsed)
+{
+  const Json::Value body = ParseBody(MakeNestedBody(MAX_JSON_NESTING - 1));
+
+  EXPECT_TRUE(body["Resources"].isArray());
+}
+
+
+TEST(ParseRequestBodyTest, DeepNestingRejected)
+{
+  // JsonCpp's own limit is 1000 levels, and past it, it throws instead of returning false.
+  for (const int depth : {MAX_JSON_NESTING + 1, 500, 5000})
+  {
+    ExpectBadRequest([depth] { ParseBody(MakeNestedBody(depth)); },
+                     {"not valid JSON", "nests more than " + std::to_string(MAX_JSON_NESTING)});
+  }
+}
+
+
 TEST(CheckKeysTest, AllowedKeysPass)
 {
   const Json::Value body = ParseBody("{\"A\": 1, \"B\": 2}");

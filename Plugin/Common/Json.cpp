@@ -3,6 +3,7 @@
 #include <json/json.h>
 
 #include <memory>
+#include <string>
 
 namespace AzureDicom
 {
@@ -22,8 +23,18 @@ bool ParseJson(Json::Value& value, std::string& error, const char* data, size_t 
   builder["allowTrailingCommas"] = false;
   builder["failIfExtra"] = true;
   builder["rejectDupKeys"] = true;
+  builder["stackLimit"] = MAX_JSON_NESTING;
   std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
-  return reader->parse(data, data + size, &value, &error);
+  try
+  {
+    return reader->parse(data, data + size, &value, &error);
+  }
+  catch (const Json::Exception&)  // JsonCpp throws when the nesting exceeds stackLimit
+  {
+    error = "the JSON nests more than " + std::to_string(MAX_JSON_NESTING) +
+            " arrays or objects deep";
+    return false;
+  }
 }
 
 

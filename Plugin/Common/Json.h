@@ -10,8 +10,14 @@ namespace AzureDicom
 // Writes JSON indented by two spaces, as Orthanc's REST API does.
 std::string WriteJson(const Json::Value& value);
 
-// Parses a JSON text, rejecting duplicate keys and trailing text; returns false with a message
-// when it is not valid JSON.
+// The deepest nesting of arrays and objects that ParseJson() accepts. JsonCpp parses each level
+// in a recursive call, and about 250 levels overflowed the stack of an Orthanc 1.10 HTTP thread,
+// which ended Orthanc. The bodies, answers and configurations that the plugin reads usually nest
+// fewer than 10 levels deep.
+constexpr int MAX_JSON_NESTING = 64;
+
+// Parses a JSON text, rejecting duplicate keys, trailing text and a nesting deeper than
+// MAX_JSON_NESTING; returns false with a message when it is not valid JSON.
 bool ParseJson(Json::Value& value, std::string& error, const char* data, size_t size);
 
 // Parses a JSON text as ParseJson() does; returns false when it is not valid JSON.

@@ -23,6 +23,8 @@ STATE_TIMEOUT_SECONDS = 30
 # that nothing is sent while paused.
 SETTLE_SECONDS = 4
 SERVICE_DELAY_SECONDS = 0.3
+# Nesting of JSON arrays that overflowed the stack of an Orthanc HTTP thread before the limit.
+DEEP_NESTING = 500
 FILE_PARTITION = "a"
 FILE_WORKERS = 2
 SECRET = "secret-" + secrets.token_hex(16)
@@ -281,6 +283,24 @@ class SettingsTest(harness.OrthancTestCase):
         self.assertEqual(self.settings(), before, "a rejected PUT changed the settings")
         self.assertEqual(self.snapshots(), snapshots_before, "a rejected PUT took a snapshot")
         self.assertEqual(self.source.status()["Destination"]["ServiceUrl"], self.fake.url)
+
+    def test_deeply_nested_body_rejected(self):
+        self.start_source()
+        nested = "[" * DEEP_NESTING + "]" * DEEP_NESTING
+        requests_to_send = [
+            ("PUT", "/azure-dicom/settings", '{"Workers": ' + nested + "}"),
+            ("POST", "/azure-dicom/retry", '{"Resources": ' + nested + "}"),
+            ("POST", "/azure-dicom/sync", '{"Resources": ' + nested + "}"),
+            ("POST", "/azure-dicom/snapshots", nested),
+        ]
+        for method, path, body in requests_to_send:
+            with self.subTest(method=method, path=path):
+                response = self.source.request(method, path, data=body,
+                                               headers={"Content-Type": "application/json"})
+                self.assertEqual(response.status_code, 400, response.text[:300])
+                self.assertIn("nests more than", response.text)
+        self.assertEqual(self.source.get("/system").status_code, 200)
+        self.assertIsNone(self.source.process.poll(), "Orthanc ended after a nested body")
 
     def test_pause_kept_across_restart(self):
         self.start_source()
