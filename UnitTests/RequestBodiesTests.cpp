@@ -153,6 +153,15 @@ TEST(CheckKeysTest, UnknownKeyListsAllowed)
 }
 
 
+TEST(CheckKeysTest, NoKeysAllowedSaysEmpty)
+{
+  const Json::Value body = ParseBody("{\"Reason\": \"x\"}");
+
+  ExpectBadRequest([&] { CheckKeys(body, {}); },
+                   {"unknown key \"Reason\"", "expected an empty object or no body"});
+}
+
+
 TEST(CheckKeysTest, KeysAreCaseSensitive)
 {
   const Json::Value body = ParseBody("{\"resources\": [\"a\"]}");

@@ -14,6 +14,7 @@ namespace
 {
 const char* const RUNTIME_SETTINGS_PROPERTY = "RuntimeSettings";
 const char* const PAUSED_PROPERTY = "Paused";
+const size_t MAX_SHOWN_CHARACTERS = 40;  // of an invalid string value in an error message
 
 // The windows of the dashboard's request tiles.
 const unsigned int REQUEST_WINDOW_SHORT_SECONDS = 5 * 60;
@@ -34,6 +35,42 @@ DispatcherSettings GetDispatcherSettings(const Configuration& configuration,
   settings.onConflict = configuration.onConflict;
   settings.principal = credentials.GetPrincipal();
   return settings;
+}
+
+
+// Reads "Paused" of a settings change: true or false, also as a string as in the configuration
+// file, or null for the default (not paused).
+bool ReadPausedValue(const Json::Value& value)
+{
+  if (value.isNull())
+  {
+    return false;
+  }
+  if (value.isBool())
+  {
+    return value.asBool();
+  }
+  if (value.isString() && (value.asString() == "true" || value.asString() == "false"))
+  {
+    return value.asString() == "true";
+  }
+
+  std::string description = "(an object)";
+  if (value.isString())
+  {
+    description = "\"" + value.asString().substr(0, MAX_SHOWN_CHARACTERS) + "\"";
+  }
+  else if (value.isNumeric())
+  {
+    description = value.asString();
+  }
+  else if (value.isArray())
+  {
+    description = "(an array)";
+  }
+  throw Exception(ErrorCode::BadRequest, "invalid value " + description +
+                                             " for \"Paused\": expected true or false, or null "
+                                             "for not paused (nothing was changed)");
 }
 
 
@@ -588,16 +625,7 @@ Json::Value PluginContext::ChangeSettings(const Json::Value& body)
 {
   std::lock_guard<std::mutex> lock(settingsMutex_);
 
-  bool paused = paused_;
-  if (body.isMember("Paused"))
-  {
-    if (!body["Paused"].isBool())
-    {
-      throw Exception(ErrorCode::BadRequest,
-                      "\"Paused\" must be true or false (nothing was changed)");
-    }
-    paused = body["Paused"].asBool();
-  }
+  const bool paused = body.isMember("Paused") ? ReadPausedValue(body["Paused"]) : paused_;
 
   const Json::Value overrides = UpdateOverrides(fileSection_, overrides_, body);
   Json::Value next = GetRuntimeValues(ParseConfiguration(MergeSettings(fileSection_, overrides)));

@@ -336,6 +336,7 @@ void PostRetry(const RouteRequest& request)
 
 void PostPause(const RouteRequest& request)
 {
+  CheckKeys(request.GetJsonBody(), {});
   request.context.SetPaused(true);
   request.Answer(request.context.GetStatus());
 }
@@ -343,6 +344,7 @@ void PostPause(const RouteRequest& request)
 
 void PostResume(const RouteRequest& request)
 {
+  CheckKeys(request.GetJsonBody(), {});
   request.context.SetPaused(false);
   request.Answer(request.context.GetStatus());
 }

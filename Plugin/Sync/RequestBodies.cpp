@@ -63,8 +63,9 @@ void CheckKeys(const Json::Value& body, const std::set<std::string>& allowed)
       {
         list += (list.empty() ? "\"" : ", \"") + name + "\"";
       }
+      const std::string expected = list.empty() ? "an empty object or no body" : list;
       throw Exception(ErrorCode::BadRequest,
-                      "unknown key \"" + key + "\" in the request body; expected " + list);
+                      "unknown key \"" + key + "\" in the request body; expected " + expected);
     }
   }
 }

@@ -302,6 +302,39 @@ class SettingsTest(harness.OrthancTestCase):
         self.assertEqual(self.source.get("/system").status_code, 200)
         self.assertIsNone(self.source.process.poll(), "Orthanc ended after a nested body")
 
+    def test_pause_value_forms(self):
+        self.start_source()
+        self.assertIs(self.put_settings({"Paused": "true"})["Paused"], True)
+        self.assertIs(self.settings()["Paused"], True)
+        self.assertIs(self.put_settings({"Paused": "false"})["Paused"], False)
+        self.assertIs(self.put_settings({"Paused": True})["Paused"], True)
+        self.assertIs(self.put_settings({"Paused": None})["Paused"], False)
+        self.assertIs(self.settings()["Paused"], False)
+
+        for value, description in [("maybe", '"maybe"'), (1, "1"), ([True], "(an array)")]:
+            with self.subTest(value=value):
+                response = self.put_settings({"Paused": value}, expected_status=400)
+                message = response.json()["Message"]
+                self.assertIn(f"invalid value {description}", message)
+                self.assertIn('"Paused"', message)
+        self.assertIs(self.settings()["Paused"], False)
+
+    def test_pause_routes_check_body(self):
+        self.start_source()
+        for path in ("/azure-dicom/pause", "/azure-dicom/resume"):
+            for body, fragment in [("garbage", "not valid JSON"), ('{"Reason": "x"}', '"Reason"'),
+                                   ("[]", "must be a JSON object")]:
+                with self.subTest(path=path, body=body):
+                    response = self.source.post(path, data=body)
+                    self.assertEqual(response.status_code, 400, response.text)
+                    self.assertIn(fragment, response.json()["Message"])
+                    self.assertIs(self.settings()["Paused"], False)
+
+        self.assertEqual(self.source.post("/azure-dicom/pause", data="{}").status_code, 200)
+        self.assertIs(self.settings()["Paused"], True)
+        self.assertEqual(self.source.post("/azure-dicom/resume").status_code, 200)
+        self.assertIs(self.settings()["Paused"], False)
+
     def test_pause_kept_across_restart(self):
         self.start_source()
         answer = self.put_settings({"Paused": True})
