@@ -261,6 +261,42 @@ TEST(ParseSyncRequestTest, AllWithPriority)
 }
 
 
+TEST(DescribeJsonValueTest, ShortForms)
+{
+  EXPECT_EQ("\"yes\"", DescribeJsonValue(Json::Value("yes")));
+  EXPECT_EQ("\"" + std::string(MAX_DESCRIBED_CHARACTERS, 'x') + "...\"",
+            DescribeJsonValue(Json::Value(std::string(MAX_DESCRIBED_CHARACTERS + 1, 'x'))));
+  EXPECT_EQ("5", DescribeJsonValue(Json::Value(5)));
+  EXPECT_EQ("1e+20", DescribeJsonValue(ParseBody("{\"A\": 99999999999999999999}")["A"]));
+  EXPECT_EQ("false", DescribeJsonValue(Json::Value(false)));
+  EXPECT_EQ("null", DescribeJsonValue(Json::Value()));
+  EXPECT_EQ("(an array)", DescribeJsonValue(Json::Value(Json::arrayValue)));
+  EXPECT_EQ("(an object)", DescribeJsonValue(Json::Value(Json::objectValue)));
+}
+
+
+TEST(RequestBodiesTest, MessagesShowInvalidValue)
+{
+  ExpectBadRequest([] { ParseSyncRequest(ParseBody("{\"All\": \"yes\"}"), 0); },
+                   {"\"All\"", "not \"yes\""});
+  ExpectBadRequest(
+      []
+      {
+        ParseSyncRequest(
+            ParseBody("{\"Resources\": [\"a\"], \"Priority\": 99999999999999999999}"), 0);
+      },
+      {"\"Priority\"", "-2147483648 to 2147483647", "not 1e+20"});
+  ExpectBadRequest([] { ParseRetryRequest(ParseBody("{\"State\": \"Done\"}")); },
+                   {"invalid \"State\" \"Done\""});
+  ExpectBadRequest([] { ParseSnapshotLabel(ParseBody("{\"Label\": 5}"), 200); },
+                   {"\"Label\"", "not 5"});
+  ExpectBadRequest([] { ParseRollbackRequest(ParseBody("{\"DryRun\": \"false\"}"), "1"); },
+                   {"\"DryRun\"", "not \"false\""});
+  ExpectBadRequest([] { ParseRollbackRequest(ParseBody("{\"Confirm\": 1}"), "1"); },
+                   {"\"Confirm\"", "not 1"});
+}
+
+
 TEST(ParseSyncRequestTest, NeitherOrBothRejected)
 {
   ExpectBadRequest([] { ParseSyncRequest(ParseBody("{}"), DEFAULT_PRIORITY); },

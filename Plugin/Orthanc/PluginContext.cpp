@@ -6,6 +6,7 @@
 #include "Orthanc/RollbackJob.h"
 #include "Sync/Database.h"
 #include "Sync/OutboxJson.h"
+#include "Sync/RequestBodies.h"
 #include "Sync/RuntimeSettings.h"
 
 namespace AzureDicom
@@ -14,7 +15,6 @@ namespace
 {
 const char* const RUNTIME_SETTINGS_PROPERTY = "RuntimeSettings";
 const char* const PAUSED_PROPERTY = "Paused";
-const size_t MAX_SHOWN_CHARACTERS = 40;  // of an invalid string value in an error message
 
 // The windows of the dashboard's request tiles.
 const unsigned int REQUEST_WINDOW_SHORT_SECONDS = 5 * 60;
@@ -55,20 +55,7 @@ bool ReadPausedValue(const Json::Value& value)
     return value.asString() == "true";
   }
 
-  std::string description = "(an object)";
-  if (value.isString())
-  {
-    description = "\"" + value.asString().substr(0, MAX_SHOWN_CHARACTERS) + "\"";
-  }
-  else if (value.isNumeric())
-  {
-    description = value.asString();
-  }
-  else if (value.isArray())
-  {
-    description = "(an array)";
-  }
-  throw Exception(ErrorCode::BadRequest, "invalid value " + description +
+  throw Exception(ErrorCode::BadRequest, "invalid value " + DescribeJsonValue(value) +
                                              " for \"Paused\": expected true or false, or null "
                                              "for not paused (nothing was changed)");
 }

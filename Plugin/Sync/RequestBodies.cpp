@@ -95,6 +95,26 @@ std::vector<std::string> ReadResourceIds(const Json::Value& body)
 }
 
 
+std::string DescribeJsonValue(const Json::Value& value)
+{
+  if (value.isString())
+  {
+    const std::string& text = value.asString();
+    return "\"" + text.substr(0, MAX_DESCRIBED_CHARACTERS) +
+           (text.size() > MAX_DESCRIBED_CHARACTERS ? "...\"" : "\"");
+  }
+  if (value.isNumeric() || value.isBool())
+  {
+    return value.asString();
+  }
+  if (value.isNull())
+  {
+    return "null";
+  }
+  return value.isArray() ? "(an array)" : "(an object)";
+}
+
+
 SyncRequest ParseSyncRequest(const Json::Value& body, int defaultPriority)
 {
   CheckKeys(body, {"Resources", "All", "Priority"});
@@ -108,11 +128,15 @@ SyncRequest ParseSyncRequest(const Json::Value& body, int defaultPriority)
   }
   if (request.all && !(body["All"].isBool() && body["All"].asBool()))
   {
-    throw Exception(ErrorCode::BadRequest, "\"All\" must be true to back-fill the whole archive");
+    throw Exception(ErrorCode::BadRequest,
+                    "\"All\" must be true to back-fill the whole archive, not " +
+                        DescribeJsonValue(body["All"]));
   }
   if (body.isMember("Priority") && !body["Priority"].isInt())
   {
-    throw Exception(ErrorCode::BadRequest, "\"Priority\" must be an integer");
+    throw Exception(ErrorCode::BadRequest,
+                    "\"Priority\" must be an integer from -2147483648 to 2147483647, not " +
+                        DescribeJsonValue(body["Priority"]));
   }
 
   if (!request.all)
@@ -149,7 +173,8 @@ RetryRequest ParseRetryRequest(const Json::Value& body)
        request.state != ItemState::RolledBack))
   {
     throw Exception(ErrorCode::BadRequest,
-                    "invalid \"State\": expected \"Failed\", \"Skipped\" or \"RolledBack\"");
+                    "invalid \"State\" " + DescribeJsonValue(state) +
+                        ": expected \"Failed\", \"Skipped\" or \"RolledBack\"");
   }
   return request;
 }
@@ -167,7 +192,8 @@ std::string ParseSnapshotLabel(const Json::Value& body, size_t maxLength)
   if (!label.isString() || CountCharacters(label.asString()) > maxLength)
   {
     throw Exception(ErrorCode::BadRequest, "\"Label\" must be a string of at most " +
-                                               std::to_string(maxLength) + " characters");
+                                               std::to_string(maxLength) + " characters, not " +
+                                               DescribeJsonValue(label));
   }
   return label.asString();
 }
@@ -181,12 +207,16 @@ RollbackRequest ParseRollbackRequest(const Json::Value& body, const std::string&
   {
     if (body.isMember(name) && !body[name].isBool())
     {
-      throw Exception(ErrorCode::BadRequest, std::string("\"") + name + "\" must be true or false");
+      throw Exception(ErrorCode::BadRequest, std::string("\"") + name +
+                                                 "\" must be true or false, not " +
+                                                 DescribeJsonValue(body[name]));
     }
   }
   if (body.isMember("Confirm") && !body["Confirm"].isString())
   {
-    throw Exception(ErrorCode::BadRequest, "\"Confirm\" must be the snapshot's ID as a string");
+    throw Exception(ErrorCode::BadRequest,
+                    "\"Confirm\" must be the snapshot's ID as a string, not " +
+                        DescribeJsonValue(body["Confirm"]));
   }
 
   RollbackRequest request;
