@@ -8,6 +8,8 @@
 #include "Sync/OutboxJson.h"
 #include "Sync/RequestBodies.h"
 
+#include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <set>
@@ -126,12 +128,14 @@ int64_t ReadSince(const RouteRequest& request)
   }
 
   char* end = nullptr;
+  errno = 0;
   const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || value < 0)
+  if (text.empty() || *end != '\0' || value < 0 || errno == ERANGE)
   {
     throw Exception(ErrorCode::BadRequest, "invalid \"since\" \"" + text +
                                                "\": expected the Sequence of the last item seen, "
-                                               "an integer of 0 or more");
+                                               "an integer from 0 to " +
+                                               std::to_string(LLONG_MAX));
   }
   return value;
 }

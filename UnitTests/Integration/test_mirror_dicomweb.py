@@ -343,6 +343,8 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
             ("/azure-dicom/instances?limit=abc", 400),
             ("/azure-dicom/instances?limit=-1", 400),
             ("/azure-dicom/instances?since=abc", 400),
+            ("/azure-dicom/instances?since=99999999999999999999999", 400),
+            ("/azure-dicom/instances?since=-1", 400),
             ("/azure-dicom/instances/no-such-instance", 404),
             ("/azure-dicom/studies/no-such-study", 404),
         ]
