@@ -1,6 +1,7 @@
 #include "Azure/StowResponse.h"
 
 #include "Common/Exception.h"
+#include "Common/Json.h"
 
 #include <json/json.h>
 
@@ -34,7 +35,6 @@ const long HTTP_GATEWAY_TIMEOUT = 504;
 const size_t MAX_MESSAGE_BYTES = 1024;    // excerpt of the service's text in a status message
 const size_t MAX_DETAIL_BYTES = 200;      // excerpt of a parser error or of a Content-Type
 const size_t MAX_ERROR_COMMENTS = 3;      // ErrorComment values quoted per instance
-const int JSON_STACK_LIMIT = 64;          // STOW-RS responses nest about 10 levels deep
 const unsigned int MAX_US_VALUE = 65535;  // an unsigned short (VR US)
 
 // Maximum delay that ParseRetryAfter returns, about 31 years, so that callers can convert it to
@@ -400,7 +400,7 @@ Json::Value ParseJson(const std::string& body)
 {
   Json::CharReaderBuilder builder;
   Json::CharReaderBuilder::strictMode(&builder.settings_);
-  builder["stackLimit"] = JSON_STACK_LIMIT;
+  builder["stackLimit"] = MAX_JSON_NESTING;
   builder["skipBom"] = true;
   const std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
 

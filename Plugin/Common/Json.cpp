@@ -43,4 +43,20 @@ bool ParseJson(const std::string& text, Json::Value& value)
   std::string error;
   return ParseJson(value, error, text.data(), text.size());
 }
+
+
+bool ReadBoolean(const Json::Value& value, bool& result)
+{
+  if (value.isBool())
+  {
+    result = value.asBool();
+    return true;
+  }
+  if (value.isString() && (value.asString() == "true" || value.asString() == "false"))
+  {
+    result = (value.asString() == "true");
+    return true;
+  }
+  return false;
+}
 }  // namespace AzureDicom

@@ -3,6 +3,7 @@
 #include "Azure/StowClient.h"
 #include "Common/Clock.h"
 #include "Common/Exception.h"
+#include "Common/Json.h"
 #include "Orthanc/RollbackJob.h"
 #include "Sync/Database.h"
 #include "Sync/OutboxJson.h"
@@ -42,17 +43,10 @@ DispatcherSettings GetDispatcherSettings(const Configuration& configuration,
 // file, or null for the default (not paused).
 bool ReadPausedValue(const Json::Value& value)
 {
-  if (value.isNull())
+  bool paused = false;
+  if (value.isNull() || ReadBoolean(value, paused))
   {
-    return false;
-  }
-  if (value.isBool())
-  {
-    return value.asBool();
-  }
-  if (value.isString() && (value.asString() == "true" || value.asString() == "false"))
-  {
-    return value.asString() == "true";
+    return paused;
   }
 
   throw Exception(ErrorCode::BadRequest, "invalid value " + DescribeJsonValue(value) +

@@ -1,6 +1,7 @@
 #include "Sync/Configuration.h"
 
 #include "Common/Exception.h"
+#include "Common/Json.h"
 
 #include <arpa/inet.h>
 #include <json/writer.h>
@@ -370,13 +371,10 @@ public:
     }
 
     const Json::Value& value = object_[key];
-    if (value.isBool())
+    bool result = false;
+    if (ReadBoolean(value, result))
     {
-      return value.asBool();
-    }
-    if (value.isString() && (value.asString() == "true" || value.asString() == "false"))
-    {
-      return value.asString() == "true";
+      return result;
     }
     FailType(PathOf(key), value, "true or false");
   }
