@@ -266,6 +266,14 @@ TEST(DescribeJsonValueTest, ShortForms)
   EXPECT_EQ("\"yes\"", DescribeJsonValue(Json::Value("yes")));
   EXPECT_EQ("\"" + std::string(MAX_DESCRIBED_CHARACTERS, 'x') + "...\"",
             DescribeJsonValue(Json::Value(std::string(MAX_DESCRIBED_CHARACTERS + 1, 'x'))));
+  // "é" is two bytes, so a cut after MAX_DESCRIBED_CHARACTERS bytes would split the last one.
+  std::string accented = "x";
+  for (size_t i = 0; i < MAX_DESCRIBED_CHARACTERS / 2; i++)
+  {
+    accented += "\xc3\xa9";
+  }
+  EXPECT_EQ("\"" + accented.substr(0, MAX_DESCRIBED_CHARACTERS - 1) + "...\"",
+            DescribeJsonValue(Json::Value(accented)));
   EXPECT_EQ("5", DescribeJsonValue(Json::Value(5)));
   EXPECT_EQ("1e+20", DescribeJsonValue(ParseBody("{\"A\": 99999999999999999999}")["A"]));
   EXPECT_EQ("false", DescribeJsonValue(Json::Value(false)));

@@ -100,8 +100,19 @@ std::string DescribeJsonValue(const Json::Value& value)
   if (value.isString())
   {
     const std::string& text = value.asString();
-    return "\"" + text.substr(0, MAX_DESCRIBED_CHARACTERS) +
-           (text.size() > MAX_DESCRIBED_CHARACTERS ? "...\"" : "\"");
+    if (text.size() <= MAX_DESCRIBED_CHARACTERS)
+    {
+      return "\"" + text + "\"";
+    }
+
+    // The cut moves back to the start of a UTF-8 sequence (not a 10xxxxxx byte), so that the
+    // message stays valid UTF-8.
+    size_t cut = MAX_DESCRIBED_CHARACTERS;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80)
+    {
+      cut--;
+    }
+    return "\"" + text.substr(0, cut) + "...\"";
   }
   if (value.isNumeric() || value.isBool())
   {

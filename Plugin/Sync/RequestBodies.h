@@ -15,11 +15,12 @@ namespace AzureDicom
 // and fuzzed without an Orthanc. Each throws Exception(BadRequest) with a message that names the
 // field at fault and what was expected.
 
-// The length after which DescribeJsonValue() cuts a string.
+// The length in bytes after which DescribeJsonValue() cuts a string.
 constexpr size_t MAX_DESCRIBED_CHARACTERS = 40;
 
-// Returns a short form of a JSON value for an error message: a string in quotes, cut after
-// MAX_DESCRIBED_CHARACTERS, a number, boolean or null as written, "(an array)" or "(an object)".
+// Returns a short form of a JSON value for an error message: a string in quotes, cut at a
+// character boundary within MAX_DESCRIBED_CHARACTERS bytes, a number, boolean or null as
+// written, "(an array)" or "(an object)".
 std::string DescribeJsonValue(const Json::Value& value);
 
 // Parses a body as a JSON object; an empty body is an empty object.
