@@ -88,7 +88,8 @@ def print_record(record):
         rate = record.instances_per_second
         text = record.error or (f"{rate:,.1f} instances/s, {record.megabytes_per_second:,.1f} "
                                 f"MB/s in {record.seconds:.1f} s {record.note}")
-        log(f"  {record.dataset}, {record.target}, {record.method}: {text}")
+        run = f" (run {record.run})" if record.run > 1 else ""
+        log(f"  {record.dataset}, {record.target}, {record.method}{run}: {text}")
     elif isinstance(record, scenarios.Ingestion):
         text = record.error or f"{record.instances_per_second:,.1f} instances/s"
         plugin = "with the plugin" if record.with_plugin else "without the plugin"
@@ -96,7 +97,8 @@ def print_record(record):
 
 
 def run_transfers(context, results, data, bodies, sink, choice):
-    """Run every transfer method that choice (the parsed options) selects."""
+    """Run every transfer method that choice (the parsed options) selects, the short ones
+    scenarios.TRANSFER_RUNS times (once with --quick)."""
     for name, key in TRANSFER_DATASETS.items():
         if name not in choice.datasets:
             continue
@@ -106,7 +108,8 @@ def run_transfers(context, results, data, bodies, sink, choice):
         for target_name in choice.targets:
             target = targets[target_name]
             log(f"{dataset.spec.label} to the {target.name}")
-            runs = {
+            first_runs = {}  # method option -> its first Transfer record
+            measure = {
                 "plugin-ingest": lambda: scenarios.run_plugin_ingest(context, dataset, target),
                 "plugin-backfill": lambda: scenarios.run_plugin_backfill(context, dataset,
                                                                          archive, target),
@@ -116,12 +119,22 @@ def run_transfers(context, results, data, bodies, sink, choice):
                                                           stable=False),
                 "curl": lambda: scenarios.run_curl(context, dataset, bodies[key], target),
             }
-            for method in TRANSFER_METHODS:
-                if method not in choice.methods:
-                    continue
-                record = runs[method]()
-                results.transfers.append(record)
-                print_record(record)
+            methods = [method for method in TRANSFER_METHODS if method in choice.methods]
+            for run in range(1, (1 if choice.quick else scenarios.TRANSFER_RUNS) + 1):
+                for method in methods:
+                    if run > 1 and not is_repeated(first_runs[method]):
+                        continue
+                    record = measure[method]()
+                    record.run = run
+                    results.transfers.append(record)
+                    first_runs.setdefault(method, record)
+                    print_record(record)
+
+
+def is_repeated(record):
+    """Return whether a transfer whose first run is record runs again."""
+    return (record.ok and not record.partial and
+            record.seconds < scenarios.REPEATED_TRANSFER_MAX_SECONDS)
 
 
 def run_ingestion(context, results, data, quick, choice):

@@ -30,6 +30,8 @@ def describe_methods(results, latency_rate):
     """Return the Method section's text."""
     ct = results.label(report.CT)
     clients = scenarios.PARALLEL_CLIENTS
+    runs = scenarios.TRANSFER_RUNS
+    repeat_below = scenarios.REPEATED_TRANSFER_MAX_SECONDS
     return f"""\
 ### Transfers
 
@@ -70,7 +72,12 @@ the files that earlier runs wrote (`sync`).
 
 The target counts instances with `GET /statistics` (Orthanc) or `GET /stats` (null sink). A
 transfer that has not finished after the time limit is stopped, and its rate is computed from
-the instances confirmed until then (the note says so).
+the instances confirmed until then (the note says so). A transfer whose first run took less
+than {repeat_below} s runs {runs} times in all, in rounds over the methods of its data set and
+target, because on a shared machine a stall of a second changes the rate of a short run by
+more than the margins of the goals. The table lists every run, and the goals and the
+"plugin ÷ this" column take the fastest run of each method, but for memory: the plugin's
+largest peak RSS is compared with the STOW job's smallest.
 
 Columns: MB are 10^6 bytes of DICOM files (multipart framing not counted), MiB are 2^20
 bytes. "sender CPU s/GB" is the user and system CPU time of the source Orthanc (or of the curl

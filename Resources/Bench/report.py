@@ -45,11 +45,32 @@ class Results:
         dataset = self.datasets.get(name)
         return dataset.spec.label if dataset else name
 
+    def runs(self, method, target, dataset):
+        """Return every run of a transfer method, data set and target, in the order run."""
+        return [record for record in self.transfers
+                if (record.method, record.target, record.dataset) == (method, target, dataset)]
+
     def transfer(self, method, target, dataset):
-        for record in self.transfers:
-            if (record.method, record.target, record.dataset) == (method, target, dataset):
-                return record
-        return None
+        """Return the fastest run that succeeded, else the first run, else None."""
+        runs = self.runs(method, target, dataset)
+        succeeded = [record for record in runs if record.ok]
+        if succeeded:
+            return max(succeeded, key=lambda record: record.instances_per_second)
+        return runs[0] if runs else None
+
+    def is_best_of_several(self, record):
+        """Return whether record is the run that the goals use, among several runs."""
+        runs = self.runs(record.method, record.target, record.dataset)
+        return len(runs) > 1 and self.transfer(record.method, record.target,
+                                               record.dataset) is record
+
+    def peak_rss(self, method, target, dataset, highest):
+        """Return the highest (or lowest) sender peak RSS of the runs that succeeded."""
+        peaks = [record.sender_peak_rss for record in self.runs(method, target, dataset)
+                 if record.ok]
+        if not peaks:
+            return None
+        return max(peaks) if highest else min(peaks)
 
     def rate(self, method, target, dataset):
         record = self.transfer(method, target, dataset)
@@ -69,7 +90,7 @@ class Results:
 
 
 def transfer_table(results):
-    header = ["data set", "target", "method", "instances", "seconds", "instances/s", "MB/s",
+    header = ["data set", "target", "method", "run", "instances", "seconds", "instances/s", "MB/s",
               "sender CPU s/GB", "total CPU s/GB", "sender peak RSS (MiB)",
               "plugin ÷ this", "machine busy % (others)", "note"]
     rows = []
@@ -80,8 +101,9 @@ def transfer_table(results):
         ratio = reference / own if reference and own else None
         is_reference = record.method == results.reference_method(record.method)
         note = record.error or record.note
+        run = f"{record.run}, best" if results.is_best_of_several(record) else str(record.run)
         rows.append([
-            results.label(record.dataset), record.target, record.method,
+            results.label(record.dataset), record.target, record.method, run,
             f"{record.confirmed:,} of {record.expected:,}", number(record.seconds),
             number(own), number(record.megabytes_per_second),
             number(record.cpu_per_gigabyte(False)), number(record.cpu_per_gigabyte(True)),
@@ -204,18 +226,20 @@ def evaluate_all_goals(results):
             goal = Goal(description, f"p95 {record.p95:.3f} s", record.p95 < 2.0)
         goals.append(("latency", goal))
 
+    # Of several runs, the plugin's largest peak is compared with the STOW job's smallest.
     for dataset, label in ((CT, ct), (SMALL, small), (MULTIFRAME, multiframe)):
-        backfill = results.transfer(scenarios.PLUGIN_BACKFILL, servers.SinkTarget.name, dataset)
-        stow = results.transfer(scenarios.STOW_JOB, servers.SinkTarget.name, dataset)
+        sink = servers.SinkTarget.name
+        backfill = results.peak_rss(scenarios.PLUGIN_BACKFILL, sink, dataset, highest=True)
+        stow = results.peak_rss(scenarios.STOW_JOB, sink, dataset, highest=False)
         description = (f"peak RSS of the sending Orthanc, back-fill of {label} to the null "
                        "sink ≤ 0.5 x the STOW job's")
-        if not backfill or not stow or not backfill.ok or not stow.ok:
+        if not backfill or not stow:
             goals.append(("transfers", Goal(description, "not measured", False)))
             continue
-        ratio = backfill.sender_peak_rss / stow.sender_peak_rss
+        ratio = backfill / stow
         goals.append(("transfers", Goal(
-            description, f"{ratio:.2f} x ({megabytes(backfill.sender_peak_rss)} / "
-                         f"{megabytes(stow.sender_peak_rss)} MiB)", ratio <= 0.5)))
+            description, f"{ratio:.2f} x ({megabytes(backfill)} / {megabytes(stow)} MiB)",
+            ratio <= 0.5)))
 
     backlogs = sorted((record for record in results.backlogs if not record.error),
                       key=lambda record: record.pending)

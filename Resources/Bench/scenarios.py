@@ -29,6 +29,11 @@ JOB_TIMEOUT_SECONDS = 3600
 PARALLEL_CLIENTS = 4
 CURL = f"curl, {PARALLEL_CLIENTS} connections"
 ARCHIVE_MARKER = "archive.json"
+# A transfer whose first run took less than REPEATED_TRANSFER_MAX_SECONDS runs TRANSFER_RUNS
+# times in all, because a stall of a second changes the rate of a short run by more than the
+# margins of the goals. Longer runs, and runs stopped at their time limit, run once.
+TRANSFER_RUNS = 3
+REPEATED_TRANSFER_MAX_SECONDS = 60
 
 # The Lua scripts submit the DICOMweb plugin's STOW job with "Synchronous": false, so the call
 # returns once the job is queued and Orthanc's job engine runs up to ConcurrentJobs (default 2)
@@ -67,6 +72,7 @@ class Transfer:
     partial: bool = False
     error: str = ""
     note: str = ""
+    run: int = 1  # which run of the same method, data set and target
 
     @property
     def ok(self):
