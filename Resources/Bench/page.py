@@ -74,8 +74,8 @@ The target counts instances with `GET /statistics` (Orthanc) or `GET /stats` (nu
 transfer that has not finished after the time limit is stopped, and its rate is computed from
 the instances confirmed until then (the note says so). A transfer whose first run took less
 than {repeat_below} s runs {runs} times in all, in rounds over the methods of its data set and
-target, because on a shared machine a stall of a second changes the rate of a short run by
-more than the margins of the goals. The table lists every run, and the goals and the
+target. On a shared machine, a stall of a second changes the rate of a short run by more than
+the margins of the goals. The table lists every run, and the goals and the
 "plugin ÷ this" column take the fastest run of each method, but for memory: the plugin's
 largest peak RSS is compared with the STOW job's smallest.
 
