@@ -77,7 +77,10 @@ than {repeat_below} s runs {runs} times in all, in rounds over the methods of it
 target. On a shared machine, a stall of a second changes the rate of a short run by more than
 the margins of the goals. The table lists every run, and the goals and the
 "plugin ÷ this" column take the fastest run of each method, but for memory: the plugin's
-largest peak RSS is compared with the STOW job's smallest.
+largest peak RSS is compared with the STOW job's smallest. Beside each ratio of rates, the
+goals table gives the same ratio at the median runs of both sides (of the ingestion runs
+too), so that a reader sees how far the fastest runs lie from the usual ones. It decides no
+goal.
 
 Columns: MB are 10^6 bytes of DICOM files (multipart framing not counted), MiB are 2^20
 bytes. "sender CPU s/GB" is the user and system CPU time of the source Orthanc (or of the curl
