@@ -84,6 +84,7 @@ class Results:
         return statistics.median(rates) if rates else None
 
     def ingestion_rates(self, protocol, dataset, with_plugin):
+        """Return the rates of the ingestion runs of one protocol, data set and configuration."""
         return [record.instances_per_second for record in self.ingestions
                 if (record.protocol, record.dataset, record.with_plugin) ==
                 (protocol, dataset, with_plugin) and record.instances_per_second]
