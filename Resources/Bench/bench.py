@@ -217,7 +217,7 @@ def write_report(run, results, output_path):
     with open(output_path, "w", encoding="utf-8") as output:
         output.write(page.render(run, results, goals))
     print()
-    print(page.render_tables(results, goals))
+    print(page.render_tables(results, goals, run.machine["CPUs"]))
     return goals
 
 

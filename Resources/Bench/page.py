@@ -136,7 +136,19 @@ def dataset_table(results):
                          "mean file size", "total", "folder under data/"], rows)
 
 
-def render_tables(results, goals):
+def describe_cpu_floor():
+    """Return the text above the table of CPU time of mirroring while ingesting."""
+    return f"""\
+The source, the target and the {scenarios.PARALLEL_CLIENTS} REST clients of a transfer share this
+machine's CPUs, so a run cannot end before its CPU work divided by the number of CPUs. The
+table takes the fastest run of the plugin while ingesting and of Lua on stable studies, and
+counts the CPU time of the source Orthanc and of the target, without the clients'. A run near
+1.00 in the last column was limited by the CPUs, and only less CPU work makes it faster. With
+the Orthanc target, most of that work is Orthanc's own storing, in the source and in the
+target, which both methods need."""
+
+
+def render_tables(results, goals, cpus):
     """Return the result tables and the goals, as Markdown."""
     parts = []
     if results.transfers:
@@ -151,6 +163,9 @@ def render_tables(results, goals):
         parts += ["### One node and two nodes over PostgreSQL", nodes.nodes_table(results)]
     passed = sum(1 for goal in goals if goal.passed)
     parts += [f"### Goals ({passed} of {len(goals)} passed)", report.goals_table(goals)]
+    floor = report.cpu_floor_table(results, cpus)
+    if floor:
+        parts += ["### CPU time of mirroring while ingesting", describe_cpu_floor(), floor]
     return "\n\n".join(parts) + "\n"
 
 
@@ -215,4 +230,4 @@ explicit VR little endian, 16-bit random pixel data.
 {methods}
 ## Results
 
-{render_tables(results, goals)}"""
+{render_tables(results, goals, machine["CPUs"])}"""

@@ -128,6 +128,24 @@ def transfer_table(results):
     return table(header, rows)
 
 
+def cpu_floor_table(results, cpus):
+    """Return a table of the fastest runs of mirroring while ingesting and of Lua on stable
+    studies, each with the time that its CPU work needs at least on this machine's CPUs."""
+    header = ["data set", "target", "method", "seconds", "CPU seconds (source and target)",
+              f"CPU seconds ÷ {cpus} CPUs", "seconds ÷ that"]
+    rows = []
+    for target in (servers.OrthancTarget.name, servers.SinkTarget.name):
+        for method in (scenarios.PLUGIN_INGEST, scenarios.LUA_STABLE):
+            record = results.transfer(method, target, CT)
+            if record is None or not record.ok:
+                continue
+            cpu = record.sender_cpu + record.receiver_cpu
+            floor = cpu / cpus
+            rows.append([results.label(CT), target, method, number(record.seconds),
+                         number(cpu), number(floor), number(record.seconds / floor, 2)])
+    return table(header, rows) if rows else ""
+
+
 def ingestion_table(results):
     header = ["data set", "protocol", "plugin", "instances", "seconds", "instances/s", "MB/s",
               "Orthanc CPU s/GB", "mirrored when the last store returned",
