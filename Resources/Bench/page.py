@@ -139,13 +139,14 @@ def dataset_table(results):
 def describe_cpu_floor():
     """Return the text above the table of CPU time of mirroring while ingesting."""
     return f"""\
-The source, the target and the {scenarios.PARALLEL_CLIENTS} REST clients of a transfer share this
-machine's CPUs, so a run cannot end before its CPU work divided by the number of CPUs. The
-table takes the fastest run of the plugin while ingesting and of Lua on stable studies, and
-counts the CPU time of the source Orthanc and of the target, without the clients'. A run near
-1.00 in the last column was limited by the CPUs, and only less CPU work makes it faster. With
-the Orthanc target, most of that work is Orthanc's own storing, in the source and in the
-target, which both methods need."""
+The source, the target and the {scenarios.PARALLEL_CLIENTS} REST clients of a transfer share the
+machine's CPUs, so a run cannot end before their CPU time divided by the number of CPUs (the
+floor). The table takes the fastest run of the plugin while ingesting and of Lua on stable
+studies. The clients are threads of the benchmark's own process, whose CPU time counts with
+theirs, and other work on the machine does not count. A run near 1.00 in the last column used
+every CPU for its whole length, and only less CPU work makes it faster. With the Orthanc
+target, most of that work is Orthanc's own storing, in the source and in the target, which
+both methods need."""
 
 
 def render_tables(results, goals, cpus):
