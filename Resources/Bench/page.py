@@ -142,8 +142,8 @@ def describe_cpu_floor():
 The source, the target and the {scenarios.PARALLEL_CLIENTS} REST clients of a transfer share the
 machine's CPUs, so a run cannot end before their CPU time divided by the number of CPUs (the
 floor). The table takes the fastest run of the plugin while ingesting and of Lua on stable
-studies. The clients are threads of the benchmark's own process, whose CPU time counts with
-theirs, and other work on the machine does not count. A run near 1.00 in the last column used
+studies. The clients are threads of the benchmark's own process, so that process's CPU time
+counts as theirs. Other work on the machine does not count. A run near 1.00 in the last column used
 every CPU for its whole length, and only less CPU work makes it faster. With the Orthanc
 target, most of that work is Orthanc's own storing, in the source and in the target, which
 both methods need."""

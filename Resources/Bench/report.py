@@ -141,13 +141,14 @@ def cpu_floor_table(results, cpus):
             if record is None or not record.ok:
                 continue
             servers_cpu = record.sender_cpu + record.receiver_cpu
-            # The benchmark's processes are the machine's busy share less other work's.
+            # The CPU time of the benchmark's processes (servers and clients) is the machine's
+            # busy share less the share of other work.
             # NOTE: others_percent is clamped at 0, so where the counts disagree this is low.
-            all_cpu = max(servers_cpu, (record.busy_percent - record.others_percent) / 100 *
-                          record.seconds * cpus)
-            floor = all_cpu / cpus
+            benchmark_cpu = max(servers_cpu, (record.busy_percent - record.others_percent) /
+                                100 * record.seconds * cpus)
+            floor = benchmark_cpu / cpus
             rows.append([results.label(CT), target, method, number(record.seconds),
-                         number(servers_cpu), number(all_cpu), number(floor),
+                         number(servers_cpu), number(benchmark_cpu), number(floor),
                          number(record.seconds / floor, 2)])
     return table(header, rows) if rows else ""
 
