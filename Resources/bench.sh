@@ -96,7 +96,8 @@ cmake --build "$plugin_build" -j"$(nproc)"
 plugin="$plugin_build/libOrthancAzureDicom.so"
 
 sink="$build/null-sink"
-g++ -std=c++17 -O2 -Wall -Wextra -Wpedantic -pthread "$repository/Resources/Bench/NullSink.cpp" \
+g++ -std=c++17 -O2 -Wall -Wextra -Wpedantic -pthread -I "$repository/Plugin" \
+  "$repository/Resources/Bench/NullSink.cpp" "$repository/Plugin/Common/DicomPrefixReader.cpp" \
   -o "$sink"
 
 if [ "$(id -u)" -eq 0 ]; then

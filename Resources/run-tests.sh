@@ -19,7 +19,7 @@ cmake --build "$build-sanitizers" -j"$(nproc)" --target UnitTests
 CC=clang CXX=clang++ cmake -S . -B "$build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DAZURE_DICOM_FUZZERS=ON -DBUILD_TESTING=OFF
 cmake --build "$build-fuzz" -j"$(nproc)" --target FuzzStowResponse FuzzConfiguration \
-  FuzzRequestBodies FuzzMultipartWriter
+  FuzzRequestBodies FuzzMultipartWriter FuzzDicomPrefixReader
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DAZURE_DICOM_SANITIZED_UNIT_TESTS="$build-sanitizers/UnitTests/UnitTests" \

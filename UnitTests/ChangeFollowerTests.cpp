@@ -1,5 +1,6 @@
 #include "Common/Clock.h"
 #include "Common/Exception.h"
+#include "DicomFileBuilder.h"
 #include "Sync/ChangeFollower.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <map>
@@ -561,4 +563,41 @@ TEST_F(ChangeFollowerTest, FailureIgnoresWakes)
     attempts += (call.rfind("/changes?since=", 0) == 0);
   }
   EXPECT_EQ(1u, attempts);
+}
+
+
+TEST_F(ChangeFollowerTest, CachedInstanceNeedsNoLookup)
+{
+  DicomFileBuilder builder("1.2.840.10008.1.2.1");
+  builder.Add(0x0008, 0x0018, "UI", "1.2.7.1")
+      .Add(0x0010, 0x0020, "LO", "PAT")
+      .Add(0x0020, 0x000D, "UI", "1.2.7")
+      .Add(0x0020, 0x000E, "UI", "1.2.7.0");
+  const std::string file = builder.GetFile();
+  const std::string cachedId = ComputeOrthancId("PAT|1.2.7|1.2.7.0|1.2.7.1");
+
+  StoredInstanceCache cache;
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  follower.SetStoredInstanceCache(&cache);
+  follower.Poll();
+
+  orthanc_.StoreInstance(cachedId);
+  ASSERT_TRUE(cache.Note(cachedId, file.data(), file.size()));
+  orthanc_.StoreInstance("i2");  // not in the cache: read from Orthanc
+  orthanc_.calls.clear();
+  EXPECT_EQ(2u, follower.Poll());
+
+  EXPECT_EQ(0, std::count(orthanc_.calls.begin(), orthanc_.calls.end(), "/instances/" + cachedId));
+  EXPECT_EQ(1, std::count(orthanc_.calls.begin(), orthanc_.calls.end(), "/instances/i2"));
+  EXPECT_EQ(0u, cache.GetSize());
+
+  OutboxItem item;
+  ASSERT_TRUE(outbox_->FindItem(item, cachedId));
+  EXPECT_EQ("1.2.7.1", item.instance.sopInstanceUid);
+  EXPECT_EQ("1.2.7.0", item.instance.seriesInstanceUid);
+  EXPECT_EQ("1.2.7", item.instance.studyInstanceUid);
+  EXPECT_EQ(ComputeOrthancId("PAT|1.2.7"), item.instance.orthancStudyId);
+  EXPECT_EQ(file.size(), item.instance.size);
+  ASSERT_TRUE(outbox_->FindItem(item, "i2"));
+  EXPECT_EQ("1.2.2", item.instance.sopInstanceUid);
 }

@@ -102,7 +102,7 @@ std::string GetNodeName(const Json::Value& orthancConfiguration,
 }
 
 
-OrthancPluginErrorCode OnStoredInstance(const OrthancPluginDicomInstance* /* instance */,
+OrthancPluginErrorCode OnStoredInstance(const OrthancPluginDicomInstance* instance,
                                         const char* instanceId)
 {
   // Runs inside Orthanc's store, so it does no I/O: the follower reads the change log.
@@ -110,7 +110,20 @@ OrthancPluginErrorCode OnStoredInstance(const OrthancPluginDicomInstance* /* ins
   {
     if (instanceId != nullptr)
     {
-      pluginContext->GetFollower().NoteStoredInstance(instanceId);
+      OrthancPluginContext* orthanc = pluginContext->GetOrthanc();
+      const int64_t size = instance ? OrthancPluginGetInstanceSize(orthanc, instance) : 0;
+      const void* file = instance ? OrthancPluginGetInstanceData(orthanc, instance) : nullptr;
+      try
+      {
+        pluginContext->NoteStoredInstance(instanceId, static_cast<const char*>(file),
+                                          size > 0 ? static_cast<size_t>(size) : 0);
+      }
+      catch (const std::exception& e)
+      {
+        // The follower then looks the instance up in Orthanc.
+        pluginContext->GetLogger().Warning(std::string("cannot note a stored instance: ") +
+                                           e.what());
+      }
     }
     pluginContext->GetDispatcher().NoteIngestion();
     pluginContext->GetFollower().Wake();

@@ -108,6 +108,7 @@ PluginContext::PluginContext(OrthancPluginContext* orthanc, const Json::Value& f
   follower_ = std::make_unique<ChangeFollower>(gateway_, *outbox_, logger_,
                                                [dispatcher]() { dispatcher->Wake(); });
   follower_->SetIngestionMonitor(&dispatcher_->GetIngestionMonitor());
+  follower_->SetStoredInstanceCache(&storedInstances_);
   election_ = std::make_unique<FollowerElection>(*outbox_, *follower_, logger_);
 }
 
@@ -821,8 +822,21 @@ void PluginContext::ResumeRollbacks()
 }
 
 
+void PluginContext::NoteStoredInstance(const std::string& orthancId, const char* file,
+                                       size_t size)
+{
+  follower_->NoteStoredInstance(orthancId);
+  // Another node's follower reads this node's stores from Orthanc's index instead.
+  if (election_->IsFollowing())
+  {
+    storedInstances_.Note(orthancId, file, size);
+  }
+}
+
+
 void PluginContext::HandleDeletedInstance(const std::string& orthancId)
 {
+  storedInstances_.Forget(orthancId);
   if (!GetConfiguration().mirrorDeletes)
   {
     return;

@@ -9,6 +9,7 @@
 #include "Sync/FollowerElection.h"
 #include "Sync/Outbox.h"
 #include "Sync/StatusHistory.h"
+#include "Sync/StoredInstanceCache.h"
 
 #include <condition_variable>
 #include <memory>
@@ -102,6 +103,10 @@ public:
   bool ClaimRollbackJob(int64_t rollbackId);
   void ReleaseRollbackJob(int64_t rollbackId);
 
+  // Called from Orthanc's store callback with the stored DICOM file: keeps the instance's
+  // identifiers for the change follower, which then does not ask Orthanc for them.
+  void NoteStoredInstance(const std::string& orthancId, const char* file, size_t size);
+
   // Marks an instance deleted in Orthanc for deletion at the service, when MirrorDeletes is on.
   void HandleDeletedInstance(const std::string& orthancId);
 
@@ -146,6 +151,7 @@ private:
   std::unique_ptr<FollowerElection> election_;
   std::unique_ptr<DeletionWorker> deletions_;
   StatusHistory history_;  // thread-safe on its own
+  StoredInstanceCache storedInstances_;  // thread-safe on its own
 
   std::mutex settingsMutex_;  // protects the four members below; held during a whole change
   Configuration configuration_;

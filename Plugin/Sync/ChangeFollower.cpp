@@ -145,9 +145,12 @@ uint64_t ChangeFollower::Poll()
         continue;
       }
 
-      // An instance deleted since it was stored is gone: nothing to mirror.
+      // An instance deleted since it was stored is gone: nothing to mirror. Orthanc's store
+      // callback notes nearly every new instance in the cache, and its deletion removes it.
       NewInstance instance;
-      if (resolver_.Resolve(instance, GetStringMember(change, "ID")))
+      const std::string orthancId = GetStringMember(change, "ID");
+      if ((storedInstances_ != nullptr && storedInstances_->Take(instance, orthancId)) ||
+          resolver_.Resolve(instance, orthancId))
       {
         instances.push_back(instance);
       }

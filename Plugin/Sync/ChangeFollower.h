@@ -4,6 +4,7 @@
 #include "Common/ThreadPriority.h"
 #include "Sync/InstanceResolver.h"
 #include "Sync/Outbox.h"
+#include "Sync/StoredInstanceCache.h"
 
 #include <atomic>
 #include <condition_variable>
@@ -56,6 +57,13 @@ public:
   void SetIngestionMonitor(IngestionMonitor* monitor)
   {
     ingestion_ = monitor;
+  }
+
+  // Poll() takes the new instances that are in cache from there, instead of looking them up in
+  // Orthanc. Call it before Start().
+  void SetStoredInstanceCache(StoredInstanceCache* cache)
+  {
+    storedInstances_ = cache;
   }
 
   // Runs Poll() in a thread: when woken, and every few seconds in case a wake-up was missed.
@@ -120,6 +128,7 @@ private:
   InstanceResolver resolver_;
   std::function<void()> onQueued_;
   IngestionMonitor* ingestion_ = nullptr;
+  StoredInstanceCache* storedInstances_ = nullptr;
   std::atomic<bool> reportedPriority_{false};  // that the follower stays at nice 10
   std::string firstStoredInstance_;  // the first that NoteStoredInstance() got, under mutex_
 

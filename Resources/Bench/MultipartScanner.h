@@ -1,7 +1,7 @@
 // Splits a multipart/related request body into parts and reads each part's UIDs.
 #pragma once
 
-#include "DicomPrefixReader.h"
+#include "Common/DicomPrefixReader.h"
 #include "HttpMessages.h"
 
 #include <algorithm>
@@ -53,7 +53,7 @@ public:
     }
   }
 
-  const std::vector<InstanceUids>& GetInstances() const
+  const std::vector<AzureDicom::DicomIdentifiers>& GetInstances() const
   {
     return instances_;
   }
@@ -170,7 +170,8 @@ private:
            prefix_.size() >= PARSE_THRESHOLDS[nextThreshold_])
     {
       nextThreshold_++;
-      partResolved_ = DicomPrefixReader(prefix_.data(), prefix_.size()).Read(partUids_);
+      partResolved_ = AzureDicom::DicomPrefixReader(prefix_.data(), prefix_.size())
+                          .ReadSopUids(partUids_);
       if (partResolved_)
       {
         return;
@@ -181,7 +182,7 @@ private:
   void StartPart()
   {
     prefix_.clear();
-    partUids_ = InstanceUids();
+    partUids_ = AzureDicom::DicomIdentifiers();
     partResolved_ = false;
     nextThreshold_ = 0;
   }
@@ -190,7 +191,8 @@ private:
   {
     if (!partResolved_)
     {
-      partResolved_ = DicomPrefixReader(prefix_.data(), prefix_.size()).Read(partUids_);
+      partResolved_ = AzureDicom::DicomPrefixReader(prefix_.data(), prefix_.size())
+                          .ReadSopUids(partUids_);
     }
 
     if (partResolved_)
@@ -206,11 +208,11 @@ private:
   std::string delimiter_;
   std::string window_;
   std::string prefix_;
-  InstanceUids partUids_;
+  AzureDicom::DicomIdentifiers partUids_;
   bool partResolved_ = false;
   size_t nextThreshold_ = 0;
   State state_ = State::Preamble;
-  std::vector<InstanceUids> instances_;
+  std::vector<AzureDicom::DicomIdentifiers> instances_;
   size_t failedParts_ = 0;
 };
 }  // namespace NullSink

@@ -85,7 +85,7 @@ std::string BuildStowResponse(const MultipartScanner& scanner)
 {
   std::string json = "{\"00081199\":{\"vr\":\"SQ\",\"Value\":[";
   bool first = true;
-  for (const InstanceUids& uids : scanner.GetInstances())
+  for (const AzureDicom::DicomIdentifiers& uids : scanner.GetInstances())
   {
     json += first ? "{" : ",{";
     first = false;

@@ -116,6 +116,22 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
             self.assertTrue(item["SentAt"].endswith("Z"), item)
             self.assertEqual(item["Destination"], status["Destination"]["StowUrl"], item)
 
+        # Each item's UIDs, parent study and size are those of Orthanc's index, also for the
+        # samples in other encodings (implicit VR, big endian, deflated, nested sequences),
+        # whose identifiers the plugin reads from the stored file or looks up in Orthanc.
+        for item in items:
+            instance = source.get_json(f"/instances/{item['ID']}")
+            series = source.get_json(f"/series/{instance['ParentSeries']}")
+            study = source.get_json(f"/studies/{series['ParentStudy']}")
+            self.assertEqual(item["SOPInstanceUID"], instance["MainDicomTags"]["SOPInstanceUID"],
+                             item)
+            self.assertEqual(item["SeriesInstanceUID"],
+                             series["MainDicomTags"]["SeriesInstanceUID"], item)
+            self.assertEqual(item["StudyInstanceUID"],
+                             study["MainDicomTags"]["StudyInstanceUID"], item)
+            self.assertEqual(item["ParentStudy"], study["ID"], item)
+            self.assertEqual(item["Size"], instance["FileSize"], item)
+
     def test_outbox_routes(self):
         target = self.start_target()
         source = self.make_source(target).start()
