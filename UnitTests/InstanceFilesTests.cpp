@@ -341,18 +341,37 @@ TEST_F(StorageDirectoryTest, LargeFileMappedFromStorage)
 }
 
 
-TEST_F(StorageDirectoryTest, SmallFileNotMapped)
+TEST_F(StorageDirectoryTest, SmallFileReadAfterLookup)
 {
   StoreFile(MakeDicomLikeFile(1000));
   TableGateway orthanc;
   orthanc.jsonAnswers[InfoUri()] = MakeInfo(1000, 1000, ATTACHMENT_UUID);
-  orthanc.answers[StoredUri()] = MakeDicomLikeFile(1000);
+  orthanc.answers[StoredUri()] = "the REST route was read";
   InstanceFileReader reader(orthanc);
   reader.SetStorageDirectory(directory_);
 
   EXPECT_EQ(MakeDicomLikeFile(1000), ReadAll(reader, 1000));
   ASSERT_EQ(1u, orthanc.requests.size());
-  EXPECT_EQ(StoredUri(), orthanc.requests[0]);
+  EXPECT_EQ(InfoUri(), orthanc.requests[0]);
+}
+
+
+TEST_F(StorageDirectoryTest, ReplacedUuidLooksUpNewOne)
+{
+  const std::string content = MakeDicomLikeFile(1000);
+  StoreFile(content);
+  TableGateway orthanc;
+  orthanc.jsonAnswers[InfoUri()] = MakeInfo(1000, 1000, ATTACHMENT_UUID);
+  InstanceFileReader reader(orthanc);
+  reader.SetStorageDirectory(directory_);
+
+  // Orthanc stored the instance again (OverwriteInstances), under another attachment UUID.
+  const std::unique_ptr<IBuffer> file =
+      reader.Read(INSTANCE_ID, 1000, "0badc0de-5d6e-4f70-8a9b-0c1d2e3f4a5b");
+  ASSERT_NE(nullptr, file);
+  EXPECT_EQ(content, std::string(file->GetData(), file->GetSize()));
+  ASSERT_EQ(1u, orthanc.requests.size());
+  EXPECT_EQ(InfoUri(), orthanc.requests[0]);
 }
 
 
@@ -458,11 +477,13 @@ TEST_F(StorageDirectoryTest, UnusableUuidFileReadsRest)
     InstanceFileReader reader(orthanc);
     reader.SetStorageDirectory(directory_);
 
+    // The lookup of the UUID finds no attachment information, so the REST route is read.
     const std::unique_ptr<IBuffer> file = reader.Read(INSTANCE_ID, 1000, test.uuid);
     ASSERT_NE(nullptr, file) << test.name;
     EXPECT_EQ(content, std::string(file->GetData(), file->GetSize())) << test.name;
-    ASSERT_EQ(1u, orthanc.requests.size()) << test.name;
-    EXPECT_EQ(StoredUri(), orthanc.requests[0]) << test.name;
+    ASSERT_EQ(2u, orthanc.requests.size()) << test.name;
+    EXPECT_EQ(InfoUri(), orthanc.requests[0]) << test.name;
+    EXPECT_EQ(StoredUri(), orthanc.requests[1]) << test.name;
   }
 }
 
@@ -472,6 +493,7 @@ TEST_F(StorageDirectoryTest, RepeatedMissesStopStorageReads)
   const std::string content = MakeDicomLikeFile(1000);
   TableGateway orthanc;
   orthanc.answers[StoredUri()] = content;
+  orthanc.jsonAnswers[InfoUri()] = MakeInfo(900, 1000, ATTACHMENT_UUID);
   InstanceFileReader reader(orthanc);
   reader.SetStorageDirectory(directory_);
   StoreFile(content.substr(0, 900));
@@ -482,6 +504,12 @@ TEST_F(StorageDirectoryTest, RepeatedMissesStopStorageReads)
     ASSERT_NE(nullptr, reader.Read(INSTANCE_ID, 1000, ATTACHMENT_UUID));
   }
   EXPECT_FALSE(reader.ReadsStorageDirectory());
+
+  // Then small files are read through Orthanc at once, with or without a UUID.
+  orthanc.requests.clear();
+  ASSERT_NE(nullptr, reader.Read(INSTANCE_ID, 1000));
+  ASSERT_EQ(1u, orthanc.requests.size());
+  EXPECT_EQ(StoredUri(), orthanc.requests[0]);
 
   // Without a storage directory, nothing is read from disk at all.
   InstanceFileReader withoutDirectory(orthanc);

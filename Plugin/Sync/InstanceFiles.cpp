@@ -234,30 +234,21 @@ std::string GetInstanceMd5(IOrthancGateway& orthanc, const std::string& orthancI
 }
 
 
-std::unique_ptr<IBuffer> InstanceFileReader::MapFromStorage(const std::string& orthancId,
-                                                            uint64_t expectedSize)
+std::unique_ptr<IBuffer> InstanceFileReader::ReadFromStorageAfterLookup(
+    const std::string& orthancId, uint64_t expectedSize, bool& instanceExists)
 {
   Json::Value info;
-  if (!orthanc_.GetJson(info, "/instances/" + orthancId + "/attachments/dicom/info") ||
-      !info.isObject() || !info["CompressedSize"].isUInt64() ||
+  instanceExists = orthanc_.GetJson(info, "/instances/" + orthancId + "/attachments/dicom/info");
+
+  // A compressed attachment, or one that a storage plugin keeps, is not a plain file there.
+  if (!instanceExists || !info.isObject() || !info["CompressedSize"].isUInt64() ||
       info["CompressedSize"].asUInt64() != expectedSize || !info["UncompressedSize"].isUInt64() ||
-      info["UncompressedSize"].asUInt64() != expectedSize || !info["Uuid"].isString())
+      info["UncompressedSize"].asUInt64() != expectedSize || !info["Uuid"].isString() ||
+      !IsAttachmentUuid(info["Uuid"].asString()))
   {
     return nullptr;
   }
-
-  const std::string uuid = info["Uuid"].asString();
-  if (!IsAttachmentUuid(uuid))
-  {
-    return nullptr;
-  }
-
-  std::unique_ptr<IBuffer> file = MapFile(GetStoragePath(uuid), expectedSize);
-  if (file && !StartsLikeDicomFile(*file))
-  {
-    return nullptr;
-  }
-  return file;
+  return ReadFromStorage(info["Uuid"].asString(), expectedSize);
 }
 
 
@@ -276,13 +267,7 @@ std::unique_ptr<IBuffer> InstanceFileReader::ReadFromStorage(const std::string& 
   std::unique_ptr<IBuffer> file = expectedSize >= DIRECT_READ_MIN_BYTES
                                       ? MapFile(path, expectedSize)
                                       : ReadWholeFile(path, expectedSize);
-  if (file && StartsLikeDicomFile(*file))
-  {
-    storageMisses_ = 0;
-    return file;
-  }
-  storageMisses_++;
-  return nullptr;
+  return file && StartsLikeDicomFile(*file) ? std::move(file) : nullptr;
 }
 
 
@@ -291,28 +276,41 @@ std::unique_ptr<IBuffer> InstanceFileReader::Read(const std::string& orthancId,
                                                   const std::string& fileUuid)
 {
   const std::string instance = "/instances/" + orthancId;
-  if (expectedSize > 0 && IsAttachmentUuid(fileUuid) && ReadsStorageDirectory())
+  // A large file is mapped whenever it is in the storage directory, so that it is not in
+  // memory twice while Orthanc's REST API copies it.
+  if (expectedSize > 0 && !storageDirectory_.empty() &&
+      (ReadsStorageDirectory() || expectedSize >= DIRECT_READ_MIN_BYTES))
   {
-    std::unique_ptr<IBuffer> stored = ReadFromStorage(fileUuid, expectedSize);
-    if (stored)
+    std::unique_ptr<IBuffer> stored;
+    if (IsAttachmentUuid(fileUuid))
     {
-      return stored;
+      stored = ReadFromStorage(fileUuid, expectedSize);
     }
-  }
 
-  if (!storageDirectory_.empty() && expectedSize >= DIRECT_READ_MIN_BYTES)
-  {
-    try
+    // Without the UUID, or with one that Orthanc replaced since (OverwriteInstances).
+    bool instanceExists = true;
+    if (!stored)
     {
-      std::unique_ptr<IBuffer> mapped = MapFromStorage(orthancId, expectedSize);
-      if (mapped)
+      try
       {
-        return mapped;
+        stored = ReadFromStorageAfterLookup(orthancId, expectedSize, instanceExists);
+      }
+      catch (const Exception&)
+      {
+        // Reading the storage directory is only an optimization: the REST routes below
+        // report a real failure.
+        instanceExists = false;
       }
     }
-    catch (const Exception&)
+
+    if (stored)
     {
-      // Mapping is only an optimization: the REST routes below report a real failure.
+      storageMisses_ = 0;
+      return stored;
+    }
+    if (instanceExists)
+    {
+      storageMisses_++;  // unlike a deleted instance, which tells nothing about the storage
     }
   }
 

@@ -34,10 +34,13 @@ std::string GetInstanceMd5(IOrthancGateway& orthanc, const std::string& orthancI
 // (the "DICM" prefix after the 128-byte preamble). Otherwise /file is read, and after three files
 // in a row of another size, which StorageCompression causes, only /file is read. Thread-safe.
 //
-// Files from DIRECT_READ_MIN_BYTES on are mapped into memory straight from Orthanc's storage
-// directory, when SetStorageDirectory() named it and the attachment is a plain file there
-// (Orthanc's default storage, uncompressed). The upload then reads the page cache, and no copy
-// of the file is made: Orthanc's REST API would hold it twice for a moment.
+// Before that, the file is read from the storage directory that SetStorageDirectory() named,
+// when the attachment is a plain file there (Orthanc's default storage, uncompressed). The
+// reader finds it by its UUID, or looks the UUID up (/attachments/dicom/info) when the caller
+// does not have it. Files from DIRECT_READ_MIN_BYTES on are mapped into memory, so the upload
+// reads the page cache and no copy of the file is made, where Orthanc's REST API would hold it
+// twice for a moment. After STORAGE_MISSES_TO_STOP files in a row that were not there, only
+// large files are still looked for in the directory.
 class InstanceFileReader
 {
 public:
@@ -54,8 +57,8 @@ public:
   }
 
   // Returns the file, or null when the instance no longer exists in Orthanc. An expectedSize of
-  // 0 (unknown) reads /file. With the attachment's fileUuid, the file is read from the storage
-  // directory when it is there, uncompressed, with that size.
+  // 0 (unknown) reads /file. The attachment's fileUuid, when the caller has it, saves the
+  // lookup before a read from the storage directory.
   std::unique_ptr<IBuffer> Read(const std::string& orthancId, uint64_t expectedSize,
                                 const std::string& fileUuid = "");
 
@@ -81,9 +84,11 @@ private:
 
   std::string GetStoragePath(const std::string& fileUuid) const;
 
-  // Returns the file mapped from the storage directory, or null when it is not a plain file
-  // of that size there.
-  std::unique_ptr<IBuffer> MapFromStorage(const std::string& orthancId, uint64_t expectedSize);
+  // Looks up the attachment's UUID in Orthanc and returns the file from the storage directory,
+  // or null when it is not a plain file of that size there. Sets instanceExists to false when
+  // Orthanc no longer has the instance.
+  std::unique_ptr<IBuffer> ReadFromStorageAfterLookup(const std::string& orthancId,
+                                                      uint64_t expectedSize, bool& instanceExists);
 
   IOrthancGateway& orthanc_;
   std::string storageDirectory_;
