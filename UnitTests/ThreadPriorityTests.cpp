@@ -203,6 +203,35 @@ TEST(IngestionMonitor, EstimatesStoresOfLastSecond)
 }
 
 
+TEST(IngestionMonitor, CountsConcurrentStores)
+{
+  // Four threads note 250 stores each within one second, as Orthanc's store threads do.
+  IngestionMonitor monitor;
+  const int64_t start = 1700000000000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; t++)
+  {
+    threads.emplace_back([&monitor, start]
+                         {
+                           for (int i = 0; i < 250; i++)
+                           {
+                             monitor.NoteStore(start + i * 3);
+                           }
+                         });
+  }
+  for (std::thread& thread : threads)
+  {
+    thread.join();
+  }
+  EXPECT_EQ(1000u, monitor.GetStoresPerSecond(start + 999));
+
+  // The first store of the next second moves the count into the bucket before.
+  monitor.NoteStore(start + 1000);
+  EXPECT_EQ(1001u, monitor.GetStoresPerSecond(start + 1000));
+  EXPECT_EQ(501u, monitor.GetStoresPerSecond(start + 1500));
+}
+
+
 TEST(IngestionMonitor, HoldsDuringBurstForLimitedTime)
 {
   IngestionMonitor monitor;

@@ -112,28 +112,30 @@ void IngestionMonitor::NoteStore(int64_t nowMs)
 {
   lastStoreMs_ = nowMs;
   const int64_t second = nowMs / 1000;
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (second != second_)
+  int64_t bucket = second_;
+  // The store that moves the bucket to a new second moves the count too. A store that another
+  // thread counts meanwhile may land in the second before, which the estimate tolerates.
+  if (second > bucket && second_.compare_exchange_strong(bucket, second))
   {
-    storesLastSecond_ = (second == second_ + 1) ? storesThisSecond_ : 0;
-    storesThisSecond_ = 0;
-    second_ = second;
+    const unsigned int previous = storesThisSecond_.exchange(0);
+    storesLastSecond_ = (second == bucket + 1) ? previous : 0;
   }
   storesThisSecond_++;
 }
 
 
-unsigned int IngestionMonitor::EstimateLocked(int64_t nowMs) const
+unsigned int IngestionMonitor::Estimate(int64_t nowMs) const
 {
   // The stores of the last 1000 ms: the current bucket, and the part of the one before that is
   // still in the window, assuming stores evenly spread over it.
   const int64_t second = nowMs / 1000;
+  const int64_t bucket = second_;
   const double elapsed = static_cast<double>(nowMs % 1000) / 1000.0;
-  if (second == second_)
+  if (second == bucket)
   {
     return storesThisSecond_ + static_cast<unsigned int>(storesLastSecond_ * (1.0 - elapsed));
   }
-  if (second == second_ + 1)
+  if (second == bucket + 1)
   {
     return static_cast<unsigned int>(storesThisSecond_ * (1.0 - elapsed));
   }
@@ -143,29 +145,21 @@ unsigned int IngestionMonitor::EstimateLocked(int64_t nowMs) const
 
 unsigned int IngestionMonitor::GetStoresPerSecond(int64_t nowMs)
 {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return EstimateLocked(nowMs);
-}
-
-
-bool IngestionMonitor::IsInBurstLocked(int64_t nowMs) const
-{
-  return EstimateLocked(nowMs) >= BURST_STORES_PER_SECOND &&
-         nowMs - lastStoreMs_ <= BURST_END_GAP_MS;
+  return Estimate(nowMs);
 }
 
 
 bool IngestionMonitor::IsInBurst(int64_t nowMs)
 {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return IsInBurstLocked(nowMs);
+  return Estimate(nowMs) >= BURST_STORES_PER_SECOND && nowMs - lastStoreMs_ <= BURST_END_GAP_MS;
 }
 
 
 bool IngestionMonitor::ShouldHold(int64_t nowMs)
 {
+  const bool inBurst = IsInBurst(nowMs);
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!IsInBurstLocked(nowMs))
+  if (!inBurst)
   {
     burstStartMs_ = 0;
     return false;

@@ -51,7 +51,10 @@ constexpr int64_t MAX_BURST_HOLD_MS = 10000;
 constexpr int64_t BURST_END_GAP_MS = 100;
 
 
-// Orthanc's recent stores, which its store callback notes and the mirroring threads read.
+// Orthanc's recent stores, which its store callback notes and the mirroring threads read. The
+// callback takes no lock: Orthanc 1.10 runs the store callbacks under one global mutex, so a
+// mirroring thread that held a lock of the callback while waiting for CPU time under
+// SCHED_IDLE would stall every store.
 class IngestionMonitor
 {
 public:
@@ -75,15 +78,15 @@ public:
   bool ShouldHold(int64_t nowMs);
 
 private:
-  unsigned int EstimateLocked(int64_t nowMs) const;
-  bool IsInBurstLocked(int64_t nowMs) const;
+  unsigned int Estimate(int64_t nowMs) const;
 
   std::atomic<int64_t> lastStoreMs_{-INGESTION_WINDOW_MS};
-  std::mutex mutex_;  // protects the members below
-  int64_t second_ = 0;                 // the bucket of storesThisSecond_, in seconds
-  unsigned int storesThisSecond_ = 0;
-  unsigned int storesLastSecond_ = 0;  // in the second before second_
-  int64_t burstStartMs_ = 0;           // 0 when Orthanc is not ingesting a burst
+  std::atomic<int64_t> second_{0};  // the bucket of storesThisSecond_, in seconds
+  std::atomic<unsigned int> storesThisSecond_{0};
+  std::atomic<unsigned int> storesLastSecond_{0};  // in the second before second_
+
+  std::mutex mutex_;  // protects burstStartMs_, which only the mirroring threads use
+  int64_t burstStartMs_ = 0;  // 0 when Orthanc is not ingesting a burst
 };
 
 

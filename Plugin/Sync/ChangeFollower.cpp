@@ -224,7 +224,7 @@ void ChangeFollower::Stop()
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
-  wakeUp_.notify_all();
+  wakeSignal_.Raise();
   if (thread_.joinable())
   {
     thread_.join();
@@ -234,21 +234,51 @@ void ChangeFollower::Stop()
 
 void ChangeFollower::NoteStoredInstance(const std::string& orthancId)
 {
+  // Only the first store takes the lock, so Orthanc's later stores never wait for the follower.
+  if (firstStoreNoted_)
+  {
+    return;
+  }
+
   std::lock_guard<std::mutex> lock(mutex_);
   if (firstStoredInstance_.empty())
   {
     firstStoredInstance_ = orthancId;
   }
+  firstStoreNoted_ = true;
 }
 
 
 void ChangeFollower::Wake()
 {
+  wakeSignal_.Raise();
+}
+
+
+bool ChangeFollower::WaitBeforePoll(unsigned int delayMs, bool wakesEndWait)
+{
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(delayMs);
+  for (;;)
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    woken_ = true;
+    if (stopping_)
+    {
+      return false;
+    }
+
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline)
+    {
+      return true;
+    }
+
+    // Rounded up, so that the last wait does not return just before the deadline.
+    const auto remaining =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+    if (wakeSignal_.Wait(static_cast<unsigned int>(remaining)) && wakesEndWait && !stopping_)
+    {
+      return true;
+    }
   }
-  wakeUp_.notify_one();
 }
 
 
@@ -287,18 +317,12 @@ void ChangeFollower::Run()
   int64_t lastPollMs = 0;
   for (;;)
   {
+    // After a failure, new instances do not cut the delay short: each stored instance wakes
+    // the follower, and retrying at that rate would only repeat the error. Neither do they
+    // while Orthanc ingests a burst.
+    if (!WaitBeforePoll(delayMs, !failing && !inBurst))
     {
-      // After a failure, new instances do not cut the delay short: each stored instance wakes
-      // the follower, and retrying at that rate would only repeat the error. Neither do they
-      // while Orthanc ingests a burst.
-      std::unique_lock<std::mutex> lock(mutex_);
-      wakeUp_.wait_for(lock, std::chrono::milliseconds(delayMs), [this, failing, inBurst]
-                       { return (woken_ && !failing && !inBurst) || stopping_; });
-      if (stopping_)
-      {
-        return;
-      }
-      woken_ = false;
+      return;
     }
 
     // During a burst, the change log keeps what Orthanc stores between two polls.

@@ -2,12 +2,12 @@
 
 #include "Common/Logger.h"
 #include "Common/ThreadPriority.h"
+#include "Common/WakeSignal.h"
 #include "Sync/InstanceResolver.h"
 #include "Sync/Outbox.h"
 #include "Sync/StoredInstanceCache.h"
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -70,7 +70,7 @@ public:
   void Start();
   void Stop();
 
-  // Called from Orthanc's stored-instance callback: only notifies, never blocks on I/O.
+  // Called from Orthanc's stored-instance callback: only notifies, and takes no lock.
   void Wake();
 
   // Called from the same callback with the stored instance's ID. On a first start, the
@@ -95,6 +95,9 @@ private:
   void AddDigestsOfConfirmed(std::vector<NewInstance>& instances);
 
   void Run();
+
+  // Waits delayMs, or until Wake() when wakesEndWait. Returns false when Stop() was called.
+  bool WaitBeforePoll(unsigned int delayMs, bool wakesEndWait);
   void SetLastError(const std::string& message);
 
   // Records the sequence numbers between previous and seq as missing since now.
@@ -131,11 +134,11 @@ private:
   StoredInstanceCache* storedInstances_ = nullptr;
   std::atomic<bool> reportedPriority_{false};  // that the follower stays at nice 10
   std::string firstStoredInstance_;  // the first that NoteStoredInstance() got, under mutex_
+  std::atomic<bool> firstStoreNoted_{false};
 
   std::mutex mutex_;
-  std::condition_variable wakeUp_;
-  bool woken_ = false;
-  bool stopping_ = false;
+  WakeSignal wakeSignal_;  // raised by Wake() and Stop()
+  std::atomic<bool> stopping_{false};
   std::thread thread_;
   std::string lastError_;
   Failure lastFailure_;

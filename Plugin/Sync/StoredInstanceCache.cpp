@@ -79,7 +79,13 @@ bool StoredInstanceCache::Note(const std::string& orthancId, const char* file, s
   instance.orthancStudyId = ComputeOrthancId(patientId + "|" + identifiers.studyInstanceUid);
   instance.size = size;
 
-  std::lock_guard<std::mutex> lock(mutex_);
+  // The follower takes entries under SCHED_IDLE, and may wait for CPU time with the lock held.
+  // Orthanc's store must not wait for that, so the entry is dropped instead.
+  std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+  if (!lock.owns_lock())
+  {
+    return false;
+  }
   instances_[orthancId] = std::move(instance);
   order_.push_back(orthancId);
   while (order_.size() > MAX_ENTRIES)

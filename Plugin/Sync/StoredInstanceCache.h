@@ -29,8 +29,9 @@ class StoredInstanceCache
 {
 public:
   // Reads the file of the instance that Orthanc stored as orthancId and keeps its identifiers.
-  // Returns false, keeping nothing, when the file does not give that ID: a deflated data set,
-  // or a Patient ID that Orthanc converted from another character set. It runs inside Orthanc's
+  // Returns false, keeping nothing, when the file does not give that ID (a deflated data set,
+  // or a Patient ID that Orthanc converted from another character set), or when the follower
+  // holds the cache's lock at that moment. It runs inside Orthanc's
   // store, so it does no I/O: it reads the file's first elements and computes SHA-1 digests.
   bool Note(const std::string& orthancId, const char* file, size_t size);
 
