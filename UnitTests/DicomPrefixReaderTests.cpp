@@ -54,41 +54,20 @@ bool ReadIdentifiers(DicomIdentifiers& identifiers, const std::string& file)
 }  // namespace
 
 
-TEST(DicomPrefixReader, ExplicitLittleEndianSkipsSequences)
+TEST(DicomPrefixReader, EachEncodingSkipsSequences)
 {
-  for (bool undefinedLengths : {false, true})
+  for (const char* syntax : {EXPLICIT_LITTLE_ENDIAN, IMPLICIT_LITTLE_ENDIAN, EXPLICIT_BIG_ENDIAN})
   {
-    SCOPED_TRACE(undefinedLengths ? "undefined lengths" : "defined lengths");
-    DicomFileBuilder builder(EXPLICIT_LITTLE_ENDIAN);
-    AddIdentifiers(builder, undefinedLengths);
-    DicomIdentifiers identifiers;
-    ASSERT_TRUE(ReadIdentifiers(identifiers, builder.GetFile()));
-    ExpectIdentifiers(identifiers);
+    for (bool undefinedLengths : {false, true})
+    {
+      SCOPED_TRACE(std::string(syntax) + (undefinedLengths ? ", undefined lengths" : ""));
+      DicomFileBuilder builder(syntax);
+      AddIdentifiers(builder, undefinedLengths);
+      DicomIdentifiers identifiers;
+      ASSERT_TRUE(ReadIdentifiers(identifiers, builder.GetFile()));
+      ExpectIdentifiers(identifiers);
+    }
   }
-}
-
-
-TEST(DicomPrefixReader, ImplicitLittleEndian)
-{
-  for (bool undefinedLengths : {false, true})
-  {
-    SCOPED_TRACE(undefinedLengths ? "undefined lengths" : "defined lengths");
-    DicomFileBuilder builder(IMPLICIT_LITTLE_ENDIAN);
-    AddIdentifiers(builder, undefinedLengths);
-    DicomIdentifiers identifiers;
-    ASSERT_TRUE(ReadIdentifiers(identifiers, builder.GetFile()));
-    ExpectIdentifiers(identifiers);
-  }
-}
-
-
-TEST(DicomPrefixReader, ExplicitBigEndian)
-{
-  DicomFileBuilder builder(EXPLICIT_BIG_ENDIAN);
-  AddIdentifiers(builder, true);
-  DicomIdentifiers identifiers;
-  ASSERT_TRUE(ReadIdentifiers(identifiers, builder.GetFile()));
-  ExpectIdentifiers(identifiers);
 }
 
 
