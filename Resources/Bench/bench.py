@@ -142,10 +142,11 @@ def run_ingestion(context, results, data, quick, choice):
         if key not in ingestion_datasets(choice):
             continue
         dataset = data[key]
-        # One unmeasured run of each configuration first. The first run of the 2 KB section,
-        # by REST without the plugin, was 15 to 20 % faster than every later run of the same
-        # configuration in three benchmark runs (1,117, 1,361 and 1,336 instances/s against at
-        # most 1,044, 1,173 and 1,093), and the best of the repeats would take it.
+        # One unmeasured run of each configuration first. In three benchmark runs, the first
+        # run of the 2 KB section (by REST without the plugin) was 15 to 20 % faster than every
+        # later run of the same configuration: 1,117, 1,361 and 1,336 instances/s against at
+        # most 1,044, 1,173 and 1,093. The best of the repeats took it.
+        # NOTE: later runs can still differ by as much (1,265 against 1,100 in the next run).
         if not quick:
             for protocol in ("REST", "C-STORE"):
                 for with_plugin in (False, True):
