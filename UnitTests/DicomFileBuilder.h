@@ -45,7 +45,7 @@ public:
     return *this;
   }
 
-  // Adds a sequence of one item that holds one text element. With undefinedLength, the
+  // Adds a sequence of one item that contains one text element. With undefinedLength, the
   // sequence and the item end with delimitation items instead of having a length.
   DicomFileBuilder& AddSequence(uint16_t group, uint16_t element, uint16_t nestedGroup,
                                 uint16_t nestedElement, const std::string& nestedValue,

@@ -104,7 +104,7 @@ public:
   void ReleaseRollbackJob(int64_t rollbackId);
 
   // Called from Orthanc's store callback with the stored DICOM file: keeps the instance's
-  // identifiers for the change follower, which then does not ask Orthanc for them.
+  // identifiers for the change follower, which then does not look them up in Orthanc.
   void NoteStoredInstance(const std::string& orthancId, const char* file, size_t size);
 
   // Marks an instance deleted in Orthanc for deletion at the service, when MirrorDeletes is on.

@@ -234,7 +234,8 @@ void ChangeFollower::Stop()
 
 void ChangeFollower::NoteStoredInstance(const std::string& orthancId)
 {
-  // Only the first store takes the lock, so Orthanc's later stores never wait for the follower.
+  // Once the first store is noted, no store takes the lock, so later stores never wait for
+  // the follower.
   if (firstStoreNoted_)
   {
     return;

@@ -310,7 +310,7 @@ std::unique_ptr<IBuffer> InstanceFileReader::Read(const std::string& orthancId,
     }
     if (instanceExists)
     {
-      storageMisses_++;  // unlike a deleted instance, which tells nothing about the storage
+      storageMisses_++;  // a deleted instance is no sign of a storage problem, so it is not counted
     }
   }
 

@@ -21,8 +21,8 @@ std::string ComputeOrthancId(const std::string& joinedIdentifiers);
 // What the change follower needs of the instances that Orthanc has just stored, read from their
 // files in Orthanc's store callback, so that it queues them without a GET /instances/{id} each.
 // That request takes Orthanc's index lock, which the stores wait for. The cache is only a
-// shortcut: the follower still reads every stored instance from Orthanc's change log, and asks
-// Orthanc for those that are not here. An entry is kept only if the identifiers read from the
+// shortcut: the follower still reads every stored instance from Orthanc's change log, and looks
+// up in Orthanc those that are not here. An entry is kept only if the identifiers read from the
 // file give Orthanc's instance ID again, so it holds exactly the UIDs in Orthanc's index.
 // Thread-safe.
 class StoredInstanceCache
