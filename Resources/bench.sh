@@ -16,6 +16,7 @@
 #   --targets T...        transfer only to these targets: orthanc, sink
 #   --methods M...        only these transfer methods: plugin-ingest, plugin-backfill,
 #                         stow-job, lua-stable, lua-instance, curl
+#   --runs-on-disk        keep the servers' storage in the work folder instead of memory
 #   --render FILE         measure nothing: write the page again from the results.json that
 #                         an earlier run left in its work folder
 # A full run took 60 minutes on 2 CPUs and used about 6 GB in the work folder.
@@ -25,7 +26,8 @@
 # As root on Debian 12, it first installs the packages it needs. It builds the plugin in
 # build-bench/ and the null sink (Resources/Bench/NullSink.cpp) with g++, then runs
 # Resources/Bench/bench.py in a new network namespace where only loopback exists, because
-# Orthanc 1.10 listens on every interface.
+# Orthanc 1.10 listens on every interface, and in a new mount namespace, where it mounts the
+# in-memory folder of the servers' storage.
 set -euo pipefail
 
 repository=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,7 +37,7 @@ install=true
 options=()
 
 usage() {
-  sed -n '2,28s/^# \{0,1\}//p' "$0"
+  sed -n '2,31s/^# \{0,1\}//p' "$0"
 }
 
 while [ $# -gt 0 ]; do
@@ -101,9 +103,9 @@ g++ -std=c++17 -O2 -Wall -Wextra -Wpedantic -pthread -I "$repository/Plugin" \
   -o "$sink"
 
 if [ "$(id -u)" -eq 0 ]; then
-  isolate=(unshare --net)
+  isolate=(unshare --net --mount)
 else
-  isolate=(unshare --user --map-root-user --net)
+  isolate=(unshare --user --map-root-user --net --mount)
 fi
 
 # Options given later on the command line replace these defaults. The single quotes are
@@ -111,5 +113,5 @@ fi
 # shellcheck disable=SC2016
 "${isolate[@]}" sh -c 'ip link set lo up && exec "$0" "$@"' \
   "$python" "$repository/Resources/Bench/bench.py" \
-  --plugin "$plugin" --sink "$sink" --commit "$described" \
+  --plugin "$plugin" --sink "$sink" --commit "$described" --own-mount-namespace \
   --output "$repository/docs/benchmarks.md" "${options[@]}"

@@ -485,7 +485,9 @@ TEST_F(ChangeFollowerTest, PollsSeldomDuringBurst)
   follower.Start();
 
   // A burst of 500 stores per second for 0.6 s, each store waking the follower: it queues
-  // what was stored at the burst's start, then not again before the burst ends.
+  // what was stored at the burst's start, then not again before the burst ends. Meanwhile the
+  // stores do not wake its thread.
+  bool acceptedWakesInBurst = false;
   for (int i = 0; i < 30; i++)
   {
     for (int j = 0; j < 10; j++)
@@ -494,10 +496,13 @@ TEST_F(ChangeFollowerTest, PollsSeldomDuringBurst)
     }
     follower.Wake();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    acceptedWakesInBurst = acceptedWakesInBurst || (i >= 10 && follower.AcceptsWakes());
   }
   EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
+  EXPECT_FALSE(acceptedWakesInBurst);
 
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_TRUE(follower.AcceptsWakes());
   follower.Stop();
 
   // One poll at the start of the burst and one after its end, instead of one per wake.
@@ -554,6 +559,7 @@ TEST_F(ChangeFollowerTest, FailureIgnoresWakes)
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
   EXPECT_EQ("disk full", follower.GetLastError());
+  EXPECT_FALSE(follower.AcceptsWakes());
   follower.Stop();
 
   // One attempt at start; the next is due 5 s later, however many instances were stored.

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,6 +51,31 @@ int LowerInNewThread(int niceness, CollectingLogger& logger)
   return result;
 }
 }  // namespace
+
+
+TEST(ThreadPriority, NamesCallingThread)
+{
+  const auto readName = []() {
+    std::ifstream comm("/proc/thread-self/comm");
+    std::string name;
+    std::getline(comm, name);
+    return name;
+  };
+  const std::string before = readName();
+
+  std::string named;
+  std::string truncated;
+  std::thread([&]() {
+    NameCurrentThread("azure-stow-1");
+    named = readName();
+    NameCurrentThread("azure-stow-123456789");
+    truncated = readName();
+  }).join();
+
+  EXPECT_EQ("azure-stow-1", named);
+  EXPECT_EQ("azure-stow-1234", truncated);  // Linux keeps 15 characters
+  EXPECT_EQ(before, readName());            // the test's own thread keeps its name
+}
 
 
 TEST(ThreadPriority, LowersOnlyCallingThread)

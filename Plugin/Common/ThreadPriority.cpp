@@ -5,6 +5,7 @@
 #include <fstream>
 #include <string>
 
+#include <pthread.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -41,6 +42,13 @@ bool HasSysNiceCapability()
 }
 
 }  // namespace
+
+
+void NameCurrentThread(const std::string& name)
+{
+  // Fails only for a name longer than 15 characters, which the thread then goes without.
+  pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+}
 
 
 bool SetCurrentThreadNiceness(int niceness)

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <string>
 
 namespace AzureDicom
 {
@@ -16,6 +17,10 @@ constexpr int MIRROR_THREAD_NICENESS = 10;
 
 // How long after Orthanc stored an instance the mirror still counts it as ingesting.
 constexpr int64_t INGESTION_WINDOW_MS = 2000;
+
+// Names the calling thread, as top -H and /proc/<pid>/task/<tid>/comm show it, so that an
+// administrator tells the mirror's threads from Orthanc's. Linux keeps 15 characters.
+void NameCurrentThread(const std::string& name);
 
 // Lowers the scheduling priority of the calling thread to the nice value niceness, which Linux
 // applies per thread. Logs a warning and goes on at the current priority when the system refuses.

@@ -4,6 +4,7 @@
 #include "Common/Clock.h"
 #include "Common/Exception.h"
 #include "Common/Json.h"
+#include "Common/ThreadPriority.h"
 #include "Orthanc/RollbackJob.h"
 #include "Sync/Database.h"
 #include "Sync/OutboxJson.h"
@@ -244,6 +245,7 @@ void PluginContext::Stop()
 
 void PluginContext::RunMonitor()
 {
+  NameCurrentThread("azure-monitor");
   std::unique_lock<std::mutex> lock(mutex_);
   while (!stopping_)
   {

@@ -252,7 +252,10 @@ void ChangeFollower::NoteStoredInstance(const std::string& orthancId)
 
 void ChangeFollower::Wake()
 {
-  wakeSignal_.Raise();
+  if (acceptsWakes_)
+  {
+    wakeSignal_.Raise();
+  }
 }
 
 
@@ -311,6 +314,7 @@ void ChangeFollower::SetLastError(const std::string& message)
 
 void ChangeFollower::Run()
 {
+  NameCurrentThread("azure-follower");
   MirrorThreadPriority priority(logger_, reportedPriority_);
   unsigned int delayMs = 0;
   bool failing = false;
@@ -321,6 +325,7 @@ void ChangeFollower::Run()
     // After a failure, new instances do not cut the delay short: each stored instance wakes
     // the follower, and retrying at that rate would only repeat the error. Neither do they
     // while Orthanc ingests a burst.
+    acceptsWakes_ = !failing && !inBurst;
     if (!WaitBeforePoll(delayMs, !failing && !inBurst))
     {
       return;
@@ -329,6 +334,10 @@ void ChangeFollower::Run()
     // During a burst, the change log keeps what Orthanc stores between two polls.
     const int64_t now = NowMs();
     inBurst = ingestion_ != nullptr && ingestion_->IsInBurst(now);
+    if (!inBurst && !failing)
+    {
+      acceptsWakes_ = true;  // before the poll, so that a later store wakes the next wait
+    }
     if (inBurst && now - lastPollMs < BURST_POLL_MS)
     {
       delayMs = BURST_CHECK_MS;

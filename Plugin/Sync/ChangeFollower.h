@@ -70,8 +70,16 @@ public:
   void Start();
   void Stop();
 
-  // Called from Orthanc's stored-instance callback: only notifies, and takes no lock.
+  // Called from Orthanc's stored-instance callback: only notifies, and takes no lock. It does
+  // nothing while a wake-up would not end the follower's wait (during a burst, or after a
+  // failure), so that a burst of stores does not wake the follower's thread at each store.
   void Wake();
+
+  // Whether Wake() wakes the follower now.
+  bool AcceptsWakes() const
+  {
+    return acceptsWakes_;
+  }
 
   // Called from the same callback with the stored instance's ID. On a first start, the
   // follower begins before the first instance stored after the plugin was loaded, so that an
@@ -133,6 +141,9 @@ private:
   IngestionMonitor* ingestion_ = nullptr;
   StoredInstanceCache* storedInstances_ = nullptr;
   std::atomic<bool> reportedPriority_{false};  // that the follower stays at nice 10
+  // Whether Wake() raises the signal. It is set before the poll that precedes a wait that
+  // wake-ups end, so that a store that this poll misses still ends the wait.
+  std::atomic<bool> acceptsWakes_{true};
   std::string firstStoredInstance_;  // the first that NoteStoredInstance() got, under mutex_
   std::atomic<bool> firstStoreNoted_{false};
 

@@ -1,6 +1,7 @@
 #include "Sync/DeletionWorker.h"
 
 #include "Common/Clock.h"
+#include "Common/ThreadPriority.h"
 #include "Sync/ServiceDeletion.h"
 
 #include <chrono>
@@ -96,6 +97,7 @@ DeletionStatusCounts DeletionWorker::GetStatus()
 
 void DeletionWorker::Run()
 {
+  NameCurrentThread("azure-deletions");
   std::unique_ptr<IStowSender> sender = senderFactory_();
   sender->SetAbortFlag(&aborting_);
 

@@ -370,6 +370,7 @@ bool Dispatcher::WaitUntilSendingAllowed(unsigned int workerIndex)
 
 void Dispatcher::Run(unsigned int workerIndex)
 {
+  NameCurrentThread("azure-stow-" + std::to_string(workerIndex + 1));
   MirrorThreadPriority priority(logger_, reportedPriority_);
   std::unique_ptr<IStowSender> sender = senderFactory_();
   sender->SetAbortFlag(&aborting_);

@@ -1,5 +1,7 @@
 #include "Sync/FollowerElection.h"
 
+#include "Common/ThreadPriority.h"
+
 #include <chrono>
 
 namespace AzureDicom
@@ -84,6 +86,7 @@ void FollowerElection::Elect()
 
 void FollowerElection::Run()
 {
+  NameCurrentThread("azure-election");
   for (;;)
   {
     Elect();
