@@ -39,9 +39,9 @@ Every run keeps its servers' storage and indexes (Orthanc's, PostgreSQL's and th
 outbox) in memory: a tmpfs over the work folder's `runs/`, in the benchmark's own mount
 namespace. The data sets and the archives stay on disk, read from the page cache. Every run
 deletes its storage, and on the disk of the machine where the benchmark was first run (ext4
-without a journal) the next run then stored more slowly: in a profile of Orthanc storing 20,000
+without a journal) the next run then stored more slowly. In a profile of Orthanc storing 20,000
 files of 2 KB right after another run, 4.5 s of CPU time went to ext4's inode allocation
-(`recently_deleted`, `find_inode_bit`), and the first run of a benchmark stored them 15 to 34 %
+(`recently_deleted`, `find_inode_bit`). The first run of a benchmark stored them 15 to 34 %
 faster than the later runs of the same configuration.
 """
 
