@@ -19,9 +19,8 @@
 #   --runs-on-disk        keep the servers' storage in the work folder instead of memory
 #   --render FILE         measure nothing: write the page again from the results.json that
 #                         an earlier run left in its work folder
-# A full run took 60 minutes on 2 CPUs and used about 6 GB in the work folder.
-# NOTE: that run had no nodes section, whose full run is estimated at 20 to 30 minutes more
-# (its quick run took 7 minutes).
+# A full run, nodes included, took 39 minutes on 2 CPUs with the runs in memory, and used
+# about 6 GB in the work folder.
 #
 # As root on Debian 12, it first installs the packages it needs. It builds the plugin in
 # build-bench/ and the null sink (Resources/Bench/NullSink.cpp) with g++, then runs
@@ -37,7 +36,7 @@ install=true
 options=()
 
 usage() {
-  sed -n '2,31s/^# \{0,1\}//p' "$0"
+  sed -n '2,30s/^# \{0,1\}//p' "$0"
 }
 
 while [ $# -gt 0 ]; do
