@@ -46,7 +46,7 @@ bool HasSysNiceCapability()
 
 void NameCurrentThread(const std::string& name)
 {
-  // Fails only for a name longer than 15 characters, which the thread then goes without.
+  // Cut to the 15 characters that Linux keeps, so that a longer name still names the thread.
   pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
 }
 

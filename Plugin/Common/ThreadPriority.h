@@ -19,7 +19,7 @@ constexpr int MIRROR_THREAD_NICENESS = 10;
 constexpr int64_t INGESTION_WINDOW_MS = 2000;
 
 // Names the calling thread, as top -H and /proc/<pid>/task/<tid>/comm show it, so that an
-// administrator tells the mirror's threads from Orthanc's. Linux keeps 15 characters.
+// administrator can distinguish the mirror's threads from Orthanc's. Linux keeps 15 characters.
 void NameCurrentThread(const std::string& name);
 
 // Lowers the scheduling priority of the calling thread to the nice value niceness, which Linux

@@ -325,8 +325,9 @@ void ChangeFollower::Run()
     // After a failure, new instances do not cut the delay short: each stored instance wakes
     // the follower, and retrying at that rate would only repeat the error. Neither do they
     // while Orthanc ingests a burst.
-    acceptsWakes_ = !failing && !inBurst;
-    if (!WaitBeforePoll(delayMs, !failing && !inBurst))
+    const bool wakesEndWait = !failing && !inBurst;
+    acceptsWakes_ = wakesEndWait;
+    if (!WaitBeforePoll(delayMs, wakesEndWait))
     {
       return;
     }
@@ -336,7 +337,7 @@ void ChangeFollower::Run()
     inBurst = ingestion_ != nullptr && ingestion_->IsInBurst(now);
     if (!inBurst && !failing)
     {
-      acceptsWakes_ = true;  // before the poll, so that a later store wakes the next wait
+      acceptsWakes_ = true;  // set before the poll, so that a store after it ends the next wait
     }
     if (inBurst && now - lastPollMs < BURST_POLL_MS)
     {

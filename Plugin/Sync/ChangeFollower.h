@@ -70,12 +70,11 @@ public:
   void Start();
   void Stop();
 
-  // Called from Orthanc's stored-instance callback: only notifies, and takes no lock. It does
-  // nothing while a wake-up would not end the follower's wait (during a burst, or after a
-  // failure), so that a burst of stores does not wake the follower's thread at each store.
+  // Called from Orthanc's stored-instance callback: only notifies, and takes no lock. During a
+  // burst or after a failure it does nothing, because a wake-up would not end the wait then.
   void Wake();
 
-  // Whether Wake() wakes the follower now.
+  // Returns whether Wake() wakes the follower now.
   bool AcceptsWakes() const
   {
     return acceptsWakes_;

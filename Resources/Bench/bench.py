@@ -91,9 +91,9 @@ def mount_runs_in_memory(work):
     Every run deletes its storage, and on the disk where the benchmark was first run (ext4
     without a journal) the next run then created its files more slowly. In a profile of Orthanc
     storing 20,000 files of 2 KB right after another run, 4.5 s of CPU time went to ext4's inode
-    allocation (the kernel functions recently_deleted, find_inode_bit and find_get_block_common),
-    and the first run of a benchmark stored them 15 to 34 % faster than the later runs of the
-    same configuration. A tmpfs has no such cost, and no writeback competes with the servers.
+    allocation (the kernel functions recently_deleted, find_inode_bit and find_get_block_common).
+    The first run of a benchmark stored them 15 to 34 % faster than the later runs of the same
+    configuration. A tmpfs has no such cost, and no writeback competes with the servers.
     """
     runs = os.path.join(work, "runs")
     os.makedirs(runs, exist_ok=True)
@@ -161,8 +161,8 @@ def run_ingestion(context, results, data, quick, choice):
         dataset = data[key]
         # One unmeasured run of each configuration first. With the runs on disk, the first run
         # of the 2 KB section (by REST without the plugin) was 15 to 34 % faster than every later
-        # run of the same configuration, and the best of the repeats took it (see
-        # mount_runs_in_memory). The warm-up keeps the runs comparable with --runs-on-disk.
+        # run of the same configuration (see mount_runs_in_memory). The best of the repeats took
+        # it, and the warm-up keeps the runs comparable with --runs-on-disk.
         if not quick:
             for protocol in ("REST", "C-STORE"):
                 for with_plugin in (False, True):
