@@ -468,7 +468,40 @@ TEST_F(ChangeFollowerTest, YieldsWhileOrthancIngests)
 }
 
 
-TEST_F(ChangeFollowerTest, PollsSeldomDuringBurst)
+namespace
+{
+// Notes stores at about 500 a second for 0.6 s, waking the follower at each, and returns
+// whether the follower accepted wakes once the burst had started.
+bool RunBurst(ChangeFollower& follower, IngestionMonitor& ingestion)
+{
+  bool acceptedWakes = false;
+  for (int i = 0; i < 30; i++)
+  {
+    for (int j = 0; j < 10; j++)
+    {
+      ingestion.NoteStore(NowMs());
+    }
+    follower.Wake();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    acceptedWakes = acceptedWakes || (i >= 10 && follower.AcceptsWakes());
+  }
+  return acceptedWakes;
+}
+
+
+size_t CountPolls(const std::vector<std::string>& calls)
+{
+  size_t polls = 0;
+  for (const std::string& call : calls)
+  {
+    polls += (call.rfind("/changes?since=", 0) == 0);
+  }
+  return polls;
+}
+}  // namespace
+
+
+TEST_F(ChangeFollowerTest, PollsAfterBurst)
 {
   ChangeFollower follower(orthanc_, *outbox_, logger_);
   IngestionMonitor ingestion;
@@ -484,35 +517,59 @@ TEST_F(ChangeFollowerTest, PollsSeldomDuringBurst)
   orthanc_.calls.clear();
   follower.Start();
 
-  // A burst of 500 stores per second for 0.6 s, each store waking the follower: it queues
-  // what was stored at the burst's start, then not again before the burst ends. Meanwhile the
-  // stores do not wake its thread.
-  bool acceptedWakesInBurst = false;
-  for (int i = 0; i < 30; i++)
-  {
-    for (int j = 0; j < 10; j++)
-    {
-      ingestion.NoteStore(NowMs());
-    }
-    follower.Wake();
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    acceptedWakesInBurst = acceptedWakesInBurst || (i >= 10 && follower.AcceptsWakes());
-  }
-  EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
-  EXPECT_FALSE(acceptedWakesInBurst);
+  // While the workers hold, the follower leaves the burst in the change log, and the stores do
+  // not wake its thread.
+  EXPECT_FALSE(RunBurst(follower, ingestion));
+  EXPECT_EQ(0u, outbox_->CountByState().Get(ItemState::Pending));
+  EXPECT_EQ(0u, CountPolls(orthanc_.calls));
 
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_TRUE(follower.AcceptsWakes());
   follower.Stop();
 
-  // One poll at the start of the burst and one after its end, instead of one per wake.
-  size_t polls = 0;
-  for (const std::string& call : orthanc_.calls)
+  // One poll after the burst's end, instead of one per wake.
+  EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
+  EXPECT_GE(CountPolls(orthanc_.calls), 1u);
+  EXPECT_LE(CountPolls(orthanc_.calls), 2u);
+}
+
+
+TEST_F(ChangeFollowerTest, PollsInBurstWhenCacheHalfFull)
+{
+  StoredInstanceCache cache;
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  IngestionMonitor ingestion;
+  follower.SetIngestionMonitor(&ingestion);
+  follower.SetStoredInstanceCache(&cache);
+  follower.Poll();
+
+  // Half the cache's entries, of instances that the change log does not list.
+  for (size_t i = 0; i < StoredInstanceCache::MAX_ENTRIES / 2; i++)
   {
-    polls += (call.rfind("/changes?since=", 0) == 0);
+    const std::string sopUid = "1.2.9." + std::to_string(i);
+    DicomFileBuilder builder("1.2.840.10008.1.2.1");
+    builder.Add(0x0008, 0x0018, "UI", sopUid)
+        .Add(0x0010, 0x0020, "LO", "PAT")
+        .Add(0x0020, 0x000D, "UI", "1.2.9")
+        .Add(0x0020, 0x000E, "UI", "1.2.9.0");
+    const std::string file = builder.GetFile();
+    ASSERT_TRUE(cache.Note(ComputeOrthancId("PAT|1.2.9|1.2.9.0|" + sopUid), file.data(),
+                           file.size()));
   }
-  EXPECT_LE(polls, 2u);
-  EXPECT_GE(polls, 1u);
+  orthanc_.StoreInstance("i1");
+  for (unsigned int i = 0; i < 2 * BURST_STORES_PER_SECOND; i++)
+  {
+    ingestion.NoteStore(NowMs());
+  }
+  orthanc_.calls.clear();
+  follower.Start();
+
+  // The cache would drop entries before the burst ends, so the follower queues during it, once
+  // per BURST_POLL_MS.
+  EXPECT_FALSE(RunBurst(follower, ingestion));
+  EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
+  EXPECT_GE(CountPolls(orthanc_.calls), 1u);
+  follower.Stop();
 }
 
 

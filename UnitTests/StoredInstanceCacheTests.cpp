@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <random>
+#include <vector>
+
 using namespace AzureDicom;
 
 namespace
@@ -129,4 +133,103 @@ TEST(StoredInstanceCache, OldestEntriesGoFirst)
   EXPECT_FALSE(cache.Take(instance, ids.front()));
   ASSERT_TRUE(cache.Take(instance, ids.back()));
   EXPECT_EQ("1.2.3." + std::to_string(StoredInstanceCache::MAX_ENTRIES), instance.sopInstanceUid);
+}
+
+
+TEST(StoredInstanceCache, StoredAgainReplacesEntry)
+{
+  StoredInstanceCache cache;
+  const std::string first = MakeFile(PATIENT_ID, SOP_UID);
+  const std::string second = first + std::string(100, '\0');  // trailing bytes, same UIDs
+  ASSERT_TRUE(cache.Note(ORTHANC_INSTANCE_ID, first.data(), first.size()));
+  ASSERT_TRUE(cache.Note(ORTHANC_INSTANCE_ID, second.data(), second.size()));
+  EXPECT_EQ(1u, cache.GetSize());
+
+  NewInstance instance;
+  ASSERT_TRUE(cache.Take(instance, ORTHANC_INSTANCE_ID));
+  EXPECT_EQ(second.size(), instance.size);
+  EXPECT_FALSE(cache.Take(instance, ORTHANC_INSTANCE_ID));
+}
+
+
+TEST(StoredInstanceCache, LongUidIsNotKept)
+{
+  StoredInstanceCache cache;
+  const std::string sopUid = "1.2.3." + std::string(65, '7');  // longer than DICOM's 64
+  const std::string file = MakeFile(PATIENT_ID, sopUid);
+  EXPECT_FALSE(cache.Note(ComputeInstanceId(PATIENT_ID, sopUid), file.data(), file.size()));
+  EXPECT_EQ(0u, cache.GetSize());
+}
+
+
+TEST(StoredInstanceCache, MatchesModelUnderChurn)
+{
+  // Calls Note, Take and Forget in a random order, more often than the cache has entries, and
+  // compares with a model: an entry stays until it is taken, forgotten, or MAX_ENTRIES newer
+  // notes overwrote it.
+  StoredInstanceCache cache;
+  std::mt19937 random(7);
+  std::vector<std::string> ids;
+  std::map<std::string, size_t> notedAt;  // the note's number, for the entries not removed
+  size_t notes = 0;
+  const size_t total = 3 * StoredInstanceCache::MAX_ENTRIES;
+  for (size_t i = 0; i < total; i++)
+  {
+    const unsigned int action = random() % 10;
+    if (action < 6 || ids.empty())
+    {
+      // A new instance, or sometimes one noted before, stored again.
+      std::string sopUid = "1.2.3." + std::to_string(ids.size());
+      if (action == 0 && !ids.empty())
+      {
+        sopUid = "1.2.3." + std::to_string(random() % ids.size());
+      }
+      else
+      {
+        ids.push_back(ComputeInstanceId(PATIENT_ID, sopUid));
+      }
+      const std::string file = MakeFile(PATIENT_ID, sopUid);
+      const std::string id = ComputeInstanceId(PATIENT_ID, sopUid);
+      ASSERT_TRUE(cache.Note(id, file.data(), file.size()));
+      notedAt[id] = notes++;
+    }
+    else
+    {
+      const std::string& id = ids[random() % ids.size()];
+      auto noted = notedAt.find(id);
+      const bool expected =
+          noted != notedAt.end() && notes - noted->second <= StoredInstanceCache::MAX_ENTRIES;
+      NewInstance instance;
+      if (action < 9)
+      {
+        ASSERT_EQ(expected, cache.Take(instance, id)) << "operation " << i;
+        if (expected)
+        {
+          EXPECT_EQ(id, instance.orthancId);
+        }
+      }
+      else
+      {
+        cache.Forget(id);
+      }
+      if (noted != notedAt.end())
+      {
+        notedAt.erase(noted);
+      }
+    }
+  }
+
+  size_t live = 0;
+  for (const auto& noted : notedAt)
+  {
+    live += (notes - noted.second <= StoredInstanceCache::MAX_ENTRIES) ? 1 : 0;
+  }
+  EXPECT_EQ(live, cache.GetSize());
+  for (const auto& noted : notedAt)
+  {
+    NewInstance instance;
+    EXPECT_EQ(notes - noted.second <= StoredInstanceCache::MAX_ENTRIES,
+              cache.Take(instance, noted.first));
+  }
+  EXPECT_EQ(0u, cache.GetSize());
 }

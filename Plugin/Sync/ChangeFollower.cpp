@@ -312,6 +312,14 @@ void ChangeFollower::SetLastError(const std::string& message)
 }
 
 
+bool ChangeFollower::DefersPollInBurst(int64_t now)
+{
+  return ingestion_->ShouldHold(now) &&
+         (storedInstances_ == nullptr ||
+          storedInstances_->GetSize() < StoredInstanceCache::MAX_ENTRIES / 2);
+}
+
+
 void ChangeFollower::Run()
 {
   NameCurrentThread("azure-follower");
@@ -339,7 +347,7 @@ void ChangeFollower::Run()
     {
       acceptsWakes_ = true;  // set before the poll, so that a store after it ends the next wait
     }
-    if (inBurst && now - lastPollMs < BURST_POLL_MS)
+    if (inBurst && (now - lastPollMs < BURST_POLL_MS || DefersPollInBurst(now)))
     {
       delayMs = BURST_CHECK_MS;
       continue;

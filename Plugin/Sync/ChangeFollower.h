@@ -52,8 +52,8 @@ public:
   }
 
   // While monitor reports that Orthanc ingests, the follower's thread yields the CPU to it
-  // (MirrorThreadPriority), and during a burst it polls once per BURST_POLL_MS. Call it before
-  // Start().
+  // (MirrorThreadPriority). During a burst it polls once the workers' hold ends, or once per
+  // BURST_POLL_MS when the stored-instance cache is half full. Call it before Start().
   void SetIngestionMonitor(IngestionMonitor* monitor)
   {
     ingestion_ = monitor;
@@ -103,6 +103,11 @@ private:
 
   void Run();
 
+  // Returns whether a poll during a burst waits: while the workers hold (MAX_BURST_HOLD_MS) and
+  // the stored-instance cache is less than half full. The change log keeps the burst's stores
+  // meanwhile, and a poll would only take Orthanc's index lock from the stores.
+  bool DefersPollInBurst(int64_t now);
+
   // Waits delayMs, or until Wake() when wakesEndWait. Returns false when Stop() was called.
   bool WaitBeforePoll(unsigned int delayMs, bool wakesEndWait);
   void SetLastError(const std::string& message);
@@ -126,9 +131,10 @@ private:
   static const unsigned int FIRST_START_MAX_PAGES = 10;  // looked back on a first start
   static const unsigned int POLL_INTERVAL_MS = 2000;
   static const unsigned int ERROR_DELAY_MS = 5000;
-  // During a burst, the follower queues what Orthanc stored once per BURST_POLL_MS instead of
-  // at each store, which costs Orthanc fewer requests. It checks every BURST_CHECK_MS whether
-  // the burst has ended, so that the burst is queued when the workers start sending it.
+  // During a burst, the follower queues what Orthanc stored at most once per BURST_POLL_MS
+  // instead of at each store, which costs Orthanc fewer requests. It checks every
+  // BURST_CHECK_MS whether the burst has ended, so that the burst is queued when the workers
+  // start sending it.
   static const unsigned int BURST_CHECK_MS = 50;
   static const unsigned int BURST_POLL_MS = 1000;
 

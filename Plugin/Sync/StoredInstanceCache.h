@@ -2,11 +2,12 @@
 
 #include "Sync/OutboxItem.h"
 
+#include <atomic>
 #include <cstddef>
-#include <deque>
+#include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 
 namespace AzureDicom
 {
@@ -24,15 +25,22 @@ std::string ComputeOrthancId(const std::string& joinedIdentifiers);
 // shortcut: the follower still reads every stored instance from Orthanc's change log, and looks
 // up in Orthanc those that are not here. An entry is kept only if the identifiers read from the
 // file give Orthanc's instance ID again, so it holds exactly the UIDs in Orthanc's index.
-// Thread-safe.
+//
+// The entries have a fixed size and live in one block, reserved once, with an index of their
+// own. Keeping them does no allocation in Orthanc's threads: small blocks that those threads
+// allocated and the follower freed later, thousands a second during a burst, slowed Orthanc's
+// own allocations. Thread-safe.
 class StoredInstanceCache
 {
 public:
+  StoredInstanceCache();
+
   // Reads the file of the instance that Orthanc stored as orthancId and keeps its identifiers.
   // Returns false, keeping nothing, when the file does not give that ID (a deflated data set,
-  // or a Patient ID that Orthanc converted from another character set), or when the follower
-  // holds the cache's lock at that moment. It runs inside Orthanc's
-  // store, so it does no I/O: it reads the file's first elements and computes SHA-1 digests.
+  // or a Patient ID that Orthanc converted from another character set), when a UID is longer
+  // than DICOM allows, or when the follower has the cache's lock at that moment. It runs
+  // inside Orthanc's store, so it does no I/O: it reads the file's first elements and computes
+  // SHA-1 digests.
   bool Note(const std::string& orthancId, const char* file, size_t size);
 
   // Fills instance and removes it from the cache, or returns false when it is not there. The
@@ -46,12 +54,45 @@ public:
 
   // The oldest entries go first beyond this: those that the follower read from Orthanc instead,
   // because it polled between Orthanc's commit and its store callback, or that another node
-  // follows. About 300 bytes each.
+  // follows. About 300 bytes each, resident once the cache has kept that many.
   static constexpr size_t MAX_ENTRIES = 10000;
 
 private:
+  static constexpr size_t ORTHANC_ID_LENGTH = 44;
+  static constexpr size_t MAX_UID_LENGTH = 64;
+  static constexpr uint32_t NO_ENTRY = UINT32_MAX;
+  // A power of two, at least twice MAX_ENTRIES, so that a lookup probes few slots.
+  static constexpr size_t INDEX_SLOTS = 32768;
+  static_assert(INDEX_SLOTS >= 2 * MAX_ENTRIES && (INDEX_SLOTS & (INDEX_SLOTS - 1)) == 0,
+                "the index must be a power of two at least twice the entries");
+
+  struct Entry
+  {
+    char orthancId[ORTHANC_ID_LENGTH];
+    char orthancStudyId[ORTHANC_ID_LENGTH];
+    char sopInstanceUid[MAX_UID_LENGTH];
+    char seriesInstanceUid[MAX_UID_LENGTH];
+    char studyInstanceUid[MAX_UID_LENGTH];
+    uint8_t sopInstanceUidLength;
+    uint8_t seriesInstanceUidLength;
+    uint8_t studyInstanceUidLength;
+    uint64_t size;
+  };
+
+  // Returns the index slot that names the entry of orthancId, or the empty slot where it would
+  // go. orthancId has ORTHANC_ID_LENGTH characters.
+  size_t FindSlot(const char* orthancId) const;
+
+  // Empties an index slot, moving back the entries after it that were placed further from
+  // their hash's slot because of it (linear probing).
+  void EmptySlot(size_t slot);
+
   mutable std::mutex mutex_;
-  std::unordered_map<std::string, NewInstance> instances_;
-  std::deque<std::string> order_;  // oldest first; may name entries already taken
+  // A ring of MAX_ENTRIES entries, of which those that index_ names are in the cache. It is
+  // left uninitialized, so that its pages need not be resident before entries are written.
+  std::unique_ptr<Entry[]> entries_;
+  std::unique_ptr<uint32_t[]> index_;  // INDEX_SLOTS positions in entries_, or NO_ENTRY
+  size_t written_ = 0;  // entries written so far, so the next goes to written_ % MAX_ENTRIES
+  std::atomic<size_t> size_{0};  // entries that index_ names, read without the lock
 };
 }  // namespace AzureDicom
