@@ -265,6 +265,42 @@ TEST(InstanceFiles, UnknownSizeReadsFileRoute)
 }
 
 
+TEST(InstanceFiles, KeptFileReadWithoutRequest)
+{
+  TableGateway orthanc;
+  orthanc.answers[StoredUri()] = MakeDicomLikeFile(1000);
+  StoredFileCache cache;
+  const std::string cachedFile = MakeDicomLikeFile(1000);
+  ASSERT_TRUE(cache.Keep(INSTANCE_ID, cachedFile.data(), cachedFile.size()));
+  InstanceFileReader reader(orthanc);
+  reader.SetStoredFileCache(&cache);
+
+  EXPECT_EQ(cachedFile, ReadAll(reader, 1000));
+  EXPECT_TRUE(orthanc.requests.empty());
+
+  // The copy is taken, so the next read is from Orthanc.
+  EXPECT_EQ(MakeDicomLikeFile(1000), ReadAll(reader, 1000));
+  EXPECT_EQ(1u, orthanc.requests.size());
+}
+
+
+TEST(InstanceFiles, KeptFileOfOtherSizeReadsOrthanc)
+{
+  TableGateway orthanc;
+  orthanc.answers[StoredUri()] = MakeDicomLikeFile(1200);
+  StoredFileCache cache;
+  const std::string cachedFile = MakeDicomLikeFile(1000);
+  ASSERT_TRUE(cache.Keep(INSTANCE_ID, cachedFile.data(), cachedFile.size()));
+  InstanceFileReader reader(orthanc);
+  reader.SetStoredFileCache(&cache);
+
+  EXPECT_EQ(MakeDicomLikeFile(1200), ReadAll(reader, 1200));
+  ASSERT_EQ(1u, orthanc.requests.size());
+  EXPECT_EQ(StoredUri(), orthanc.requests[0]);
+  EXPECT_EQ(0u, cache.GetSize());
+}
+
+
 TEST(InstanceFiles, DeletedInstanceReadsNull)
 {
   TableGateway orthanc;

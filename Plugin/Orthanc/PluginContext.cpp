@@ -105,6 +105,7 @@ PluginContext::PluginContext(OrthancPluginContext* orthanc, const Json::Value& f
   deletions_ = std::make_unique<DeletionWorker>(*outbox_, logger_, configuration_.retry,
                                                 MakeSenderFactory(configuration_, credentials_));
 
+  dispatcher_->SetStoredFileCache(&storedFiles_);
   Dispatcher* dispatcher = dispatcher_.get();
   follower_ = std::make_unique<ChangeFollower>(gateway_, *outbox_, logger_,
                                                [dispatcher]() { dispatcher->Wake(); });
@@ -828,6 +829,7 @@ void PluginContext::NoteStoredInstance(const std::string& orthancId, const char*
                                        size_t size)
 {
   follower_->NoteStoredInstance(orthancId);
+  storedFiles_.Keep(orthancId, file, size);
   // Another node's follower reads this node's stores from Orthanc's index instead.
   if (election_->IsFollowing())
   {
@@ -839,6 +841,7 @@ void PluginContext::NoteStoredInstance(const std::string& orthancId, const char*
 void PluginContext::HandleDeletedInstance(const std::string& orthancId)
 {
   storedInstances_.Forget(orthancId);
+  storedFiles_.Forget(orthancId);
   if (!GetConfiguration().mirrorDeletes)
   {
     return;

@@ -9,6 +9,7 @@
 #include "Sync/FollowerElection.h"
 #include "Sync/Outbox.h"
 #include "Sync/StatusHistory.h"
+#include "Sync/StoredFileCache.h"
 #include "Sync/StoredInstanceCache.h"
 
 #include <condition_variable>
@@ -145,13 +146,15 @@ private:
   std::string databasePath_;
   OrthancLogger logger_;
   OrthancGateway gateway_;
+  // Declared before the threads that use them, so that they are destroyed after those.
+  StoredInstanceCache storedInstances_;  // thread-safe on its own
+  StoredFileCache storedFiles_;          // thread-safe on its own
   std::unique_ptr<Outbox> outbox_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<ChangeFollower> follower_;
   std::unique_ptr<FollowerElection> election_;
   std::unique_ptr<DeletionWorker> deletions_;
   StatusHistory history_;  // thread-safe on its own
-  StoredInstanceCache storedInstances_;  // thread-safe on its own
 
   std::mutex settingsMutex_;  // protects the four members below; held during a whole change
   Configuration configuration_;

@@ -145,6 +145,13 @@ public:
     fileReader_.SetStorageDirectory(directory);
   }
 
+  // Names the cache of the small files that Orthanc has just stored (InstanceFileReader). Call
+  // it before Start().
+  void SetStoredFileCache(StoredFileCache* cache)
+  {
+    fileReader_.SetStoredFileCache(cache);
+  }
+
   void Pause();
 
   // Also ends a backoff: the workers try the destination again at once.

@@ -275,6 +275,15 @@ std::unique_ptr<IBuffer> InstanceFileReader::Read(const std::string& orthancId,
                                                   uint64_t expectedSize,
                                                   const std::string& fileUuid)
 {
+  if (storedFiles_ != nullptr && expectedSize > 0)
+  {
+    std::unique_ptr<IBuffer> cachedFile = storedFiles_->Take(orthancId, expectedSize);
+    if (cachedFile)
+    {
+      return cachedFile;
+    }
+  }
+
   const std::string instance = "/instances/" + orthancId;
   // A large file is mapped whenever it is in the storage directory, so that it is not in
   // memory twice while Orthanc's REST API copies it.

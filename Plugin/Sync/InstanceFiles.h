@@ -1,6 +1,7 @@
 #pragma once
 
 #include "Sync/OrthancGateway.h"
+#include "Sync/StoredFileCache.h"
 
 #include <atomic>
 #include <cstddef>
@@ -34,8 +35,9 @@ std::string GetInstanceMd5(IOrthancGateway& orthanc, const std::string& orthancI
 // (the "DICM" prefix after the 128-byte preamble). Otherwise /file is read, and after three files
 // in a row of another size, which StorageCompression causes, only /file is read. Thread-safe.
 //
-// Before that, the file is read from the storage directory that SetStorageDirectory() named,
-// when the attachment is a plain file there (Orthanc's default storage, uncompressed). The
+// First of all, a small file is taken from the StoredFileCache when it is there. Otherwise the
+// file is read from the storage directory that SetStorageDirectory() named, when the
+// attachment is a plain file there (Orthanc's default storage, uncompressed). The
 // reader finds it by its UUID, or looks the UUID up (/attachments/dicom/info) when the caller
 // does not have it. Files from DIRECT_READ_MIN_BYTES on are mapped into memory, so the upload
 // reads the page cache and no copy of the file is made, where Orthanc's REST API would hold it
@@ -54,6 +56,13 @@ public:
   void SetStorageDirectory(const std::string& directory)
   {
     storageDirectory_ = directory;
+  }
+
+  // Takes the files that the cache has, of the expected size, from there instead of from
+  // Orthanc. Call it before the first Read().
+  void SetStoredFileCache(StoredFileCache* cache)
+  {
+    storedFiles_ = cache;
   }
 
   // Returns the file, or null when the instance no longer exists in Orthanc. An expectedSize of
@@ -91,6 +100,7 @@ private:
                                                       uint64_t expectedSize, bool& instanceExists);
 
   IOrthancGateway& orthanc_;
+  StoredFileCache* storedFiles_ = nullptr;
   std::string storageDirectory_;
   std::atomic<unsigned int> storedSizeMismatches_{0};
   std::atomic<unsigned int> storageMisses_{0};

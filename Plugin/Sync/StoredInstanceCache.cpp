@@ -5,9 +5,7 @@
 
 #include <openssl/evp.h>
 
-#include <algorithm>
 #include <cstring>
-#include <functional>
 #include <string_view>
 
 namespace AzureDicom
@@ -63,11 +61,8 @@ bool FindHashedPatientId(std::string& patientId, const DicomIdentifiers& identif
   }
   return false;
 }
-}  // namespace
 
 
-namespace
-{
 // Copies value into a field of capacity bytes, or returns false when it does not fit.
 template <size_t capacity>
 bool CopyField(char (&field)[capacity], uint8_t& length, const std::string& value)
@@ -86,42 +81,8 @@ bool CopyField(char (&field)[capacity], uint8_t& length, const std::string& valu
 
 StoredInstanceCache::StoredInstanceCache() :
     entries_(new Entry[MAX_ENTRIES]),  // uninitialized: an entry is written before it is read
-    index_(new uint32_t[INDEX_SLOTS])
+    index_(MAX_ENTRIES)
 {
-  std::fill(index_.get(), index_.get() + INDEX_SLOTS, NO_ENTRY);
-}
-
-
-size_t StoredInstanceCache::FindSlot(const char* orthancId) const
-{
-  const std::string_view key(orthancId, ORTHANC_ID_LENGTH);
-  size_t slot = std::hash<std::string_view>()(key) & (INDEX_SLOTS - 1);
-  while (index_[slot] != NO_ENTRY &&
-         std::string_view(entries_[index_[slot]].orthancId, ORTHANC_ID_LENGTH) != key)
-  {
-    slot = (slot + 1) & (INDEX_SLOTS - 1);
-  }
-  return slot;
-}
-
-
-void StoredInstanceCache::EmptySlot(size_t slot)
-{
-  size_t hole = slot;
-  for (size_t next = (slot + 1) & (INDEX_SLOTS - 1); index_[next] != NO_ENTRY;
-       next = (next + 1) & (INDEX_SLOTS - 1))
-  {
-    const std::string_view key(entries_[index_[next]].orthancId, ORTHANC_ID_LENGTH);
-    const size_t home = std::hash<std::string_view>()(key) & (INDEX_SLOTS - 1);
-    // The entry may fill the hole if the hole lies between its hash's slot and its own.
-    if (((next - home) & (INDEX_SLOTS - 1)) >= ((next - hole) & (INDEX_SLOTS - 1)))
-    {
-      index_[hole] = index_[next];
-      hole = next;
-    }
-  }
-  index_[hole] = NO_ENTRY;
-  size_--;
 }
 
 
@@ -129,7 +90,7 @@ bool StoredInstanceCache::Note(const std::string& orthancId, const char* file, s
 {
   DicomIdentifiers identifiers;
   std::string patientId;
-  if (file == nullptr || orthancId.size() != ORTHANC_ID_LENGTH ||
+  if (file == nullptr || !OrthancIdIndex::IsOrthancId(orthancId) ||
       !DicomPrefixReader(file, size).ReadIdentifiers(identifiers) ||
       !FindHashedPatientId(patientId, identifiers, orthancId))
   {
@@ -137,9 +98,9 @@ bool StoredInstanceCache::Note(const std::string& orthancId, const char* file, s
   }
 
   Entry entry;
-  std::memcpy(entry.orthancId, orthancId.data(), ORTHANC_ID_LENGTH);
+  std::memcpy(entry.orthancId, orthancId.data(), OrthancIdIndex::ID_LENGTH);
   const std::string studyId = ComputeOrthancId(patientId + "|" + identifiers.studyInstanceUid);
-  std::memcpy(entry.orthancStudyId, studyId.data(), ORTHANC_ID_LENGTH);
+  std::memcpy(entry.orthancStudyId, studyId.data(), OrthancIdIndex::ID_LENGTH);
   entry.size = size;
   if (!CopyField(entry.sopInstanceUid, entry.sopInstanceUidLength, identifiers.sopInstanceUid) ||
       !CopyField(entry.seriesInstanceUid, entry.seriesInstanceUidLength,
@@ -158,72 +119,60 @@ bool StoredInstanceCache::Note(const std::string& orthancId, const char* file, s
     return false;
   }
 
-  // The instance stored again (OverwriteInstances) replaces its entry.
-  size_t slot = FindSlot(entry.orthancId);
-  if (index_[slot] != NO_ENTRY)
-  {
-    EmptySlot(slot);
-  }
-
-  // The oldest entry, if it is still in the cache, gives its place to the new one.
+  // The oldest entry, if it is still in the cache, gives its place to the new one. The instance
+  // stored again (OverwriteInstances) replaces its entry.
   const uint32_t position = static_cast<uint32_t>(written_ % MAX_ENTRIES);
   if (written_ >= MAX_ENTRIES)
   {
-    const size_t oldest = FindSlot(entries_[position].orthancId);
-    if (index_[oldest] == position)
-    {
-      EmptySlot(oldest);
-    }
+    index_.Remove(std::string_view(entries_[position].orthancId, OrthancIdIndex::ID_LENGTH),
+                  position);
   }
-
   entries_[position] = entry;
   written_++;
-  index_[FindSlot(entry.orthancId)] = position;
-  size_++;
+  index_.Set(orthancId, position);
+  size_ = index_.GetSize();
   return true;
 }
 
 
 bool StoredInstanceCache::Take(NewInstance& instance, const std::string& orthancId)
 {
-  if (orthancId.size() != ORTHANC_ID_LENGTH)
+  if (!OrthancIdIndex::IsOrthancId(orthancId))
   {
     return false;
   }
 
   std::lock_guard<std::mutex> lock(mutex_);
-  const size_t slot = FindSlot(orthancId.data());
-  if (index_[slot] == NO_ENTRY)
+  const uint32_t position = index_.Find(orthancId);
+  if (position == OrthancIdIndex::NOT_FOUND)
   {
     return false;
   }
 
-  const Entry& entry = entries_[index_[slot]];
+  const Entry& entry = entries_[position];
   instance = NewInstance();
   instance.orthancId = orthancId;
-  instance.orthancStudyId.assign(entry.orthancStudyId, ORTHANC_ID_LENGTH);
+  instance.orthancStudyId.assign(entry.orthancStudyId, OrthancIdIndex::ID_LENGTH);
   instance.sopInstanceUid.assign(entry.sopInstanceUid, entry.sopInstanceUidLength);
   instance.seriesInstanceUid.assign(entry.seriesInstanceUid, entry.seriesInstanceUidLength);
   instance.studyInstanceUid.assign(entry.studyInstanceUid, entry.studyInstanceUidLength);
   instance.size = entry.size;
-  EmptySlot(slot);
+  index_.Remove(orthancId);
+  size_ = index_.GetSize();
   return true;
 }
 
 
 void StoredInstanceCache::Forget(const std::string& orthancId)
 {
-  if (orthancId.size() != ORTHANC_ID_LENGTH)
+  if (!OrthancIdIndex::IsOrthancId(orthancId))
   {
     return;
   }
 
   std::lock_guard<std::mutex> lock(mutex_);
-  const size_t slot = FindSlot(orthancId.data());
-  if (index_[slot] != NO_ENTRY)
-  {
-    EmptySlot(slot);
-  }
+  index_.Remove(orthancId);
+  size_ = index_.GetSize();
 }
 
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "Sync/OrthancIdIndex.h"
 #include "Sync/OutboxItem.h"
 
 #include <atomic>
@@ -27,7 +28,7 @@ std::string ComputeOrthancId(const std::string& joinedIdentifiers);
 // file give Orthanc's instance ID again, so it holds exactly the UIDs in Orthanc's index.
 //
 // The entries have a fixed size and live in one block, reserved once, with an index of their
-// own. Keeping them does no allocation in Orthanc's threads: small blocks that those threads
+// own (OrthancIdIndex). Keeping them does no allocation in Orthanc's threads: small blocks that those threads
 // allocated and the follower freed later, thousands a second during a burst, slowed Orthanc's
 // own allocations. Thread-safe.
 class StoredInstanceCache
@@ -58,18 +59,12 @@ public:
   static constexpr size_t MAX_ENTRIES = 10000;
 
 private:
-  static constexpr size_t ORTHANC_ID_LENGTH = 44;
   static constexpr size_t MAX_UID_LENGTH = 64;
-  static constexpr uint32_t NO_ENTRY = UINT32_MAX;
-  // A power of two, at least twice MAX_ENTRIES, so that a lookup probes few slots.
-  static constexpr size_t INDEX_SLOTS = 32768;
-  static_assert(INDEX_SLOTS >= 2 * MAX_ENTRIES && (INDEX_SLOTS & (INDEX_SLOTS - 1)) == 0,
-                "the index must be a power of two at least twice the entries");
 
   struct Entry
   {
-    char orthancId[ORTHANC_ID_LENGTH];
-    char orthancStudyId[ORTHANC_ID_LENGTH];
+    char orthancId[OrthancIdIndex::ID_LENGTH];
+    char orthancStudyId[OrthancIdIndex::ID_LENGTH];
     char sopInstanceUid[MAX_UID_LENGTH];
     char seriesInstanceUid[MAX_UID_LENGTH];
     char studyInstanceUid[MAX_UID_LENGTH];
@@ -79,20 +74,12 @@ private:
     uint64_t size;
   };
 
-  // Returns the index slot that names the entry of orthancId, or the empty slot where it would
-  // go. orthancId has ORTHANC_ID_LENGTH characters.
-  size_t FindSlot(const char* orthancId) const;
-
-  // Empties an index slot, moving back the entries after it that were placed further from
-  // their hash's slot because of it (linear probing).
-  void EmptySlot(size_t slot);
-
   mutable std::mutex mutex_;
   // A ring of MAX_ENTRIES entries, of which those that index_ names are in the cache. It is
   // left uninitialized, so that its pages need not be resident before entries are written.
   std::unique_ptr<Entry[]> entries_;
-  std::unique_ptr<uint32_t[]> index_;  // INDEX_SLOTS positions in entries_, or NO_ENTRY
+  OrthancIdIndex index_;
   size_t written_ = 0;  // entries written so far, so the next goes to written_ % MAX_ENTRIES
-  std::atomic<size_t> size_{0};  // entries that index_ names, read without the lock
+  std::atomic<size_t> size_{0};  // the entries that index_ names, read without the lock
 };
 }  // namespace AzureDicom

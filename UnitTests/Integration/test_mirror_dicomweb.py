@@ -21,6 +21,7 @@ SMALL_INSTANCE_BYTES = 2 * 1024
 LARGE_INSTANCE_BYTES = 512 * 1024
 MAPPED_INSTANCE_BYTES = 20 * 1024 * 1024
 MAPPED_MIN_BYTES = 16 * 1024 * 1024  # InstanceFileReader::DIRECT_READ_MIN_BYTES
+SMALL_FILE_MAX_BYTES = 64 * 1024  # StoredFileCache::MAX_FILE_BYTES
 BACKFILL_PAGE_SIZE = 500  # SyncJob::INSTANCES_PER_STEP
 
 STATUS_FIELDS = {"Enabled", "State", "Paused", "PauseReason", "Counts",
@@ -131,6 +132,13 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
                              study["MainDicomTags"]["StudyInstanceUID"], item)
             self.assertEqual(item["ParentStudy"], study["ID"], item)
             self.assertEqual(item["Size"], instance["FileSize"], item)
+
+        # Files up to 64 KB are sent from the copies that the store callback made, the larger
+        # ones from Orthanc's storage, and the target must have the same bytes either way.
+        sizes = [item["Size"] for item in items]
+        self.assertLessEqual(min(sizes), SMALL_FILE_MAX_BYTES)
+        self.assertGreater(max(sizes), SMALL_FILE_MAX_BYTES)
+        self.assert_same_files(source, target)
 
     def test_outbox_routes(self):
         target = self.start_target()
@@ -285,11 +293,15 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
 
         # The target stores what it received, so its files must equal the source's, whether
         # the plugin read them as stored or through /file.
-        target_by_uid = {uid: orthanc_id
-                         for orthanc_id, uid in harness.list_instances(target).items()}
         self.assertGreater(max(int(source.get_json(f"/instances/{orthanc_id}")["FileSize"])
                                for orthanc_id in source_instances), MAPPED_MIN_BYTES)
-        for orthanc_id, uid in source_instances.items():
+        self.assert_same_files(source, target)
+
+    def assert_same_files(self, source, target):
+        """Check that the target has a copy of each of the source's files, byte for byte."""
+        target_by_uid = {uid: orthanc_id
+                         for orthanc_id, uid in harness.list_instances(target).items()}
+        for orthanc_id, uid in harness.list_instances(source).items():
             sent = source.get(f"/instances/{orthanc_id}/file").content
             received = target.get(f"/instances/{target_by_uid[uid]}/file").content
             self.assertEqual(len(received), len(sent), uid)
