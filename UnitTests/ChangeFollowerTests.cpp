@@ -169,6 +169,19 @@ protected:
     }
   }
 
+  // Stores instance i1, notes enough stores for a burst, and starts the follower's thread.
+  // The instance is stored before the thread starts, because the fake is not thread-safe.
+  void StartInBurst(ChangeFollower& follower, IngestionMonitor& ingestion)
+  {
+    orthanc_.StoreInstance("i1");
+    for (unsigned int i = 0; i < 2 * BURST_STORES_PER_SECOND; i++)
+    {
+      ingestion.NoteStore(NowMs());
+    }
+    orthanc_.calls.clear();
+    follower.Start();
+  }
+
   std::string directory_;
   std::unique_ptr<Outbox> outbox_;
   FakeOrthanc orthanc_;
@@ -507,15 +520,7 @@ TEST_F(ChangeFollowerTest, PollsAfterBurst)
   IngestionMonitor ingestion;
   follower.SetIngestionMonitor(&ingestion);
   follower.Poll();
-
-  // Stored before the thread starts: the fake is not thread-safe.
-  orthanc_.StoreInstance("i1");
-  for (unsigned int i = 0; i < 2 * BURST_STORES_PER_SECOND; i++)
-  {
-    ingestion.NoteStore(NowMs());
-  }
-  orthanc_.calls.clear();
-  follower.Start();
+  StartInBurst(follower, ingestion);
 
   // While the workers hold, the follower leaves the burst in the change log, and the stores do
   // not wake its thread.
@@ -556,13 +561,7 @@ TEST_F(ChangeFollowerTest, PollsInBurstWhenCacheHalfFull)
     ASSERT_TRUE(cache.Note(ComputeOrthancId("PAT|1.2.9|1.2.9.0|" + sopUid), file.data(),
                            file.size()));
   }
-  orthanc_.StoreInstance("i1");
-  for (unsigned int i = 0; i < 2 * BURST_STORES_PER_SECOND; i++)
-  {
-    ingestion.NoteStore(NowMs());
-  }
-  orthanc_.calls.clear();
-  follower.Start();
+  StartInBurst(follower, ingestion);
 
   // The cache would drop entries before the burst ends, so the follower queues during it, once
   // per BURST_POLL_MS.

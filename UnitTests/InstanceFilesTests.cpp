@@ -265,15 +265,29 @@ TEST(InstanceFiles, UnknownSizeReadsFileRoute)
 }
 
 
+namespace
+{
+// Keeps a copy of the instance's file, of cachedSize bytes, in cache and lets reader take it,
+// while Orthanc stores a file of storedSize bytes. Returns the copy.
+std::string KeepInCache(StoredFileCache& cache, InstanceFileReader& reader, TableGateway& orthanc,
+                        size_t cachedSize, size_t storedSize)
+{
+  orthanc.answers[StoredUri()] = MakeDicomLikeFile(storedSize);
+  std::string cachedFile = MakeDicomLikeFile(cachedSize);
+  cachedFile[cachedSize - 1] = 'c';  // not the bytes that Orthanc returns
+  EXPECT_TRUE(cache.Keep(INSTANCE_ID, cachedFile.data(), cachedFile.size()));
+  reader.SetStoredFileCache(&cache);
+  return cachedFile;
+}
+}  // namespace
+
+
 TEST(InstanceFiles, KeptFileReadWithoutRequest)
 {
   TableGateway orthanc;
-  orthanc.answers[StoredUri()] = MakeDicomLikeFile(1000);
   StoredFileCache cache;
-  const std::string cachedFile = MakeDicomLikeFile(1000);
-  ASSERT_TRUE(cache.Keep(INSTANCE_ID, cachedFile.data(), cachedFile.size()));
   InstanceFileReader reader(orthanc);
-  reader.SetStoredFileCache(&cache);
+  const std::string cachedFile = KeepInCache(cache, reader, orthanc, 1000, 1000);
 
   EXPECT_EQ(cachedFile, ReadAll(reader, 1000));
   EXPECT_TRUE(orthanc.requests.empty());
@@ -287,12 +301,9 @@ TEST(InstanceFiles, KeptFileReadWithoutRequest)
 TEST(InstanceFiles, KeptFileOfOtherSizeReadsOrthanc)
 {
   TableGateway orthanc;
-  orthanc.answers[StoredUri()] = MakeDicomLikeFile(1200);
   StoredFileCache cache;
-  const std::string cachedFile = MakeDicomLikeFile(1000);
-  ASSERT_TRUE(cache.Keep(INSTANCE_ID, cachedFile.data(), cachedFile.size()));
   InstanceFileReader reader(orthanc);
-  reader.SetStoredFileCache(&cache);
+  KeepInCache(cache, reader, orthanc, 1000, 1200);
 
   EXPECT_EQ(MakeDicomLikeFile(1200), ReadAll(reader, 1200));
   ASSERT_EQ(1u, orthanc.requests.size());

@@ -235,26 +235,37 @@ bool DicomPrefixReader::SkipUndefinedLength(size_t& position, bool explicitVr, b
       {
         return false;
       }
-      position = nested.valueOffset;
       if (nested.group == 0xFFFE && nested.element == 0xE00D)
       {
+        position = nested.valueOffset;
         break;
       }
-      if (nested.length == UNDEFINED_LENGTH)
+      if (!SkipValue(nested, position, explicitVr, bigEndian, depth + 1))
       {
-        const bool unknown = IsUnknownVr(nested.vr);
-        if (!SkipUndefinedLength(position, unknown ? false : explicitVr,
-                                 unknown ? false : bigEndian, depth + 1))
-        {
-          return false;
-        }
-      }
-      else
-      {
-        position += nested.length;
+        return false;
       }
     }
   }
+}
+
+
+bool DicomPrefixReader::SkipValue(const Element& element, size_t& position, bool explicitVr,
+                                  bool bigEndian, unsigned int depth) const
+{
+  position = element.valueOffset;
+  if (element.length == UNDEFINED_LENGTH)
+  {
+    // The content of an UN element is implicit VR little endian, whatever the data set's.
+    const bool unknown = IsUnknownVr(element.vr);
+    return SkipUndefinedLength(position, unknown ? false : explicitVr, unknown ? false : bigEndian,
+                               depth);
+  }
+  if (size_ - position < element.length)
+  {
+    return false;
+  }
+  position += element.length;
+  return true;
 }
 
 
@@ -309,23 +320,9 @@ bool DicomPrefixReader::ReadTopLevel(const Syntax& syntax, uint32_t lastTag,
       return true;
     }
 
-    position = element.valueOffset;
-    if (element.length == UNDEFINED_LENGTH)
-    {
-      const bool unknown = IsUnknownVr(element.vr);
-      if (!SkipUndefinedLength(position, unknown ? false : syntax.explicitVr,
-                               unknown ? false : syntax.bigEndian, 0))
-      {
-        return false;
-      }
-    }
-    else if (size_ - position < element.length)
+    if (!SkipValue(element, position, syntax.explicitVr, syntax.bigEndian, 0))
     {
       return false;
-    }
-    else
-    {
-      position += element.length;
     }
   }
 }

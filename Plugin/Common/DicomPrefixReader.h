@@ -68,6 +68,11 @@ private:
   bool SkipUndefinedLength(size_t& position, bool explicitVr, bool bigEndian,
                            unsigned int depth) const;
 
+  // Moves position past the value of element, which depth sequences contain (0 at the top
+  // level). Returns false when the value runs past the buffer's end or cannot be read.
+  bool SkipValue(const Element& element, size_t& position, bool explicitVr, bool bigEndian,
+                 unsigned int depth) const;
+
   // Reads the top-level elements from the data set's start until one past lastTag, and returns
   // false when the buffer ends or an element cannot be read before that.
   bool ReadTopLevel(const Syntax& syntax, uint32_t lastTag, DicomIdentifiers& identifiers) const;

@@ -1,11 +1,8 @@
 #include "Sync/OrthancIdIndex.h"
 
-#include <cstring>
-#include <functional>
-
 namespace AzureDicom
 {
-OrthancIdIndex::OrthancIdIndex(size_t maxEntries)
+OrthancIdIndex::OrthancIdIndex(size_t maxEntries, IdAt idAt) : idAt_(std::move(idAt))
 {
   size_t slots = 1;
   while (slots < 2 * maxEntries)
@@ -21,17 +18,18 @@ OrthancIdIndex::OrthancIdIndex(size_t maxEntries)
 }
 
 
-size_t OrthancIdIndex::GetHomeSlot(std::string_view id) const
+uint32_t OrthancIdIndex::Hash(std::string_view id)
 {
-  return std::hash<std::string_view>()(id) & mask_;
+  const size_t hash = std::hash<std::string_view>()(id);
+  return static_cast<uint32_t>(hash ^ (hash >> 32));
 }
 
 
-size_t OrthancIdIndex::FindSlot(std::string_view id) const
+size_t OrthancIdIndex::FindSlot(std::string_view id, uint32_t hash) const
 {
-  size_t slot = GetHomeSlot(id);
+  size_t slot = hash & mask_;
   while (slots_[slot].position != NOT_FOUND &&
-         std::string_view(slots_[slot].id, ID_LENGTH) != id)
+         (slots_[slot].hash != hash || idAt_(slots_[slot].position) != id))
   {
     slot = (slot + 1) & mask_;
   }
@@ -45,7 +43,7 @@ void OrthancIdIndex::EmptySlot(size_t slot)
   for (size_t next = (slot + 1) & mask_; slots_[next].position != NOT_FOUND;
        next = (next + 1) & mask_)
   {
-    const size_t home = GetHomeSlot(std::string_view(slots_[next].id, ID_LENGTH));
+    const size_t home = slots_[next].hash & mask_;
     // The ID may fill the hole if the hole lies between its home slot and its own slot.
     if (((next - home) & mask_) >= ((next - hole) & mask_))
     {
@@ -60,16 +58,17 @@ void OrthancIdIndex::EmptySlot(size_t slot)
 
 uint32_t OrthancIdIndex::Find(std::string_view id) const
 {
-  return slots_[FindSlot(id)].position;
+  return slots_[FindSlot(id, Hash(id))].position;
 }
 
 
 void OrthancIdIndex::Set(std::string_view id, uint32_t position)
 {
-  Slot& slot = slots_[FindSlot(id)];
+  const uint32_t hash = Hash(id);
+  Slot& slot = slots_[FindSlot(id, hash)];
   if (slot.position == NOT_FOUND)
   {
-    std::memcpy(slot.id, id.data(), ID_LENGTH);
+    slot.hash = hash;
     size_++;
   }
   slot.position = position;
@@ -78,7 +77,7 @@ void OrthancIdIndex::Set(std::string_view id, uint32_t position)
 
 bool OrthancIdIndex::Remove(std::string_view id, uint32_t position)
 {
-  const size_t slot = FindSlot(id);
+  const size_t slot = FindSlot(id, Hash(id));
   if (slots_[slot].position == NOT_FOUND ||
       (position != NOT_FOUND && slots_[slot].position != position))
   {

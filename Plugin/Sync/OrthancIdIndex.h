@@ -2,13 +2,15 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string_view>
 
 namespace AzureDicom
 {
 // A map from Orthanc IDs (44 characters) to positions in a table of fixed capacity, with open
-// addressing and linear probing. It allocates only in its constructor, so that Orthanc's store
+// addressing and linear probing. The table keeps the IDs, so the index keeps only their hashes
+// and positions, 8 bytes a slot. It allocates only in its constructor, so that Orthanc's store
 // callback can add to it without leaving blocks in the allocator of Orthanc's threads. Not
 // thread-safe.
 class OrthancIdIndex
@@ -17,9 +19,12 @@ public:
   static constexpr size_t ID_LENGTH = 44;
   static constexpr uint32_t NOT_FOUND = UINT32_MAX;
 
+  // Returns the ID at a position of the table, which must stay there while the index names it.
+  using IdAt = std::function<std::string_view(uint32_t position)>;
+
   // Takes up to maxEntries IDs. The slots are the next power of two from twice that number, so
   // that a lookup probes few of them.
-  explicit OrthancIdIndex(size_t maxEntries);
+  OrthancIdIndex(size_t maxEntries, IdAt idAt);
 
   // Returns whether id has the length of an Orthanc ID, which every other method expects.
   static bool IsOrthancId(std::string_view id)
@@ -44,19 +49,20 @@ public:
 private:
   struct Slot
   {
-    char id[ID_LENGTH];
+    uint32_t hash;      // the ID's, so that a probe seldom compares IDs and a move rehashes none
     uint32_t position;  // NOT_FOUND for an empty slot
   };
 
-  // Returns the slot of id, or the empty slot where it would go.
-  size_t FindSlot(std::string_view id) const;
+  static uint32_t Hash(std::string_view id);
 
-  size_t GetHomeSlot(std::string_view id) const;
+  // Returns the slot of id, whose hash is given, or the empty slot where it would go.
+  size_t FindSlot(std::string_view id, uint32_t hash) const;
 
   // Empties a slot, moving back the IDs after it that were placed further from their home slot
   // because of it.
   void EmptySlot(size_t slot);
 
+  IdAt idAt_;
   size_t mask_;  // the number of slots, minus one
   std::unique_ptr<Slot[]> slots_;
   size_t size_ = 0;

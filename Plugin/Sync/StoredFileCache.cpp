@@ -9,7 +9,9 @@ StoredFileCache::StoredFileCache(size_t capacityBytes) :
     capacity_(capacityBytes),
     bytes_(new char[capacityBytes]),
     files_(new File[MAX_FILES]),
-    index_(MAX_FILES)
+    index_(MAX_FILES, [this](uint32_t position) {
+      return std::string_view(files_[position].orthancId, OrthancIdIndex::ID_LENGTH);
+    })
 {
 }
 

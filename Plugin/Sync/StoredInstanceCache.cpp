@@ -81,7 +81,9 @@ bool CopyField(char (&field)[capacity], uint8_t& length, const std::string& valu
 
 StoredInstanceCache::StoredInstanceCache() :
     entries_(new Entry[MAX_ENTRIES]),  // uninitialized: an entry is written before it is read
-    index_(MAX_ENTRIES)
+    index_(MAX_ENTRIES, [this](uint32_t position) {
+      return std::string_view(entries_[position].orthancId, OrthancIdIndex::ID_LENGTH);
+    })
 {
 }
 
