@@ -60,6 +60,12 @@ TEST(StoredFileCache, UnsuitableFilesNotKept)
   EXPECT_FALSE(cache.Keep(MakeId(3), nullptr, 0));
   EXPECT_FALSE(cache.Keep("short-id", large.data(), 100));
   EXPECT_EQ(0u, cache.GetSize());
+
+  // An ID of another length is not found, also among files that the cache has.
+  ASSERT_TRUE(cache.Keep(MakeId(4), large.data(), 100));
+  EXPECT_EQ("<null>", TakeText(cache, "short-id", 100));
+  cache.Forget("short-id");
+  EXPECT_EQ(1u, cache.GetSize());
 }
 
 

@@ -78,6 +78,12 @@ TEST(StoredInstanceCache, OtherIdIsNotKept)
 
   NewInstance instance;
   EXPECT_FALSE(cache.Take(instance, otherId));
+
+  // An ID of another length is not found, also while the cache has entries.
+  ASSERT_TRUE(cache.Note(ORTHANC_INSTANCE_ID, file.data(), file.size()));
+  EXPECT_FALSE(cache.Take(instance, "short-id"));
+  cache.Forget("short-id");
+  EXPECT_EQ(1u, cache.GetSize());
 }
 
 

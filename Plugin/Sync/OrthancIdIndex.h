@@ -26,7 +26,8 @@ public:
   // that a lookup probes few of them.
   OrthancIdIndex(size_t maxEntries, IdAt idAt);
 
-  // Returns whether id has the length of an Orthanc ID, which every other method expects.
+  // Returns whether id has the length of an Orthanc ID. The table must keep IDs of that length,
+  // and Find() or Remove() of an ID of another length finds nothing.
   static bool IsOrthancId(std::string_view id)
   {
     return id.size() == ID_LENGTH;

@@ -73,11 +73,6 @@ bool StoredFileCache::Keep(const std::string& orthancId, const char* file, size_
 std::unique_ptr<IBuffer> StoredFileCache::Take(const std::string& orthancId,
                                                uint64_t expectedSize)
 {
-  if (!OrthancIdIndex::IsOrthancId(orthancId))
-  {
-    return nullptr;
-  }
-
   std::lock_guard<std::mutex> lock(mutex_);
   const uint32_t position = index_.Find(orthancId);
   if (position == OrthancIdIndex::NOT_FOUND)
@@ -98,11 +93,6 @@ std::unique_ptr<IBuffer> StoredFileCache::Take(const std::string& orthancId,
 
 void StoredFileCache::Forget(const std::string& orthancId)
 {
-  if (!OrthancIdIndex::IsOrthancId(orthancId))
-  {
-    return;
-  }
-
   std::lock_guard<std::mutex> lock(mutex_);
   index_.Remove(orthancId);
 }

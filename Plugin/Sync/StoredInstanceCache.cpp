@@ -139,11 +139,6 @@ bool StoredInstanceCache::Note(const std::string& orthancId, const char* file, s
 
 bool StoredInstanceCache::Take(NewInstance& instance, const std::string& orthancId)
 {
-  if (!OrthancIdIndex::IsOrthancId(orthancId))
-  {
-    return false;
-  }
-
   std::lock_guard<std::mutex> lock(mutex_);
   const uint32_t position = index_.Find(orthancId);
   if (position == OrthancIdIndex::NOT_FOUND)
@@ -167,11 +162,6 @@ bool StoredInstanceCache::Take(NewInstance& instance, const std::string& orthanc
 
 void StoredInstanceCache::Forget(const std::string& orthancId)
 {
-  if (!OrthancIdIndex::IsOrthancId(orthancId))
-  {
-    return;
-  }
-
   std::lock_guard<std::mutex> lock(mutex_);
   index_.Remove(orthancId);
   size_ = index_.GetSize();
