@@ -1,6 +1,7 @@
 // Feeds arbitrary bytes, as a stored DICOM file, to the reader that Orthanc's store callback
 // runs. AddressSanitizer catches a read past the buffer. The target aborts when the reader's
-// two ways of reading disagree, or when the stored-instance cache changes what it read.
+// two ways of reading disagree, or when the stored-instance cache changes what it read or keeps
+// a UID longer than 64 characters.
 
 #include "Common/DicomPrefixReader.h"
 #include "Sync/StoredInstanceCache.h"
@@ -35,6 +36,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
       identifiers.seriesInstanceUid + "|" + identifiers.sopInstanceUid);
   AzureDicom::StoredInstanceCache cache;
   AzureDicom::NewInstance instance;
+
+  // The cache keeps no UID longer than DICOM's 64 characters.
+  const size_t maxUidLength = 64;
+  if (identifiers.sopInstanceUid.size() > maxUidLength ||
+      identifiers.seriesInstanceUid.size() > maxUidLength ||
+      identifiers.studyInstanceUid.size() > maxUidLength)
+  {
+    if (cache.Note(orthancId, file, size))
+    {
+      std::abort();
+    }
+    return 0;
+  }
+
   if (!cache.Note(orthancId, file, size) || !cache.Take(instance, orthancId) ||
       instance.sopInstanceUid != identifiers.sopInstanceUid ||
       instance.seriesInstanceUid != identifiers.seriesInstanceUid ||
