@@ -511,6 +511,24 @@ size_t CountPolls(const std::vector<std::string>& calls)
   }
   return polls;
 }
+
+
+// Notes count instances in the cache, of instances that the change log does not list.
+void FillStoredInstanceCache(StoredInstanceCache& cache, size_t count)
+{
+  for (size_t i = 0; i < count; i++)
+  {
+    const std::string sopUid = "1.2.9." + std::to_string(i);
+    DicomFileBuilder builder("1.2.840.10008.1.2.1");
+    builder.Add(0x0008, 0x0018, "UI", sopUid)
+        .Add(0x0010, 0x0020, "LO", "PAT")
+        .Add(0x0020, 0x000D, "UI", "1.2.9")
+        .Add(0x0020, 0x000E, "UI", "1.2.9.0");
+    const std::string file = builder.GetFile();
+    ASSERT_TRUE(cache.Note(ComputeOrthancId("PAT|1.2.9|1.2.9.0|" + sopUid), file.data(),
+                           file.size()));
+  }
+}
 }  // namespace
 
 
@@ -539,7 +557,7 @@ TEST_F(ChangeFollowerTest, PollsAfterBurst)
 }
 
 
-TEST_F(ChangeFollowerTest, PollsInBurstWhenCacheHalfFull)
+TEST_F(ChangeFollowerTest, DefersPollWhileCacheHasRoom)
 {
   StoredInstanceCache cache;
   ChangeFollower follower(orthanc_, *outbox_, logger_);
@@ -548,19 +566,26 @@ TEST_F(ChangeFollowerTest, PollsInBurstWhenCacheHalfFull)
   follower.SetStoredInstanceCache(&cache);
   follower.Poll();
 
-  // Half the cache's entries, of instances that the change log does not list.
-  for (size_t i = 0; i < StoredInstanceCache::MAX_ENTRIES / 2; i++)
-  {
-    const std::string sopUid = "1.2.9." + std::to_string(i);
-    DicomFileBuilder builder("1.2.840.10008.1.2.1");
-    builder.Add(0x0008, 0x0018, "UI", sopUid)
-        .Add(0x0010, 0x0020, "LO", "PAT")
-        .Add(0x0020, 0x000D, "UI", "1.2.9")
-        .Add(0x0020, 0x000E, "UI", "1.2.9.0");
-    const std::string file = builder.GetFile();
-    ASSERT_TRUE(cache.Note(ComputeOrthancId("PAT|1.2.9|1.2.9.0|" + sopUid), file.data(),
-                           file.size()));
-  }
+  // Half the cache is full, and the other half takes the burst's stores until the hold ends.
+  FillStoredInstanceCache(cache, StoredInstanceCache::MAX_ENTRIES / 2);
+  StartInBurst(follower, ingestion);
+  EXPECT_FALSE(RunBurst(follower, ingestion));
+  EXPECT_EQ(0u, CountPolls(orthanc_.calls));
+  EXPECT_EQ(0u, outbox_->CountByState().Get(ItemState::Pending));
+  follower.Stop();
+}
+
+
+TEST_F(ChangeFollowerTest, PollsInBurstWhenCacheMostlyFull)
+{
+  StoredInstanceCache cache;
+  ChangeFollower follower(orthanc_, *outbox_, logger_);
+  IngestionMonitor ingestion;
+  follower.SetIngestionMonitor(&ingestion);
+  follower.SetStoredInstanceCache(&cache);
+  follower.Poll();
+
+  FillStoredInstanceCache(cache, StoredInstanceCache::BURST_POLL_ENTRIES);
   StartInBurst(follower, ingestion);
 
   // The cache would drop entries before the burst ends, so the follower queues during it, once

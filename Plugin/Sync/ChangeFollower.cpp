@@ -316,7 +316,7 @@ bool ChangeFollower::DefersPollInBurst(int64_t now)
 {
   return ingestion_->ShouldHold(now) &&
          (storedInstances_ == nullptr ||
-          storedInstances_->GetSize() < StoredInstanceCache::MAX_ENTRIES / 2);
+          storedInstances_->GetSize() < StoredInstanceCache::BURST_POLL_ENTRIES);
 }
 
 

@@ -53,7 +53,8 @@ public:
 
   // While monitor reports that Orthanc ingests, the follower's thread yields the CPU to it
   // (MirrorThreadPriority). During a burst it polls once the workers' hold ends, or once per
-  // BURST_POLL_MS when the stored-instance cache is half full. Call it before Start().
+  // BURST_POLL_MS when the stored-instance cache is three quarters full
+  // (StoredInstanceCache::BURST_POLL_ENTRIES). Call it before Start().
   void SetIngestionMonitor(IngestionMonitor* monitor)
   {
     ingestion_ = monitor;
@@ -104,8 +105,8 @@ private:
   void Run();
 
   // Returns whether a poll during a burst waits: while the workers hold (MAX_BURST_HOLD_MS) and
-  // the stored-instance cache is less than half full. The change log keeps the burst's stores
-  // meanwhile, and a poll would only take Orthanc's index lock from the stores.
+  // the stored-instance cache has fewer than BURST_POLL_ENTRIES. The change log keeps the
+  // burst's stores meanwhile, and a poll would only take Orthanc's index lock from the stores.
   bool DefersPollInBurst(int64_t now);
 
   // Waits delayMs, or until Wake() when wakesEndWait. Returns false when Stop() was called.
