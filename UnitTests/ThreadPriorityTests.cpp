@@ -159,6 +159,37 @@ TEST(ThreadPriority, MirrorThreadYieldsAndReturns)
 }
 
 
+TEST(ThreadPriority, OrthancCallRunsAtOrthancPriority)
+{
+  if (!CanRestoreCurrentThreadPriority())
+  {
+    GTEST_SKIP() << "leaving SCHED_IDLE needs CAP_SYS_NICE or a high RLIMIT_NICE";
+  }
+
+  std::vector<int> policies;
+  std::thread thread([&] {
+    const pid_t self = static_cast<pid_t>(syscall(SYS_gettid));
+    {
+      const OrthancCallPriority call;  // at Orthanc's priority already: nothing changes
+      policies.push_back(sched_getscheduler(self));
+    }
+    policies.push_back(sched_getscheduler(self));
+
+    ASSERT_TRUE(SetCurrentThreadIdle(true));
+    {
+      const OrthancCallPriority call;
+      policies.push_back(sched_getscheduler(self));
+    }
+    policies.push_back(sched_getscheduler(self));
+    EXPECT_TRUE(IsCurrentThreadIdle());
+  });
+  thread.join();
+
+  EXPECT_EQ((std::vector<int>{SCHED_OTHER, SCHED_OTHER, SCHED_OTHER, SCHED_IDLE}), policies);
+  EXPECT_FALSE(IsCurrentThreadIdle());
+}
+
+
 TEST(ThreadPriority, WithoutPermissionStaysNice)
 {
   // In a child process without CAP_SYS_NICE and with RLIMIT_NICE 0, as Orthanc runs as a

@@ -17,6 +17,10 @@ namespace
 {
 const int CAP_SYS_NICE_BIT = 23;  // from linux/capability.h
 
+// Whether SetCurrentThreadIdle() last moved this thread to SCHED_IDLE, so that a call into
+// Orthanc need not ask the kernel.
+thread_local bool currentThreadIdle = false;
+
 
 // With PRIO_PROCESS, Linux takes a thread ID and changes that thread alone (see setpriority(2),
 // section BUGS), which is what this file relies on. sched_setscheduler(2) also takes one.
@@ -67,7 +71,33 @@ bool SetCurrentThreadIdle(bool idle)
 {
   sched_param parameters{};
   parameters.sched_priority = 0;
-  return sched_setscheduler(GetThreadId(), idle ? SCHED_IDLE : SCHED_OTHER, &parameters) == 0;
+  if (sched_setscheduler(GetThreadId(), idle ? SCHED_IDLE : SCHED_OTHER, &parameters) != 0)
+  {
+    return false;
+  }
+  currentThreadIdle = idle;
+  return true;
+}
+
+
+bool IsCurrentThreadIdle()
+{
+  return currentThreadIdle;
+}
+
+
+OrthancCallPriority::OrthancCallPriority() :
+    raised_(IsCurrentThreadIdle() && SetCurrentThreadIdle(false))
+{
+}
+
+
+OrthancCallPriority::~OrthancCallPriority()
+{
+  if (raised_)
+  {
+    SetCurrentThreadIdle(true);  // sched(7): any thread may move itself to SCHED_IDLE
+  }
 }
 
 

@@ -42,6 +42,27 @@ bool SetCurrentThreadIdle(bool idle);
 // current nice value: it has CAP_SYS_NICE, or RLIMIT_NICE allows that value.
 bool CanRestoreCurrentThreadPriority();
 
+// Returns whether the calling thread runs under SCHED_IDLE, as SetCurrentThreadIdle() set it.
+bool IsCurrentThreadIdle();
+
+
+// Runs the calling thread under SCHED_OTHER for the lifetime of the object, if it runs under
+// SCHED_IDLE, and under SCHED_IDLE again afterwards. A call into Orthanc's REST API may take
+// Orthanc's index lock, and a mirroring thread that held that lock while it waited for idle CPU
+// time would stall every store waiting for the lock.
+class OrthancCallPriority
+{
+public:
+  OrthancCallPriority();
+  ~OrthancCallPriority();
+
+  OrthancCallPriority(const OrthancCallPriority&) = delete;
+  OrthancCallPriority& operator=(const OrthancCallPriority&) = delete;
+
+private:
+  bool raised_;
+};
+
 
 // The rate of stores, per second, from which Orthanc counts as ingesting a burst: an import, a
 // router or a modality that sends a large study. The workers then wait until the burst ends.

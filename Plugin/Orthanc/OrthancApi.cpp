@@ -1,6 +1,7 @@
 #include "Orthanc/OrthancApi.h"
 
 #include "Common/Exception.h"
+#include "Common/ThreadPriority.h"
 
 #include <json/json.h>
 
@@ -51,6 +52,24 @@ private:
 };
 
 
+// Calls into Orthanc's REST API at Orthanc's priority (OrthancCallPriority).
+OrthancPluginErrorCode RestApiGet(OrthancPluginContext* context, OrthancPluginMemoryBuffer* answer,
+                                  const std::string& uri)
+{
+  const OrthancCallPriority priority;
+  return OrthancPluginRestApiGet(context, answer, uri.c_str());
+}
+
+
+OrthancPluginErrorCode RestApiPost(OrthancPluginContext* context,
+                                   OrthancPluginMemoryBuffer* answer, const std::string& uri,
+                                   const std::string& body)
+{
+  const OrthancCallPriority priority;
+  return OrthancPluginRestApiPost(context, answer, uri.c_str(), body.c_str(), body.size());
+}
+
+
 bool CheckRestCall(OrthancPluginContext* context, OrthancPluginErrorCode code,
                    const std::string& method, const std::string& uri)
 {
@@ -91,7 +110,7 @@ void OrthancLogger::Error(const std::string& message)
 bool OrthancGateway::GetJson(Json::Value& answer, const std::string& uri)
 {
   MemoryBuffer buffer(context_);
-  if (!CheckRestCall(context_, OrthancPluginRestApiGet(context_, buffer.Get(), uri.c_str()), "GET",
+  if (!CheckRestCall(context_, RestApiGet(context_, buffer.Get(), uri), "GET",
                      uri))
   {
     return false;
@@ -117,7 +136,7 @@ bool OrthancGateway::ReadBinary(const std::string& uri,
                                 const std::function<void(const char* data, size_t size)>& consumer)
 {
   MemoryBuffer buffer(context_);
-  if (!CheckRestCall(context_, OrthancPluginRestApiGet(context_, buffer.Get(), uri.c_str()), "GET",
+  if (!CheckRestCall(context_, RestApiGet(context_, buffer.Get(), uri), "GET",
                      uri))
   {
     return false;
@@ -162,7 +181,7 @@ private:
 std::unique_ptr<IBuffer> OrthancGateway::ReadBuffer(const std::string& uri)
 {
   auto buffer = std::make_unique<OrthancBuffer>(context_);
-  if (!CheckRestCall(context_, OrthancPluginRestApiGet(context_, buffer->Get(), uri.c_str()), "GET",
+  if (!CheckRestCall(context_, RestApiGet(context_, buffer->Get(), uri), "GET",
                      uri))
   {
     return nullptr;
@@ -175,8 +194,7 @@ bool OrthancGateway::PostJson(Json::Value& answer, const std::string& uri, const
 {
   MemoryBuffer buffer(context_);
   if (!CheckRestCall(context_,
-                     OrthancPluginRestApiPost(context_, buffer.Get(), uri.c_str(), body.c_str(),
-                                              body.size()),
+                     RestApiPost(context_, buffer.Get(), uri, body),
                      "POST", uri))
   {
     return false;
