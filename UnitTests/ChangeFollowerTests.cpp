@@ -513,7 +513,7 @@ size_t CountPolls(const std::vector<std::string>& calls)
 }
 
 
-// Notes count instances in the cache, of instances that the change log does not list.
+// Notes count instances in cache, none of which the change log lists.
 void FillStoredInstanceCache(StoredInstanceCache& cache, size_t count)
 {
   for (size_t i = 0; i < count; i++)
@@ -557,43 +557,56 @@ TEST_F(ChangeFollowerTest, PollsAfterBurst)
 }
 
 
-TEST_F(ChangeFollowerTest, DefersPollWhileCacheHasRoom)
+// Bursts while the stored-instance cache contains instances that the change log does not list.
+class ChangeFollowerCacheTest : public ChangeFollowerTest
 {
-  StoredInstanceCache cache;
-  ChangeFollower follower(orthanc_, *outbox_, logger_);
-  IngestionMonitor ingestion;
-  follower.SetIngestionMonitor(&ingestion);
-  follower.SetStoredInstanceCache(&cache);
-  follower.Poll();
+protected:
+  // What the follower did during a burst.
+  struct BurstResult
+  {
+    size_t polls = 0;  // reads of the change log
+    size_t pending = 0;  // items queued
+  };
 
+  // Notes cached instances in a new cache, starts the follower in a burst, and returns what it
+  // did until just before the burst ends.
+  BurstResult RunBurstWithCache(size_t cached)
+  {
+    StoredInstanceCache cache;
+    ChangeFollower follower(orthanc_, *outbox_, logger_);
+    IngestionMonitor ingestion;
+    follower.SetIngestionMonitor(&ingestion);
+    follower.SetStoredInstanceCache(&cache);
+    follower.Poll();
+    FillStoredInstanceCache(cache, cached);
+    StartInBurst(follower, ingestion);
+
+    EXPECT_FALSE(RunBurst(follower, ingestion));
+    BurstResult result;
+    result.polls = CountPolls(orthanc_.calls);
+    result.pending = outbox_->CountByState().Get(ItemState::Pending);
+    follower.Stop();
+    return result;
+  }
+};
+
+
+TEST_F(ChangeFollowerCacheTest, DefersPollWhileCacheHasRoom)
+{
   // Half the cache is full, and the other half takes the burst's stores until the hold ends.
-  FillStoredInstanceCache(cache, StoredInstanceCache::MAX_ENTRIES / 2);
-  StartInBurst(follower, ingestion);
-  EXPECT_FALSE(RunBurst(follower, ingestion));
-  EXPECT_EQ(0u, CountPolls(orthanc_.calls));
-  EXPECT_EQ(0u, outbox_->CountByState().Get(ItemState::Pending));
-  follower.Stop();
+  const BurstResult result = RunBurstWithCache(StoredInstanceCache::MAX_ENTRIES / 2);
+  EXPECT_EQ(0u, result.polls);
+  EXPECT_EQ(0u, result.pending);
 }
 
 
-TEST_F(ChangeFollowerTest, PollsInBurstWhenCacheMostlyFull)
+TEST_F(ChangeFollowerCacheTest, PollsInBurstWhenMostlyFull)
 {
-  StoredInstanceCache cache;
-  ChangeFollower follower(orthanc_, *outbox_, logger_);
-  IngestionMonitor ingestion;
-  follower.SetIngestionMonitor(&ingestion);
-  follower.SetStoredInstanceCache(&cache);
-  follower.Poll();
-
-  FillStoredInstanceCache(cache, StoredInstanceCache::BURST_POLL_ENTRIES);
-  StartInBurst(follower, ingestion);
-
   // The cache would drop entries before the burst ends, so the follower queues during it, once
   // per BURST_POLL_MS.
-  EXPECT_FALSE(RunBurst(follower, ingestion));
-  EXPECT_EQ(1u, outbox_->CountByState().Get(ItemState::Pending));
-  EXPECT_GE(CountPolls(orthanc_.calls), 1u);
-  follower.Stop();
+  const BurstResult result = RunBurstWithCache(StoredInstanceCache::BURST_POLL_ENTRIES);
+  EXPECT_GE(result.polls, 1u);
+  EXPECT_EQ(1u, result.pending);
 }
 
 
