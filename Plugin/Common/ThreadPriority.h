@@ -46,8 +46,8 @@ bool CanRestoreCurrentThreadPriority();
 bool IsCurrentThreadIdle();
 
 
-// Runs the calling thread under SCHED_OTHER for the lifetime of the object, if it runs under
-// SCHED_IDLE, and under SCHED_IDLE again afterwards. A call into Orthanc's REST API may take
+// A scope in which the calling thread, if it runs under SCHED_IDLE, runs under SCHED_OTHER, and
+// after which it returns to SCHED_IDLE. A call into Orthanc's REST API may take
 // Orthanc's index lock, and a mirroring thread that held that lock while it waited for idle CPU
 // time would stall every store waiting for the lock.
 class OrthancCallPriority

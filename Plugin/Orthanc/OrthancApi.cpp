@@ -52,24 +52,6 @@ private:
 };
 
 
-// Calls into Orthanc's REST API at Orthanc's priority (OrthancCallPriority).
-OrthancPluginErrorCode RestApiGet(OrthancPluginContext* context, OrthancPluginMemoryBuffer* answer,
-                                  const std::string& uri)
-{
-  const OrthancCallPriority priority;
-  return OrthancPluginRestApiGet(context, answer, uri.c_str());
-}
-
-
-OrthancPluginErrorCode RestApiPost(OrthancPluginContext* context,
-                                   OrthancPluginMemoryBuffer* answer, const std::string& uri,
-                                   const std::string& body)
-{
-  const OrthancCallPriority priority;
-  return OrthancPluginRestApiPost(context, answer, uri.c_str(), body.c_str(), body.size());
-}
-
-
 bool CheckRestCall(OrthancPluginContext* context, OrthancPluginErrorCode code,
                    const std::string& method, const std::string& uri)
 {
@@ -85,6 +67,28 @@ bool CheckRestCall(OrthancPluginContext* context, OrthancPluginErrorCode code,
 
   throw Exception(ErrorCode::InternalError, "Orthanc's REST API failed on " + method + " " + uri +
                                                 ": " + OrthancPluginGetErrorDescription(context, code));
+}
+
+
+// Runs GET uri in Orthanc's REST API at Orthanc's priority (OrthancCallPriority). Returns false
+// when the resource does not exist, and throws for any other failure.
+bool RestApiGet(OrthancPluginContext* context, OrthancPluginMemoryBuffer* answer,
+                const std::string& uri)
+{
+  const OrthancCallPriority priority;
+  return CheckRestCall(context, OrthancPluginRestApiGet(context, answer, uri.c_str()), "GET", uri);
+}
+
+
+// Runs POST uri with body in the same way as RestApiGet.
+bool RestApiPost(OrthancPluginContext* context, OrthancPluginMemoryBuffer* answer,
+                 const std::string& uri, const std::string& body)
+{
+  const OrthancCallPriority priority;
+  return CheckRestCall(context,
+                       OrthancPluginRestApiPost(context, answer, uri.c_str(), body.c_str(),
+                                                body.size()),
+                       "POST", uri);
 }
 }  // namespace
 
@@ -110,8 +114,7 @@ void OrthancLogger::Error(const std::string& message)
 bool OrthancGateway::GetJson(Json::Value& answer, const std::string& uri)
 {
   MemoryBuffer buffer(context_);
-  if (!CheckRestCall(context_, RestApiGet(context_, buffer.Get(), uri), "GET",
-                     uri))
+  if (!RestApiGet(context_, buffer.Get(), uri))
   {
     return false;
   }
@@ -136,8 +139,7 @@ bool OrthancGateway::ReadBinary(const std::string& uri,
                                 const std::function<void(const char* data, size_t size)>& consumer)
 {
   MemoryBuffer buffer(context_);
-  if (!CheckRestCall(context_, RestApiGet(context_, buffer.Get(), uri), "GET",
-                     uri))
+  if (!RestApiGet(context_, buffer.Get(), uri))
   {
     return false;
   }
@@ -181,8 +183,7 @@ private:
 std::unique_ptr<IBuffer> OrthancGateway::ReadBuffer(const std::string& uri)
 {
   auto buffer = std::make_unique<OrthancBuffer>(context_);
-  if (!CheckRestCall(context_, RestApiGet(context_, buffer->Get(), uri), "GET",
-                     uri))
+  if (!RestApiGet(context_, buffer->Get(), uri))
   {
     return nullptr;
   }
@@ -193,9 +194,7 @@ std::unique_ptr<IBuffer> OrthancGateway::ReadBuffer(const std::string& uri)
 bool OrthancGateway::PostJson(Json::Value& answer, const std::string& uri, const std::string& body)
 {
   MemoryBuffer buffer(context_);
-  if (!CheckRestCall(context_,
-                     RestApiPost(context_, buffer.Get(), uri, body),
-                     "POST", uri))
+  if (!RestApiPost(context_, buffer.Get(), uri, body))
   {
     return false;
   }
