@@ -302,19 +302,26 @@ TEST(IngestionMonitor, HoldsDuringBurstForLimitedTime)
   }
   EXPECT_FALSE(monitor.ShouldHold(now));
 
-  // 100 stores per second for 15 s: held for MAX_BURST_HOLD_MS, then no longer.
+  // 100 stores per second for MAX_BURST_HOLD_MS and 5 s more: held until MAX_BURST_HOLD_MS,
+  // then no longer.
   bool heldAtStart = false;
+  bool heldLongAssociation = false;
   bool heldBeforeLimit = false;
   bool heldAfterLimit = true;
   bool burstAfterLimit = false;
   const int64_t burstStart = now;
-  while (now < burstStart + 15000)
+  while (now < burstStart + MAX_BURST_HOLD_MS + 5000)
   {
     monitor.NoteStore(now += 10);
     const bool hold = monitor.ShouldHold(now);
     if (now - burstStart == 1000)
     {
       heldAtStart = hold;
+    }
+    if (now - burstStart == 20000)
+    {
+      // One C-STORE association of 20,000 small instances lasts about 16 s.
+      heldLongAssociation = hold;
     }
     if (now - burstStart == MAX_BURST_HOLD_MS - 1000)
     {
@@ -327,6 +334,7 @@ TEST(IngestionMonitor, HoldsDuringBurstForLimitedTime)
     }
   }
   EXPECT_TRUE(heldAtStart);
+  EXPECT_TRUE(heldLongAssociation);
   EXPECT_TRUE(heldBeforeLimit);
   EXPECT_FALSE(heldAfterLimit);
   EXPECT_TRUE(burstAfterLimit);  // no longer held, but still a burst

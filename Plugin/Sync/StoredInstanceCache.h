@@ -56,8 +56,9 @@ public:
   // The oldest entries go first beyond this: those that the follower read from Orthanc instead,
   // because it polled between Orthanc's commit and its store callback, or that another node
   // follows. About 300 bytes each (9.4 MB in all), resident once the cache has kept that many.
-  // Three quarters of it are enough for a burst of 2,400 stores a second during the workers'
-  // longest hold (MAX_BURST_HOLD_MS), so that the follower need not poll Orthanc in that burst.
+  // Three quarters of it are enough for a burst of 2,400 stores a second for 10 s, or 1,300 for
+  // 18 s, so that the follower need not poll Orthanc in such a burst. In a longer one, it polls
+  // once a second while the workers still hold (MAX_BURST_HOLD_MS).
   static constexpr size_t MAX_ENTRIES = 32768;
 
   // During a burst, the follower leaves the stores in the cache until it contains this many.
