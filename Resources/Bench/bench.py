@@ -109,6 +109,9 @@ def print_record(record):
                                 f"MB/s in {record.seconds:.1f} s {record.note}")
         run = f" (run {record.run})" if record.run > 1 else ""
         log(f"  {record.dataset}, {record.target}, {record.method}{run}: {text}")
+    elif isinstance(record, scenarios.Listing):
+        text = record.error or f"{record.count:,} instances in {record.seconds:.2f} s"
+        log(f"  {record.dataset}, Orthanc listing the archive (GET /instances?expand): {text}")
     elif isinstance(record, scenarios.Ingestion):
         text = record.error or f"{record.instances_per_second:,.1f} instances/s"
         plugin = "with the plugin" if record.with_plugin else "without the plugin"
@@ -123,6 +126,10 @@ def run_transfers(context, results, data, bodies, sink, choice):
             continue
         dataset = data[key]
         archive = scenarios.prepare_archive(context, dataset)
+        if "sink" in choice.targets and "curl" in choice.methods:
+            listing = scenarios.measure_listing(context, dataset, archive)
+            results.listings.append(listing)
+            print_record(listing)
         targets = {"orthanc": servers.OrthancTarget(), "sink": servers.SinkTarget(sink)}
         for target_name in choice.targets:
             target = targets[target_name]
@@ -203,6 +210,7 @@ def run_backlog(context, results, data):
 
 RECORD_TYPES = {"transfers": scenarios.Transfer, "ingestions": scenarios.Ingestion,
                 "latencies": scenarios.Latency, "backlogs": scenarios.Backlog,
+                "listings": scenarios.Listing,
                 "nodes": nodes.NodesRun}
 
 

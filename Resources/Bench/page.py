@@ -89,7 +89,14 @@ the files that earlier runs wrote (`sync`).
   batches ({servers.MAX_INSTANCES_PER_REQUEST} instances, {servers.MAX_REQUEST_SIZE_MB} MiB)
   and written as multipart/related bodies before the measurement. `xargs -P {clients}` runs
   {clients} curl processes, each posting its share of the bodies over one kept-open
-  connection, without `Expect: 100-continue`.
+  connection, without `Expect: 100-continue`. curl's rate is what the target can ingest
+  where the target stores what it receives. The null sink stores nothing, so there the
+  back-fill ÷ curl is shown below the goals but is not one of them.
+- **Orthanc listing the archive**: for each data set sent to the null sink, a new Orthanc
+  without plugins on the archive answers `GET /instances?expand` (every instance with its
+  UIDs, which a back-fill reads from Orthanc's index before it sends anything)
+  {scenarios.LISTING_RUNS} times. The fastest, until the whole response is read, is compared
+  with curl's run.
 
 The target counts instances with `GET /statistics` (Orthanc) or `GET /stats` (null sink). A
 transfer that has not finished after the time limit is stopped, and its rate is computed from
@@ -188,6 +195,9 @@ def render_tables(results, goals, cpus):
         parts += ["### One node and two nodes over PostgreSQL", nodes.nodes_table(results)]
     passed = sum(1 for goal in goals if goal.passed)
     parts += [f"### Goals ({passed} of {len(goals)} passed)", report.goals_table(goals)]
+    sink_upper_bound = report.describe_sink_upper_bound(results)
+    if sink_upper_bound:
+        parts.append(sink_upper_bound)
     floor = report.cpu_floor_table(results, cpus)
     if floor:
         parts += ["### CPU time of mirroring while ingesting", describe_cpu_floor(), floor]

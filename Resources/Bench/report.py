@@ -41,6 +41,7 @@ class Results:
         self.latencies = []
         self.backlogs = []
         self.nodes = []
+        self.listings = []
 
     def label(self, name):
         dataset = self.datasets.get(name)
@@ -264,9 +265,13 @@ def evaluate_all_goals(results):
             goals.append(("transfers", transfer_goal(
                 results, f"back-fill of {label}, {target}: plugin ≥ 1.2 x the DICOMweb STOW job",
                 backfill, (scenarios.STOW_JOB, target, dataset), 1.2)))
-            goals.append(("transfers", transfer_goal(
-                results, f"back-fill of {label}, {target}: plugin ≥ 0.85 x the curl upper bound",
-                backfill, (scenarios.CURL, target, dataset), 0.85)))
+            # curl's rate is what the target can ingest only where the target stores what it
+            # receives. For the null sink, see describe_sink_upper_bound().
+            if target == servers.OrthancTarget.name:
+                goals.append(("transfers", transfer_goal(
+                    results,
+                    f"back-fill of {label}, {target}: plugin ≥ 0.85 x the curl upper bound",
+                    backfill, (scenarios.CURL, target, dataset), 0.85)))
         goals.append(("transfers", transfer_goal(
             results,
             f"back-fill of {label}: plugin to the null sink ≥ 3 x the rate the Orthanc target "
@@ -312,6 +317,37 @@ def evaluate_all_goals(results):
     else:
         goals.append(("backlog", Goal(description, "not measured", False)))
     return goals
+
+
+def describe_sink_upper_bound(results):
+    """Return a Markdown paragraph with the back-fill ÷ curl ratios against the null sink, which
+    are not goals, and Orthanc's time to list each archive. Return "" when curl did not run
+    there."""
+    sink = servers.SinkTarget.name
+    ratios = []
+    for dataset in (CT, SMALL):
+        plugin = results.transfer(scenarios.PLUGIN_BACKFILL, sink, dataset)
+        curl = results.transfer(scenarios.CURL, sink, dataset)
+        if not (plugin and curl and plugin.ok and curl.ok):
+            continue
+        plugin_rate, curl_rate = plugin.instances_per_second, curl.instances_per_second
+        text = (f"{results.label(dataset)}: {plugin_rate / curl_rate:.2f} x ({plugin_rate:,.1f} / "
+                f"{curl_rate:,.1f}), curl's run {curl.seconds:.2f} s")
+        listing = next((record for record in results.listings
+                        if record.dataset == dataset and not record.error), None)
+        if listing:
+            text += (f", Orthanc's listing of the archive {listing.seconds:.2f} s "
+                     f"({listing.seconds / curl.seconds:.1f} x curl's run)")
+        ratios.append(text)
+    if not ratios:
+        return ""
+    return ("Against the null sink, the back-fill ÷ curl is shown but is not a goal. There curl "
+            "posts bodies built before the run to a server that stores nothing, so its rate is "
+            "that of loopback and the sink's parser, not what a target can ingest. A back-fill "
+            "from Orthanc first reads each instance's UIDs from Orthanc's index, and listing the "
+            "archive alone (`GET /instances?expand` on a new Orthanc without plugins, fastest "
+            f"of {scenarios.LISTING_RUNS}) takes longer than curl's whole run. "
+            "Measured: " + "; ".join(ratios) + ".")
 
 
 def goals_table(goals):
