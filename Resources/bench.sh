@@ -19,8 +19,8 @@
 #   --runs-on-disk        keep the servers' storage in the work folder instead of memory
 #   --render FILE         measure nothing: write the page again from the results.json that
 #                         an earlier run left in its work folder
-# A full run, nodes included, took 39 minutes on 2 CPUs with the runs in memory, and used
-# about 6 GB in the work folder.
+# A full run, nodes included, took 42 to 52 minutes on 2 CPUs with the runs in memory, and
+# used about 6 GB in the work folder.
 #
 # As root on Debian 12, it first installs the packages it needs. It builds the plugin in
 # build-bench/ and the null sink (Resources/Bench/NullSink.cpp) with g++, then runs
