@@ -320,7 +320,7 @@ TEST(IngestionMonitor, HoldsDuringBurstForLimitedTime)
     }
     if (now - burstStart == 20000)
     {
-      // One C-STORE association of 20,000 small instances lasts about 16 s.
+      // One C-STORE association of 20,000 small instances lasts 16 to 21 s.
       heldLongAssociation = hold;
     }
     if (now - burstStart == MAX_BURST_HOLD_MS - 1000)

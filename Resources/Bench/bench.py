@@ -126,7 +126,7 @@ def run_transfers(context, results, data, bodies, sink, choice):
             continue
         dataset = data[key]
         archive = scenarios.prepare_archive(context, dataset)
-        if "sink" in choice.targets and "curl" in choice.methods:
+        if "sink" in choice.targets and {"curl", "plugin-backfill"} <= set(choice.methods):
             listing = scenarios.measure_listing(context, dataset, archive)
             results.listings.append(listing)
             print_record(listing)
