@@ -10,7 +10,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -615,6 +617,55 @@ TEST_F(DispatcherTest, WorkersStopWhenPaused)
 
   std::lock_guard<std::mutex> lock(mutex);
   EXPECT_GE(posts, 1u);
+}
+
+
+TEST_F(DispatcherTest, FullRequestsWakeAsManyWorkers)
+{
+  // Each request waits for the others to be in progress too, for at most 600 ms. Workers that
+  // Wake() left asleep would only claim after their idle wait of 1 s.
+  settings_.workers = 3;
+  std::mutex mutex;
+  std::condition_variable changed;
+  unsigned int inProgress = 0;
+  unsigned int maxInProgress = 0;
+  std::vector<size_t> requestSizes;
+  dispatcher_ = std::make_unique<Dispatcher>(*outbox_, orthanc_, logger_, settings_, [&]() {
+    return std::make_unique<FakeSender>([&](const std::vector<std::string>& uids) {
+      std::unique_lock<std::mutex> lock(mutex);
+      requestSizes.push_back(uids.size());
+      maxInProgress = std::max(maxInProgress, ++inProgress);
+      changed.notify_all();
+      changed.wait_for(lock, std::chrono::milliseconds(600), [&] { return inProgress == 3; });
+      const HttpResponse answer = MakeAnswer(200, uids);
+      inProgress--;
+      return answer;
+    });
+  });
+
+  dispatcher_->Start();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the workers wait, idle
+  std::vector<std::string> uids;
+  for (int i = 0; i < 30; i++)
+  {
+    uids.push_back("18." + std::to_string(i + 1));
+  }
+  QueueInstances(uids);
+  dispatcher_->Wake(uids.size());
+
+  for (int i = 0; i < 150 && GetItem("18.30").state != ItemState::Mirrored; i++)
+  {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  dispatcher_->Stop();
+
+  std::lock_guard<std::mutex> lock(mutex);
+  EXPECT_EQ(3u, maxInProgress);
+  EXPECT_EQ((std::vector<size_t>{10, 10, 10}), requestSizes);
+  for (const std::string& uid : uids)
+  {
+    EXPECT_EQ(ItemState::Mirrored, GetItem(uid).state) << uid;
+  }
 }
 
 

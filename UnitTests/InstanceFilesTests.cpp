@@ -1,6 +1,8 @@
 #include "Common/Exception.h"
 #include "Common/Md5.h"
+#include "DicomFileBuilder.h"
 #include "Sync/InstanceFiles.h"
+#include "Sync/InstanceResolver.h"
 
 #include <gtest/gtest.h>
 #include <json/value.h>
@@ -561,4 +563,201 @@ TEST_F(StorageDirectoryTest, RepeatedMissesStopStorageReads)
   // Without a storage directory, nothing is read from disk at all.
   InstanceFileReader withoutDirectory(orthanc);
   EXPECT_FALSE(withoutDirectory.ReadsStorageDirectory());
+}
+
+
+namespace
+{
+// An instance that Orthanc 1.10.1 stored, with the IDs that it returned for it.
+const char PATIENT_ID[] = "BENCH000002";
+const char STUDY_UID[] = "1.2.826.0.1.3680043.8.498.68359626404192280559343444268327633104";
+const char SERIES_UID[] = "1.2.826.0.1.3680043.8.498.13199556301071465542534123114588730038";
+const char SOP_UID[] = "1.2.826.0.1.3680043.8.498.13480717824940270957847191230155720119";
+const char STORED_INSTANCE_ID[] = "f86ca4cb-e0497ef7-950bbb08-958c1a86-4be2f2ae";
+const char STORED_STUDY_ID[] = "4afc09a4-9c8f65d3-0bec8baf-796839e5-422e5e7d";
+const char STORED_SERIES_ID[] = "0a1b2c3d-4e5f6a7b-8c9d0e1f-2a3b4c5d-6e7f8a9b";
+
+
+// The stored instance's file, with a private element of privateBytes before the Patient ID.
+std::string MakeStoredFile(const std::string& sopUid, size_t privateBytes = 0)
+{
+  DicomFileBuilder builder("1.2.840.10008.1.2.1");
+  builder.Add(0x0008, 0x0016, "UI", "1.2.840.10008.5.1.4.1.1.2").Add(0x0008, 0x0018, "UI", sopUid);
+  if (privateBytes > 0)
+  {
+    builder.Add(0x0009, 0x0010, "LO", "BENCH").Add(0x0009, 0x1001, "LO",
+                                                   std::string(privateBytes, 'p'));
+  }
+  builder.Add(0x0010, 0x0020, "LO", PATIENT_ID)
+      .Add(0x0020, 0x000D, "UI", STUDY_UID)
+      .Add(0x0020, 0x000E, "UI", SERIES_UID);
+  return builder.GetFile();
+}
+
+
+std::string StoredInfoUri()
+{
+  return std::string("/instances/") + STORED_INSTANCE_ID + "/attachments/dicom/info";
+}
+
+
+// Orthanc's index of the stored instance, for the resolver's GET /instances/{id}.
+void AddIndexAnswers(TableGateway& orthanc, uint64_t size)
+{
+  Json::Value instance;
+  instance["ID"] = STORED_INSTANCE_ID;
+  instance["MainDicomTags"]["SOPInstanceUID"] = SOP_UID;
+  instance["ParentSeries"] = STORED_SERIES_ID;
+  instance["FileSize"] = Json::UInt64(size);
+  instance["FileUuid"] = ATTACHMENT_UUID;
+  orthanc.jsonAnswers[std::string("/instances/") + STORED_INSTANCE_ID] = instance;
+
+  Json::Value series;
+  series["MainDicomTags"]["SeriesInstanceUID"] = SERIES_UID;
+  series["ParentStudy"] = STORED_STUDY_ID;
+  orthanc.jsonAnswers[std::string("/series/") + STORED_SERIES_ID] = series;
+
+  Json::Value study;
+  study["MainDicomTags"]["StudyInstanceUID"] = STUDY_UID;
+  orthanc.jsonAnswers[std::string("/studies/") + STORED_STUDY_ID] = study;
+}
+
+
+void ExpectStoredInstance(const NewInstance& instance, uint64_t size)
+{
+  EXPECT_EQ(STORED_INSTANCE_ID, instance.orthancId);
+  EXPECT_EQ(SOP_UID, instance.sopInstanceUid);
+  EXPECT_EQ(SERIES_UID, instance.seriesInstanceUid);
+  EXPECT_EQ(STUDY_UID, instance.studyInstanceUid);
+  EXPECT_EQ(STORED_STUDY_ID, instance.orthancStudyId);
+  EXPECT_EQ(size, instance.size);
+  EXPECT_EQ(ATTACHMENT_UUID, instance.fileUuid);
+}
+}  // namespace
+
+
+TEST_F(StorageDirectoryTest, ResolverReadsIdentifiersFromFile)
+{
+  const std::string file = MakeStoredFile(SOP_UID);
+  StoreFile(file);
+  TableGateway orthanc;
+  orthanc.jsonAnswers[StoredInfoUri()] = MakeInfo(file.size(), file.size(), ATTACHMENT_UUID);
+  InstanceResolver resolver(orthanc);
+  resolver.SetStorageDirectory(directory_);
+  ASSERT_TRUE(resolver.ReadsFiles());
+
+  NewInstance instance;
+  ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
+  ExpectStoredInstance(instance, file.size());
+  ASSERT_EQ(1u, orthanc.requests.size());
+  EXPECT_EQ(StoredInfoUri(), orthanc.requests[0]);
+}
+
+
+TEST_F(StorageDirectoryTest, ResolverReadsFurtherAfterLargeElement)
+{
+  // The identifiers end after the first 16 KB, so a second, longer read finds them.
+  const std::string file = MakeStoredFile(SOP_UID, 20000) + std::string(100000, 'x');
+  StoreFile(file);
+  TableGateway orthanc;
+  orthanc.jsonAnswers[StoredInfoUri()] = MakeInfo(file.size(), file.size(), ATTACHMENT_UUID);
+  InstanceResolver resolver(orthanc);
+  resolver.SetStorageDirectory(directory_);
+
+  NewInstance instance;
+  ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
+  ExpectStoredInstance(instance, file.size());
+  EXPECT_EQ(1u, orthanc.requests.size());
+}
+
+
+TEST_F(StorageDirectoryTest, ResolverUsesIndexWhenFileIsAnotherInstance)
+{
+  // The file's identifiers give another Orthanc ID, so they are not the index's.
+  const std::string file = MakeStoredFile("1.2.3.4");
+  StoreFile(file);
+  TableGateway orthanc;
+  orthanc.jsonAnswers[StoredInfoUri()] = MakeInfo(file.size(), file.size(), ATTACHMENT_UUID);
+  AddIndexAnswers(orthanc, file.size());
+  InstanceResolver resolver(orthanc);
+  resolver.SetStorageDirectory(directory_);
+
+  NewInstance instance;
+  ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
+  ExpectStoredInstance(instance, file.size());
+  EXPECT_EQ((std::vector<std::string>{StoredInfoUri(),
+                                      std::string("/instances/") + STORED_INSTANCE_ID,
+                                      std::string("/series/") + STORED_SERIES_ID,
+                                      std::string("/studies/") + STORED_STUDY_ID}),
+            orthanc.requests);
+}
+
+
+TEST_F(StorageDirectoryTest, ResolverUsesIndexForCompressedAttachment)
+{
+  const std::string file = MakeStoredFile(SOP_UID);
+  StoreFile(file);
+  TableGateway orthanc;
+  orthanc.jsonAnswers[StoredInfoUri()] = MakeInfo(file.size() - 100, file.size(), ATTACHMENT_UUID);
+  AddIndexAnswers(orthanc, file.size());
+  InstanceResolver resolver(orthanc);
+  resolver.SetStorageDirectory(directory_);
+
+  NewInstance instance;
+  ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
+  ExpectStoredInstance(instance, file.size());
+  EXPECT_EQ(4u, orthanc.requests.size());
+}
+
+
+TEST_F(StorageDirectoryTest, ResolverStopsReadingFilesAfterMisses)
+{
+  TableGateway orthanc;  // answers the index, but the storage directory has no file
+  AddIndexAnswers(orthanc, 1000);
+  orthanc.jsonAnswers[StoredInfoUri()] = MakeInfo(1000, 1000, ATTACHMENT_UUID);
+  InstanceResolver resolver(orthanc);
+  resolver.SetStorageDirectory(directory_);
+
+  NewInstance instance;
+  for (int i = 0; i < 20; i++)
+  {
+    ASSERT_TRUE(resolver.ReadsFiles()) << i;
+    ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
+    ExpectStoredInstance(instance, 1000);
+  }
+  EXPECT_FALSE(resolver.ReadsFiles());
+
+  orthanc.requests.clear();
+  ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
+  ASSERT_FALSE(orthanc.requests.empty());
+  EXPECT_EQ(std::string("/instances/") + STORED_INSTANCE_ID, orthanc.requests[0]);
+}
+
+
+TEST_F(StorageDirectoryTest, ResolverDoesNotCountDeletedInstances)
+{
+  TableGateway orthanc;  // has no instance
+  InstanceResolver resolver(orthanc);
+  resolver.SetStorageDirectory(directory_);
+
+  NewInstance instance;
+  for (int i = 0; i < 30; i++)
+  {
+    EXPECT_FALSE(resolver.Resolve(instance, STORED_INSTANCE_ID));
+  }
+  EXPECT_TRUE(resolver.ReadsFiles());
+}
+
+
+TEST(InstanceResolver, WithoutStorageDirectoryReadsIndex)
+{
+  TableGateway orthanc;
+  AddIndexAnswers(orthanc, 1000);
+  InstanceResolver resolver(orthanc);
+  EXPECT_FALSE(resolver.ReadsFiles());
+
+  NewInstance instance;
+  ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
+  ExpectStoredInstance(instance, 1000);
+  EXPECT_EQ(std::string("/instances/") + STORED_INSTANCE_ID, orthanc.requests[0]);
 }

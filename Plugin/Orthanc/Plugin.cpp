@@ -203,7 +203,7 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* orthan
     const std::string nodeName = GetNodeName(configuration, settings);
     pluginContext = std::make_unique<AzureDicom::PluginContext>(
         orthanc, configuration["AzureDicom"], databasePath, nodeName);
-    pluginContext->GetDispatcher().SetStorageDirectory(GetStorageDirectory(orthanc, configuration));
+    pluginContext->SetStorageDirectory(GetStorageDirectory(orthanc, configuration));
     pluginContext->GetLogger().Warning(
         "mirroring to " + pluginContext->GetConfiguration().GetStowUrl() + " (outbox " +
         AzureDicom::RedactDatabase(databasePath) + ", node " + nodeName + ")");

@@ -68,6 +68,19 @@ public:
     return *follower_;
   }
 
+  // Names Orthanc's StorageDirectory, as an absolute path, where the workers and the back-fill
+  // jobs read files. Call it before Start().
+  void SetStorageDirectory(const std::string& directory)
+  {
+    storageDirectory_ = directory;
+    dispatcher_->SetStorageDirectory(directory);
+  }
+
+  const std::string& GetStorageDirectory() const
+  {
+    return storageDirectory_;
+  }
+
   // Replaced when a settings change pins another Key Vault secret version.
   std::shared_ptr<CredentialManager> GetCredentials();
 
@@ -144,6 +157,7 @@ private:
   OrthancPluginContext* orthanc_;
   Json::Value fileSection_;  // the "AzureDicom" section of Orthanc's configuration file
   std::string databasePath_;
+  std::string storageDirectory_;  // set before Start(), read only after
   OrthancLogger logger_;
   OrthancGateway gateway_;
   // Declared before the threads that use them, so that they are destroyed after those.

@@ -329,7 +329,7 @@ void PostRetry(const RouteRequest& request)
   {
     request.context.GetLogger().Info("an administrator queued " + std::to_string(requeued) +
                                      " instances again");
-    request.context.GetDispatcher().Wake();
+    request.context.GetDispatcher().Wake(requeued);
   }
 
   Json::Value answer;

@@ -97,6 +97,7 @@ SyncJob::SyncJob(PluginContext& context, const std::vector<ResourceReference>& r
     resources_(resources),
     wholeArchive_(resources.empty())
 {
+  resolver_.SetStorageDirectory(context.GetStorageDirectory());
   Reset();
 }
 
@@ -121,7 +122,7 @@ uint64_t SyncJob::CountInstances(OrthancGateway& orthanc, const ResourceReferenc
 
 void SyncJob::Reset()
 {
-  nextPage_ = std::future<Json::Value>();  // waits until a page being listed is done, then drops it
+  nextPage_ = std::future<ArchivePage>();  // waits until a page being listed is done, then drops it
   toExpand_.assign(resources_.begin(), resources_.end());
   toQueue_.clear();
   archiveCursor_ = 0;
@@ -182,7 +183,7 @@ void SyncJob::QueueResolved(const std::vector<NewInstance>& instances, size_t pr
 
   if (result.inserted + result.requeued > 0)
   {
-    context_.GetDispatcher().Wake();
+    context_.GetDispatcher().Wake(result.inserted + result.requeued);
   }
 }
 
@@ -230,19 +231,16 @@ void SyncJob::ExpandNextResource()
 }
 
 
-std::string SyncJob::GetArchivePageUri(uint64_t since)
+std::string SyncJob::GetArchivePageUri(uint64_t since, bool expand)
 {
-  return "/instances?expand&since=" + std::to_string(since) +
-         "&limit=" + std::to_string(INSTANCES_PER_STEP);
+  return std::string("/instances?") + (expand ? "expand&" : "") + "since=" +
+         std::to_string(since) + "&limit=" + std::to_string(INSTANCES_PER_STEP);
 }
 
 
-Json::Value SyncJob::ListArchivePage(uint64_t since)
+Json::Value SyncJob::ListArchivePage(const std::string& uri)
 {
-  // One request returns a page of instances with their tags and sizes ("expand"), instead of
-  // one request per instance.
   Json::Value page;
-  const std::string uri = GetArchivePageUri(since);
   if (!context_.GetGateway().GetJson(page, uri) || !page.isArray())
   {
     throw Exception(ErrorCode::ProtocolError, "Orthanc returned no list of instances to " + uri);
@@ -251,41 +249,55 @@ Json::Value SyncJob::ListArchivePage(uint64_t since)
 }
 
 
-bool SyncJob::StepWholeArchive()
+SyncJob::ArchivePage SyncJob::ReadArchivePage(uint64_t since)
 {
-  // Orthanc lists the next page while this step queues the current one, because listing (in
-  // Orthanc's index) and queueing (in the outbox) do not wait for each other.
-  const Json::Value page = nextPage_.valid() ? nextPage_.get() : ListArchivePage(archiveCursor_);
-  const bool last = page.size() < INSTANCES_PER_STEP;
-  if (!last)
-  {
-    const uint64_t since = archiveCursor_ + page.size();
-    nextPage_ = std::async(std::launch::async, [this, since] { return ListArchivePage(since); });
-  }
+  ArchivePage result;
+  NewInstance instance;
 
-  std::vector<NewInstance> instances;
-  instances.reserve(page.size());
-  for (const Json::Value& answer : page)
+  // Where the resolver reads the identifiers from the files, Orthanc only lists the IDs.
+  // Otherwise one request returns a page of instances with their tags and sizes ("expand"),
+  // instead of one request per instance.
+  const bool expand = !resolver_.ReadsFiles();
+  const std::string uri = GetArchivePageUri(since, expand);
+  const Json::Value page = ListArchivePage(uri);
+  result.listed = page.size();
+  result.instances.reserve(page.size());
+  for (const Json::Value& entry : page)
   {
-    const std::string id = GetStringMember(answer, "ID");
-    NewInstance instance;
+    const std::string id = expand ? GetStringMember(entry, "ID") : (entry.isString() ? entry.asString() : "");
     if (id.empty())
     {
       throw Exception(ErrorCode::ProtocolError,
-                      "Orthanc returned an instance without \"ID\" to " +
-                          GetArchivePageUri(archiveCursor_));
+                      "Orthanc returned an instance without an ID to " + uri);
     }
-    if (resolver_.Resolve(instance, id, answer))
+    if (expand ? resolver_.Resolve(instance, id, entry) : resolver_.Resolve(instance, id))
     {
-      instances.push_back(instance);
+      result.instances.push_back(instance);
     }
     else
     {
-      missing_++;
+      result.missing++;
     }
   }
-  QueueResolved(instances, page.size());
-  archiveCursor_ += page.size();
+  return result;
+}
+
+
+bool SyncJob::StepWholeArchive()
+{
+  // The next page is listed and resolved while this step queues the current one, because that
+  // (in Orthanc's index and files) and queueing (in the outbox) do not wait for each other.
+  ArchivePage page = nextPage_.valid() ? nextPage_.get() : ReadArchivePage(archiveCursor_);
+  const bool last = page.listed < INSTANCES_PER_STEP;
+  if (!last)
+  {
+    const uint64_t since = archiveCursor_ + page.listed;
+    nextPage_ = std::async(std::launch::async, [this, since] { return ReadArchivePage(since); });
+  }
+
+  missing_ += page.missing;
+  QueueResolved(page.instances, page.listed);
+  archiveCursor_ += page.listed;
   return last;
 }
 

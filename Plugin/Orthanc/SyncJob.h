@@ -53,8 +53,18 @@ private:
   void QueueResolved(const std::vector<NewInstance>& instances, size_t processed);
   void ExpandNextResource();
   bool StepWholeArchive();
-  Json::Value ListArchivePage(uint64_t since);
-  static std::string GetArchivePageUri(uint64_t since);
+
+  // A page of the whole archive, listed and resolved.
+  struct ArchivePage
+  {
+    size_t listed = 0;
+    std::vector<NewInstance> instances;
+    uint64_t missing = 0;
+  };
+
+  ArchivePage ReadArchivePage(uint64_t since);
+  Json::Value ListArchivePage(const std::string& uri);
+  static std::string GetArchivePageUri(uint64_t since, bool expand);
 
   static uint64_t CountInstances(OrthancGateway& orthanc, const ResourceReference& resource);
 
@@ -68,7 +78,7 @@ private:
   std::deque<ResourceReference> toExpand_;
   std::deque<std::string> toQueue_;  // Orthanc IDs of instances
   uint64_t archiveCursor_ = 0;  // the "since" of /instances for the whole archive
-  std::future<Json::Value> nextPage_;  // the next page, which Orthanc lists during a step
+  std::future<ArchivePage> nextPage_;  // the next page, read during a step
   uint64_t total_ = 0;
   uint64_t processed_ = 0;
   QueueResult queued_;

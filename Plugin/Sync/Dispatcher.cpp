@@ -243,11 +243,20 @@ void Dispatcher::Reconfigure(const DispatcherSettings& settings, SenderFactory s
 }
 
 
-void Dispatcher::Wake()
+void Dispatcher::Wake(size_t queued)
 {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    woken_ = true;
+    const size_t fullBatches =
+        std::min<size_t>(queued / std::max(1u, settings_.maxInstancesPerRequest), settings_.workers);
+    if (fullBatches > 0)
+    {
+      fullBatchWakeups_ = std::max(fullBatchWakeups_, static_cast<unsigned int>(fullBatches));
+    }
+    else
+    {
+      wakeups_ = 1;
+    }
   }
   changed_.notify_all();
 }
@@ -409,11 +418,16 @@ void Dispatcher::Run(unsigned int workerIndex)
     else if (!sent)
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      const bool woken = changed_.wait_for(lock, std::chrono::milliseconds(idleMs),
-                                           [this] { return woken_ || stopping_; });
-      woken_ = false;
-      if (woken)
+      changed_.wait_for(lock, std::chrono::milliseconds(idleMs), [this] {
+        return fullBatchWakeups_ > 0 || wakeups_ > 0 || stopping_;
+      });
+      if (fullBatchWakeups_ > 0)
       {
+        fullBatchWakeups_--;
+      }
+      else if (wakeups_ > 0)
+      {
+        wakeups_--;
         changed_.wait_for(lock, std::chrono::milliseconds(BATCH_WINDOW_MS),
                           [this] { return stopping_; });
       }

@@ -123,8 +123,10 @@ public:
   // backoff ends.
   void Reconfigure(const DispatcherSettings& settings, SenderFactory senderFactory);
 
-  // Tells idle workers that new items were queued.
-  void Wake();
+  // Tells idle workers that this many new items were queued. One worker wakes for each full
+  // request of them, up to all workers, and claims at once. Fewer items than a full request
+  // wake one worker, which first waits BATCH_WINDOW_MS for more to arrive.
+  void Wake(size_t queued = 0);
 
   // Records that Orthanc just stored an instance. While Orthanc ingests, the workers yield the
   // CPU to it (MirrorThreadPriority).
@@ -213,7 +215,8 @@ private:
   bool stopping_ = false;
   std::atomic<bool> aborting_{false};  // set by Stop() to cut requests in progress
   bool paused_ = false;
-  bool woken_ = false;
+  unsigned int wakeups_ = 0;           // idle workers that Wake() lets claim after the window
+  unsigned int fullBatchWakeups_ = 0;  // idle workers that Wake() lets claim at once
   unsigned int destinationFailures_ = 0;
   unsigned int activeWorkers_ = 0;  // workers with a lower index send; halved on throttling
   unsigned int successesSinceChange_ = 0;

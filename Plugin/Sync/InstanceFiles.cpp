@@ -154,22 +154,23 @@ std::unique_ptr<IBuffer> MapFile(const std::string& path, uint64_t expectedSize)
 }
 
 
-// Reads the file at path if it has exactly expectedSize bytes, or returns null.
-std::unique_ptr<IBuffer> ReadWholeFile(const std::string& path, uint64_t expectedSize)
+// Reads the first maxBytes of the file at path (all of it when it is smaller) if it has exactly
+// expectedSize bytes, or returns false.
+bool ReadFileStart(std::string& data, const std::string& path, uint64_t expectedSize,
+                   uint64_t maxBytes)
 {
   const int descriptor = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (descriptor < 0)
   {
-    return nullptr;
+    return false;
   }
 
   struct stat status = {};
-  std::string data;
   bool complete = false;
   if (fstat(descriptor, &status) == 0 && S_ISREG(status.st_mode) &&
       static_cast<uint64_t>(status.st_size) == expectedSize)
   {
-    data.resize(expectedSize);
+    data.resize(static_cast<size_t>(std::min(expectedSize, maxBytes)));
     size_t done = 0;
     while (done < data.size())
     {
@@ -187,8 +188,19 @@ std::unique_ptr<IBuffer> ReadWholeFile(const std::string& path, uint64_t expecte
     complete = (done == data.size());
   }
   close(descriptor);
+  return complete;
+}
 
-  return complete ? std::make_unique<StringBuffer>(std::move(data)) : nullptr;
+
+// Reads the file at path if it has exactly expectedSize bytes, or returns null.
+std::unique_ptr<IBuffer> ReadWholeFile(const std::string& path, uint64_t expectedSize)
+{
+  std::string data;
+  if (!ReadFileStart(data, path, expectedSize, expectedSize))
+  {
+    return nullptr;
+  }
+  return std::make_unique<StringBuffer>(std::move(data));
 }
 
 
@@ -198,7 +210,53 @@ std::string HashBytes(const char* data, size_t size)
   digest.Update(data, size);
   return digest.Finish();
 }
+
+
+std::string GetAttachmentPath(const std::string& storageDirectory, const std::string& fileUuid)
+{
+  // Orthanc's default storage keeps a file at {StorageDirectory}/ab/cd/abcd....
+  return storageDirectory + "/" + fileUuid.substr(0, 2) + "/" + fileUuid.substr(2, 2) + "/" +
+         fileUuid;
+}
 }  // namespace
+
+
+bool LookUpPlainAttachment(PlainAttachment& attachment, IOrthancGateway& orthanc,
+                           const std::string& orthancId, bool& instanceExists)
+{
+  Json::Value info;
+  instanceExists = orthanc.GetJson(info, "/instances/" + orthancId + "/attachments/dicom/info");
+
+  // A compressed attachment, or one that a storage plugin keeps, is not a plain file there.
+  if (!instanceExists || !info.isObject() || !info["CompressedSize"].isUInt64() ||
+      !info["UncompressedSize"].isUInt64() ||
+      info["CompressedSize"].asUInt64() != info["UncompressedSize"].asUInt64() ||
+      !info["Uuid"].isString() || !IsAttachmentUuid(info["Uuid"].asString()))
+  {
+    return false;
+  }
+  attachment.uuid = info["Uuid"].asString();
+  attachment.size = info["UncompressedSize"].asUInt64();
+  return true;
+}
+
+
+std::string ReadAttachmentStart(const std::string& storageDirectory,
+                                const PlainAttachment& attachment, size_t maxBytes)
+{
+  if (storageDirectory.empty() || !IsAttachmentUuid(attachment.uuid))
+  {
+    return "";
+  }
+
+  std::string data;
+  if (!ReadFileStart(data, GetAttachmentPath(storageDirectory, attachment.uuid), attachment.size,
+                     maxBytes))
+  {
+    return "";
+  }
+  return data;
+}
 
 
 std::string GetInstanceMd5(IOrthancGateway& orthanc, const std::string& orthancId,
@@ -237,33 +295,20 @@ std::string GetInstanceMd5(IOrthancGateway& orthanc, const std::string& orthancI
 std::unique_ptr<IBuffer> InstanceFileReader::ReadFromStorageAfterLookup(
     const std::string& orthancId, uint64_t expectedSize, bool& instanceExists)
 {
-  Json::Value info;
-  instanceExists = orthanc_.GetJson(info, "/instances/" + orthancId + "/attachments/dicom/info");
-
-  // A compressed attachment, or one that a storage plugin keeps, is not a plain file there.
-  if (!instanceExists || !info.isObject() || !info["CompressedSize"].isUInt64() ||
-      info["CompressedSize"].asUInt64() != expectedSize || !info["UncompressedSize"].isUInt64() ||
-      info["UncompressedSize"].asUInt64() != expectedSize || !info["Uuid"].isString() ||
-      !IsAttachmentUuid(info["Uuid"].asString()))
+  PlainAttachment attachment;
+  if (!LookUpPlainAttachment(attachment, orthanc_, orthancId, instanceExists) ||
+      attachment.size != expectedSize)
   {
     return nullptr;
   }
-  return ReadFromStorage(info["Uuid"].asString(), expectedSize);
-}
-
-
-std::string InstanceFileReader::GetStoragePath(const std::string& fileUuid) const
-{
-  // Orthanc's default storage keeps a file at {StorageDirectory}/ab/cd/abcd....
-  return storageDirectory_ + "/" + fileUuid.substr(0, 2) + "/" + fileUuid.substr(2, 2) + "/" +
-         fileUuid;
+  return ReadFromStorage(attachment.uuid, expectedSize);
 }
 
 
 std::unique_ptr<IBuffer> InstanceFileReader::ReadFromStorage(const std::string& fileUuid,
                                                              uint64_t expectedSize)
 {
-  const std::string path = GetStoragePath(fileUuid);
+  const std::string path = GetAttachmentPath(storageDirectory_, fileUuid);
   std::unique_ptr<IBuffer> file = expectedSize >= DIRECT_READ_MIN_BYTES
                                       ? MapFile(path, expectedSize)
                                       : ReadWholeFile(path, expectedSize);

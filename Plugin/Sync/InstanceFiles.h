@@ -27,6 +27,26 @@ std::string GetInstanceMd5(IOrthancGateway& orthanc, const std::string& orthancI
 std::string GetInstanceMd5(IOrthancGateway& orthanc, const std::string& orthancId);
 
 
+// An instance's DICOM attachment that Orthanc keeps uncompressed, under a UUID that can name a
+// file in Orthanc's storage directory.
+struct PlainAttachment
+{
+  std::string uuid;
+  uint64_t size = 0;
+};
+
+// Looks up the instance's DICOM attachment in Orthanc (/attachments/dicom/info). Returns false
+// when Orthanc compresses it, when its UUID is not one of Orthanc's, or when the instance no
+// longer exists, in which case instanceExists is set to false.
+bool LookUpPlainAttachment(PlainAttachment& attachment, IOrthancGateway& orthanc,
+                           const std::string& orthancId, bool& instanceExists);
+
+// Returns the first maxBytes of the attachment's file in Orthanc's storage directory (all of it
+// when it is smaller), or "" when there is no regular file of attachment.size bytes there.
+std::string ReadAttachmentStart(const std::string& storageDirectory,
+                                const PlainAttachment& attachment, size_t maxBytes);
+
+
 // Reads instances' DICOM files from Orthanc for sending. Where Orthanc stores a file
 // uncompressed, it reads the attachment as stored (/attachments/dicom/compressed-data). In
 // Orthanc 1.10.1 that route bypasses the storage cache that /file fills, so a back-fill neither
@@ -90,8 +110,6 @@ private:
   // Returns the file with that UUID from the storage directory, or null when it is not a plain
   // DICOM file of that size there.
   std::unique_ptr<IBuffer> ReadFromStorage(const std::string& fileUuid, uint64_t expectedSize);
-
-  std::string GetStoragePath(const std::string& fileUuid) const;
 
   // Looks up the attachment's UUID in Orthanc and returns the file from the storage directory,
   // or null when it is not a plain file of that size there. Sets instanceExists to false when

@@ -1,6 +1,8 @@
 #include "Sync/InstanceResolver.h"
 
 #include "Common/Exception.h"
+#include "Sync/InstanceFiles.h"
+#include "Sync/StoredInstanceCache.h"
 
 namespace AzureDicom
 {
@@ -58,8 +60,59 @@ bool InstanceResolver::ResolveSeries(SeriesInfo& info, const std::string& orthan
 }
 
 
+bool InstanceResolver::ResolveFromFile(NewInstance& instance, const std::string& orthancId,
+                                       bool& instanceExists)
+{
+  PlainAttachment attachment;
+  if (!LookUpPlainAttachment(attachment, orthanc_, orthancId, instanceExists))
+  {
+    return false;
+  }
+
+  for (size_t bytes : {FIRST_READ_BYTES, SECOND_READ_BYTES})
+  {
+    const std::string start = ReadAttachmentStart(storageDirectory_, attachment, bytes);
+    NewInstance identified;
+    if (!start.empty() &&
+        IdentifyInstanceFile(identified, orthancId, start.data(), start.size()))
+    {
+      identified.size = attachment.size;
+      identified.fileUuid = attachment.uuid;
+      instance = std::move(identified);
+      return true;
+    }
+    if (start.size() < bytes)
+    {
+      break;  // the whole file was read, or none of it
+    }
+  }
+  return false;
+}
+
+
 bool InstanceResolver::Resolve(NewInstance& instance, const std::string& orthancId)
 {
+  if (ReadsFiles())
+  {
+    bool instanceExists = true;
+    try
+    {
+      if (ResolveFromFile(instance, orthancId, instanceExists))
+      {
+        fileMisses_ = 0;
+        return true;
+      }
+    }
+    catch (const Exception&)
+    {
+      // The file is only a shortcut: the instance's own route below reports a real failure.
+    }
+    if (instanceExists)
+    {
+      fileMisses_++;  // a deleted instance is no sign of a storage problem, so it is not counted
+    }
+  }
+
   Json::Value answer;
   if (!orthanc_.GetJson(answer, "/instances/" + orthancId))
   {

@@ -61,8 +61,32 @@ bool FindHashedPatientId(std::string& patientId, const DicomIdentifiers& identif
   }
   return false;
 }
+}  // namespace
 
 
+bool IdentifyInstanceFile(NewInstance& instance, const std::string& orthancId, const char* file,
+                          size_t size)
+{
+  DicomIdentifiers identifiers;
+  std::string patientId;
+  if (file == nullptr || !OrthancIdIndex::IsOrthancId(orthancId) ||
+      !DicomPrefixReader(file, size).ReadIdentifiers(identifiers) ||
+      !FindHashedPatientId(patientId, identifiers, orthancId))
+  {
+    return false;
+  }
+
+  instance.orthancId = orthancId;
+  instance.orthancStudyId = ComputeOrthancId(patientId + "|" + identifiers.studyInstanceUid);
+  instance.sopInstanceUid = std::move(identifiers.sopInstanceUid);
+  instance.seriesInstanceUid = std::move(identifiers.seriesInstanceUid);
+  instance.studyInstanceUid = std::move(identifiers.studyInstanceUid);
+  return true;
+}
+
+
+namespace
+{
 // Copies value into a field of capacity bytes, or returns false when it does not fit.
 template <size_t capacity>
 bool CopyField(char (&field)[capacity], uint8_t& length, const std::string& value)
@@ -90,25 +114,20 @@ StoredInstanceCache::StoredInstanceCache() :
 
 bool StoredInstanceCache::Note(const std::string& orthancId, const char* file, size_t size)
 {
-  DicomIdentifiers identifiers;
-  std::string patientId;
-  if (file == nullptr || !OrthancIdIndex::IsOrthancId(orthancId) ||
-      !DicomPrefixReader(file, size).ReadIdentifiers(identifiers) ||
-      !FindHashedPatientId(patientId, identifiers, orthancId))
+  NewInstance instance;
+  if (!IdentifyInstanceFile(instance, orthancId, file, size))
   {
     return false;
   }
 
   Entry entry;
   std::memcpy(entry.orthancId, orthancId.data(), OrthancIdIndex::ID_LENGTH);
-  const std::string studyId = ComputeOrthancId(patientId + "|" + identifiers.studyInstanceUid);
-  std::memcpy(entry.orthancStudyId, studyId.data(), OrthancIdIndex::ID_LENGTH);
+  std::memcpy(entry.orthancStudyId, instance.orthancStudyId.data(), OrthancIdIndex::ID_LENGTH);
   entry.size = size;
-  if (!CopyField(entry.sopInstanceUid, entry.sopInstanceUidLength, identifiers.sopInstanceUid) ||
+  if (!CopyField(entry.sopInstanceUid, entry.sopInstanceUidLength, instance.sopInstanceUid) ||
       !CopyField(entry.seriesInstanceUid, entry.seriesInstanceUidLength,
-                 identifiers.seriesInstanceUid) ||
-      !CopyField(entry.studyInstanceUid, entry.studyInstanceUidLength,
-                 identifiers.studyInstanceUid))
+                 instance.seriesInstanceUid) ||
+      !CopyField(entry.studyInstanceUid, entry.studyInstanceUidLength, instance.studyInstanceUid))
   {
     return false;
   }

@@ -19,6 +19,13 @@ namespace AzureDicom
 // and a database must keep its IDs across Orthanc versions.
 std::string ComputeOrthancId(const std::string& joinedIdentifiers);
 
+// Fills the instance's Orthanc ID, UIDs and Orthanc study ID from the first elements of its
+// DICOM file, which may hold only the start of the file. Returns false when they do not give
+// orthancId again: elements missing from those bytes, a deflated data set, or a Patient ID that
+// Orthanc converted from another character set. So what it fills is what Orthanc's index has.
+bool IdentifyInstanceFile(NewInstance& instance, const std::string& orthancId, const char* file,
+                          size_t size);
+
 
 // What the change follower needs of the instances that Orthanc has just stored, read from their
 // files in Orthanc's store callback, so that it queues them without a GET /instances/{id} each.

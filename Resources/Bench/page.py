@@ -92,10 +92,12 @@ the files that earlier runs wrote (`sync`).
   connection, without `Expect: 100-continue`. curl's rate is what the target can ingest
   where the target stores what it receives. The null sink stores nothing, so there the
   back-fill ÷ curl is shown below the goals but is not one of them.
-- **Orthanc listing the archive**: a back-fill reads every instance's UIDs from Orthanc's
-  index before it sends anything. For each data set sent to the null sink, a new Orthanc
-  without plugins on the archive answers `GET /instances?expand` {scenarios.LISTING_RUNS}
-  times. The fastest, until the whole response is read, is compared with curl's run.
+- **Orthanc listing the archive**: a back-fill needs every instance's UIDs before it sends
+  it. The STOW job takes them from Orthanc's index. The plugin reads them from the first
+  bytes of each file, after one request for the file's attachment. For each data set sent to
+  the null sink, a new Orthanc without plugins on the archive answers
+  `GET /instances?expand` (every instance with its UIDs, in one request)
+  {scenarios.LISTING_RUNS} times. The fastest, until the whole response is read, is compared with curl's run.
 
 The target counts instances with `GET /statistics` (Orthanc) or `GET /stats` (null sink). A
 transfer that has not finished after the time limit is stopped, and its rate is computed from

@@ -344,10 +344,10 @@ def describe_sink_upper_bound(results):
     return ("Against the null sink, the back-fill ÷ curl is shown but is not a goal. There curl "
             "posts bodies built before the run to a server that stores nothing, so its rate is "
             "that of loopback and the sink's parser, not what a target can ingest. A back-fill "
-            "from Orthanc first reads each instance's UIDs from Orthanc's index, which curl does "
-            "not. The listing time given with each ratio is Orthanc answering "
-            "`GET /instances?expand` for the archive alone, on a new Orthanc without plugins "
-            f"(the fastest of {scenarios.LISTING_RUNS}).\n\n" +
+            "from Orthanc first has to find each instance's UIDs, which curl does not. The "
+            "listing time given with each ratio is Orthanc answering `GET /instances?expand` "
+            "(every instance with its UIDs, in one request) for the archive alone, on a new "
+            f"Orthanc without plugins (the fastest of {scenarios.LISTING_RUNS}).\n\n" +
             "\n".join(f"- {ratio}" for ratio in ratios))
 
 

@@ -297,7 +297,7 @@ LISTING_RUNS = 3
 
 @dataclasses.dataclass
 class Listing:
-    """Orthanc listing an archive with its tags, as a back-fill pages through it."""
+    """Orthanc listing an archive with its tags, in one request."""
 
     dataset: str
     count: int
