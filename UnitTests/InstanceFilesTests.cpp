@@ -633,6 +633,17 @@ void ExpectStoredInstance(const NewInstance& instance, uint64_t size)
   EXPECT_EQ(size, instance.size);
   EXPECT_EQ(ATTACHMENT_UUID, instance.fileUuid);
 }
+
+
+// Resolves the stored instance with a resolver that reads the storage directory, and checks it.
+void ResolveStoredInstance(TableGateway& orthanc, const std::string& directory, uint64_t size)
+{
+  InstanceResolver resolver(orthanc);
+  resolver.SetStorageDirectory(directory);
+  NewInstance instance;
+  ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
+  ExpectStoredInstance(instance, size);
+}
 }  // namespace
 
 
@@ -642,13 +653,7 @@ TEST_F(StorageDirectoryTest, ResolverReadsIdentifiersFromFile)
   StoreFile(file);
   TableGateway orthanc;
   orthanc.jsonAnswers[StoredInfoUri()] = MakeInfo(file.size(), file.size(), ATTACHMENT_UUID);
-  InstanceResolver resolver(orthanc);
-  resolver.SetStorageDirectory(directory_);
-  ASSERT_TRUE(resolver.ReadsFiles());
-
-  NewInstance instance;
-  ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
-  ExpectStoredInstance(instance, file.size());
+  ResolveStoredInstance(orthanc, directory_, file.size());
   ASSERT_EQ(1u, orthanc.requests.size());
   EXPECT_EQ(StoredInfoUri(), orthanc.requests[0]);
 }
@@ -661,12 +666,7 @@ TEST_F(StorageDirectoryTest, ResolverReadsFurtherAfterLargeElement)
   StoreFile(file);
   TableGateway orthanc;
   orthanc.jsonAnswers[StoredInfoUri()] = MakeInfo(file.size(), file.size(), ATTACHMENT_UUID);
-  InstanceResolver resolver(orthanc);
-  resolver.SetStorageDirectory(directory_);
-
-  NewInstance instance;
-  ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
-  ExpectStoredInstance(instance, file.size());
+  ResolveStoredInstance(orthanc, directory_, file.size());
   EXPECT_EQ(1u, orthanc.requests.size());
 }
 
@@ -679,12 +679,7 @@ TEST_F(StorageDirectoryTest, ResolverUsesIndexWhenFileIsAnotherInstance)
   TableGateway orthanc;
   orthanc.jsonAnswers[StoredInfoUri()] = MakeInfo(file.size(), file.size(), ATTACHMENT_UUID);
   AddIndexAnswers(orthanc, file.size());
-  InstanceResolver resolver(orthanc);
-  resolver.SetStorageDirectory(directory_);
-
-  NewInstance instance;
-  ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
-  ExpectStoredInstance(instance, file.size());
+  ResolveStoredInstance(orthanc, directory_, file.size());
   EXPECT_EQ((std::vector<std::string>{StoredInfoUri(),
                                       std::string("/instances/") + STORED_INSTANCE_ID,
                                       std::string("/series/") + STORED_SERIES_ID,
@@ -700,12 +695,7 @@ TEST_F(StorageDirectoryTest, ResolverUsesIndexForCompressedAttachment)
   TableGateway orthanc;
   orthanc.jsonAnswers[StoredInfoUri()] = MakeInfo(file.size() - 100, file.size(), ATTACHMENT_UUID);
   AddIndexAnswers(orthanc, file.size());
-  InstanceResolver resolver(orthanc);
-  resolver.SetStorageDirectory(directory_);
-
-  NewInstance instance;
-  ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
-  ExpectStoredInstance(instance, file.size());
+  ResolveStoredInstance(orthanc, directory_, file.size());
   EXPECT_EQ(4u, orthanc.requests.size());
 }
 

@@ -252,7 +252,6 @@ Json::Value SyncJob::ListArchivePage(const std::string& uri)
 SyncJob::ArchivePage SyncJob::ReadArchivePage(uint64_t since)
 {
   ArchivePage result;
-  NewInstance instance;
 
   // Where the resolver reads the identifiers from the files, Orthanc only lists the IDs.
   // Otherwise one request returns a page of instances with their tags and sizes ("expand"),
@@ -264,12 +263,21 @@ SyncJob::ArchivePage SyncJob::ReadArchivePage(uint64_t since)
   result.instances.reserve(page.size());
   for (const Json::Value& entry : page)
   {
-    const std::string id = expand ? GetStringMember(entry, "ID") : (entry.isString() ? entry.asString() : "");
+    std::string id;
+    if (expand)
+    {
+      id = GetStringMember(entry, "ID");
+    }
+    else if (entry.isString())
+    {
+      id = entry.asString();
+    }
     if (id.empty())
     {
       throw Exception(ErrorCode::ProtocolError,
                       "Orthanc returned an instance without an ID to " + uri);
     }
+    NewInstance instance;
     if (expand ? resolver_.Resolve(instance, id, entry) : resolver_.Resolve(instance, id))
     {
       result.instances.push_back(instance);
