@@ -7,13 +7,18 @@
 #include <gtest/gtest.h>
 #include <json/value.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-
 #include <map>
 #include <string>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 using namespace AzureDicom;
 
@@ -364,10 +369,15 @@ protected:
 
   void StoreFile(const std::string& content)
   {
+    const std::string path = GetStoredPath();
+    ASSERT_EQ(0, std::system(("mkdir -p " + path.substr(0, path.find_last_of('/'))).c_str()));
+    std::ofstream(path, std::ios::binary) << content;
+  }
+
+  std::string GetStoredPath() const
+  {
     const std::string uuid = ATTACHMENT_UUID;
-    const std::string folder = directory_ + "/" + uuid.substr(0, 2) + "/" + uuid.substr(2, 2);
-    ASSERT_EQ(0, std::system(("mkdir -p " + folder).c_str()));
-    std::ofstream(folder + "/" + uuid, std::ios::binary) << content;
+    return directory_ + "/" + uuid.substr(0, 2) + "/" + uuid.substr(2, 2) + "/" + uuid;
   }
 
   std::string directory_;
@@ -750,4 +760,60 @@ TEST(InstanceResolver, WithoutStorageDirectoryReadsIndex)
   ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
   ExpectStoredInstance(instance, 1000);
   EXPECT_EQ(std::string("/instances/") + STORED_INSTANCE_ID, orthanc.requests[0]);
+}
+
+
+namespace
+{
+// Writes the file to disk and drops it from the page cache. Returns whether none of it is
+// cached afterwards.
+bool EvictFromPageCache(const std::string& path)
+{
+  const int descriptor = open(path.c_str(), O_RDONLY);
+  if (descriptor < 0)
+  {
+    return false;
+  }
+  struct stat status = {};
+  fstat(descriptor, &status);
+  fdatasync(descriptor);
+  posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED);
+
+  const size_t size = static_cast<size_t>(status.st_size);
+  void* address = mmap(nullptr, size, PROT_READ, MAP_SHARED, descriptor, 0);
+  close(descriptor);
+  if (address == MAP_FAILED)
+  {
+    return false;
+  }
+  const long pageSize = sysconf(_SC_PAGESIZE);
+  std::vector<unsigned char> resident((size + pageSize - 1) / pageSize);
+  const bool checked = mincore(address, size, resident.data()) == 0;
+  munmap(address, size);
+  return checked && std::all_of(resident.begin(), resident.end(),
+                                [](unsigned char page) { return (page & 1) == 0; });
+}
+}  // namespace
+
+
+TEST_F(StorageDirectoryTest, ResolverReadsOnlyCachedFiles)
+{
+  const std::string file = MakeStoredFile(SOP_UID) + std::string(50000, 'x');
+  StoreFile(file);
+  ASSERT_TRUE(EvictFromPageCache(GetStoredPath()));
+  TableGateway orthanc;
+  orthanc.jsonAnswers[StoredInfoUri()] = MakeInfo(file.size(), file.size(), ATTACHMENT_UUID);
+  AddIndexAnswers(orthanc, file.size());
+
+  // The file is on disk only, so Orthanc's index gives the UIDs.
+  ResolveStoredInstance(orthanc, directory_, file.size());
+  EXPECT_EQ(4u, orthanc.requests.size());
+
+  // Read once, the file is in the page cache, and its first bytes give the UIDs.
+  std::string content;
+  std::getline(std::ifstream(GetStoredPath(), std::ios::binary), content, '\0');
+  orthanc.requests.clear();
+  ResolveStoredInstance(orthanc, directory_, file.size());
+  ASSERT_EQ(1u, orthanc.requests.size());
+  EXPECT_EQ(StoredInfoUri(), orthanc.requests[0]);
 }

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 namespace AzureDicom
@@ -155,9 +156,11 @@ std::unique_ptr<IBuffer> MapFile(const std::string& path, uint64_t expectedSize)
 
 
 // Reads the first maxBytes of the file at path (all of it when it is smaller) if it has exactly
-// expectedSize bytes, or returns false.
+// expectedSize bytes, or returns false. With cachedOnly, it reads only what the page cache has
+// (RWF_NOWAIT), so it waits for no disk and data may end early. It then returns whether
+// anything was read.
 bool ReadFileStart(std::string& data, const std::string& path, uint64_t expectedSize,
-                   uint64_t maxBytes)
+                   uint64_t maxBytes, bool cachedOnly = false)
 {
   const int descriptor = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (descriptor < 0)
@@ -174,18 +177,35 @@ bool ReadFileStart(std::string& data, const std::string& path, uint64_t expected
     size_t done = 0;
     while (done < data.size())
     {
-      const ssize_t count = read(descriptor, &data[done], data.size() - done);
+      struct iovec rest = {&data[done], data.size() - done};
+      const ssize_t count = cachedOnly
+                                ? preadv2(descriptor, &rest, 1, static_cast<off_t>(done), RWF_NOWAIT)
+                                : read(descriptor, &data[done], data.size() - done);
       if (count < 0 && errno == EINTR)
       {
         continue;
       }
+      if (count < 0 && cachedOnly && errno == EOPNOTSUPP)
+      {
+        cachedOnly = false;  // the file system cannot tell what is cached, so it is read
+        lseek(descriptor, static_cast<off_t>(done), SEEK_SET);
+        continue;
+      }
       if (count <= 0)
       {
-        break;
+        break;  // the end of the file, an error, or (EAGAIN) the rest is not cached
       }
       done += static_cast<size_t>(count);
     }
-    complete = (done == data.size());
+    if (cachedOnly)
+    {
+      data.resize(done);
+      complete = (done > 0);
+    }
+    else
+    {
+      complete = (done == data.size());
+    }
   }
   close(descriptor);
   return complete;
@@ -251,7 +271,7 @@ std::string ReadAttachmentStart(const std::string& storageDirectory,
 
   std::string data;
   if (!ReadFileStart(data, GetAttachmentPath(storageDirectory, attachment.uuid), attachment.size,
-                     maxBytes))
+                     maxBytes, true))
   {
     return "";
   }

@@ -42,7 +42,8 @@ bool LookUpPlainAttachment(PlainAttachment& attachment, IOrthancGateway& orthanc
                            const std::string& orthancId, bool& instanceExists);
 
 // Returns the first maxBytes of the attachment's file in Orthanc's storage directory (all of it
-// when it is smaller), or "" when there is no regular file of attachment.size bytes there.
+// when it is smaller), as far as the page cache has them, so that it waits for no disk. Returns
+// "" when there is no regular file of attachment.size bytes there, or none of it is cached.
 std::string ReadAttachmentStart(const std::string& storageDirectory,
                                 const PlainAttachment& attachment, size_t maxBytes);
 

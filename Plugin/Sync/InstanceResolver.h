@@ -15,12 +15,13 @@ namespace AzureDicom
 //
 // With a storage directory, it reads an instance's identifiers from the first elements of its
 // file there, after asking Orthanc only for the attachment's UUID and size. Orthanc then reads
-// two rows of its index (the instance and its attachment) and answers a small JSON object,
+// two rows of its index (the instance and its attachment) and returns a small JSON object,
 // instead of expanding the instance with its tags, metadata and parent series, and the
-// resolver needs no request per series. A file that does not give the instance's Orthanc ID
-// again is not used. After
-// FILE_MISSES_TO_STOP such instances in a row (Orthanc compresses its files, or a storage plugin
-// keeps them elsewhere), only Orthanc's index is read.
+// resolver needs no request per series. Only what the page cache has of a file is read, so an
+// archive on disk is not read twice (now and when it is sent) and nothing waits for the disk.
+// A file that does not give the instance's Orthanc ID again is not used. After
+// FILE_MISSES_TO_STOP such instances in a row (files not in memory, compressed by Orthanc, or
+// kept elsewhere by a storage plugin), only Orthanc's index is read.
 class InstanceResolver
 {
 public:
