@@ -712,7 +712,7 @@ TEST_F(StorageDirectoryTest, ResolverUsesIndexForCompressedAttachment)
 
 TEST_F(StorageDirectoryTest, ResolverStopsReadingFilesAfterMisses)
 {
-  TableGateway orthanc;  // answers the index, but the storage directory has no file
+  TableGateway orthanc;  // returns the index, but the storage directory has no file
   AddIndexAnswers(orthanc, 1000);
   orthanc.jsonAnswers[StoredInfoUri()] = MakeInfo(1000, 1000, ATTACHMENT_UUID);
   InstanceResolver resolver(orthanc);

@@ -95,7 +95,7 @@ the files that earlier runs wrote (`sync`).
 - **Orthanc listing the archive**: a back-fill needs every instance's UIDs before it sends
   it. The STOW job takes them from Orthanc's index. The plugin reads them from the first
   bytes of each file, after one request for the file's attachment. For each data set sent to
-  the null sink, a new Orthanc without plugins on the archive answers
+  the null sink, a new Orthanc without plugins on the archive responds to
   `GET /instances?expand` (every instance with its UIDs, in one request)
   {scenarios.LISTING_RUNS} times. The fastest, until the whole response is read, is compared with curl's run.
 
