@@ -14,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <set>
@@ -882,6 +883,49 @@ TEST_F(DispatcherConflictTest, AlreadyPresentRecordsDigest)
   EXPECT_EQ(MD5_OF_30_1, item.contentMd5);
   EXPECT_EQ(0, item.createdSequence);
   EXPECT_FALSE(item.contentConflict);
+}
+
+
+// Orthanc's digest of an attachment, which the outbox keeps with the UUID, is recorded for the
+// file read under that UUID (the first part of a request and the later ones). A file read any
+// other way is hashed.
+TEST_F(DispatcherConflictTest, FileReadUnderUuidRecordsStoredDigest)
+{
+  const std::string storage = directory_ + "/storage";
+  const std::map<std::string, std::string> uuids = {
+      {"30.1", "3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b"},
+      {"31.1", "3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5c"},
+      {"32.1", "3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5d"}};  // no file in the storage directory
+
+  std::vector<NewInstance> instances;
+  for (const auto& [uid, uuid] : uuids)
+  {
+    if (uid != "32.1")
+    {
+      const std::string folder = storage + "/" + uuid.substr(0, 2) + "/" + uuid.substr(2, 2);
+      ASSERT_EQ(0, std::system(("mkdir -p " + folder).c_str()));
+      std::ofstream(folder + "/" + uuid, std::ios::binary) << MakeFakeFile(uid, nullptr);
+    }
+    NewInstance instance = MakeNewInstance(uid);
+    instance.fileUuid = uuid;
+    instance.fileMd5 = OTHER_MD5;
+    instances.push_back(instance);
+  }
+  outbox_->Queue(instances, QueueMode::InsertMissing, NowMs());
+  GetDispatcher().SetStorageDirectory(storage);
+  FakeSender sender(AnswerAllStored);
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  ASSERT_EQ(1u, sender.requests.size());
+  EXPECT_EQ(3u, sender.requests[0].size());
+  EXPECT_EQ(OTHER_MD5, GetItem("30.1").contentMd5);
+  EXPECT_EQ(OTHER_MD5, GetItem("31.1").contentMd5);
+  // No file under its UUID: Orthanc's /file was read and hashed.
+  const OutboxItem missing = GetItem("32.1");
+  EXPECT_EQ(ItemState::Mirrored, missing.state);
+  EXPECT_NE(OTHER_MD5, missing.contentMd5);
+  EXPECT_EQ(32u, missing.contentMd5.size());
 }
 
 

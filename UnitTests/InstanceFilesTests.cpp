@@ -425,9 +425,11 @@ TEST_F(StorageDirectoryTest, ReplacedUuidLooksUpNewOne)
   reader.SetStorageDirectory(directory_);
 
   // Orthanc stored the instance again (OverwriteInstances), under another attachment UUID.
+  bool readFileUuid = true;
   const std::unique_ptr<IBuffer> file =
-      reader.Read(INSTANCE_ID, 1000, "0badc0de-5d6e-4f70-8a9b-0c1d2e3f4a5b");
+      reader.Read(INSTANCE_ID, 1000, "0badc0de-5d6e-4f70-8a9b-0c1d2e3f4a5b", &readFileUuid);
   ASSERT_NE(nullptr, file);
+  EXPECT_FALSE(readFileUuid);
   EXPECT_EQ(content, std::string(file->GetData(), file->GetSize()));
   ASSERT_EQ(1u, orthanc.requests.size());
   EXPECT_EQ(InfoUri(), orthanc.requests[0]);
@@ -500,8 +502,11 @@ TEST_F(StorageDirectoryTest, KnownUuidReadsWithoutRequest)
   {
     const std::string expected = MakeDicomLikeFile(size);
     StoreFile(expected);
-    const std::unique_ptr<IBuffer> file = reader.Read(INSTANCE_ID, size, ATTACHMENT_UUID);
+    bool readFileUuid = false;
+    const std::unique_ptr<IBuffer> file =
+        reader.Read(INSTANCE_ID, size, ATTACHMENT_UUID, &readFileUuid);
     ASSERT_NE(nullptr, file) << size;
+    EXPECT_TRUE(readFileUuid) << size;
     EXPECT_TRUE(std::string(file->GetData(), file->GetSize()) == expected) << size;
   }
   EXPECT_TRUE(orthanc.requests.empty());
@@ -666,6 +671,29 @@ TEST_F(StorageDirectoryTest, ResolverReadsIdentifiersFromFile)
   ResolveStoredInstance(orthanc, directory_, file.size());
   ASSERT_EQ(1u, orthanc.requests.size());
   EXPECT_EQ(StoredInfoUri(), orthanc.requests[0]);
+}
+
+
+TEST_F(StorageDirectoryTest, ResolverKeepsOrthancDigest)
+{
+  const std::string file = MakeStoredFile(SOP_UID);
+  StoreFile(file);
+  for (const char* md5 : {"dd81bde8bbef13a03385f15f496537bb", "DD81BDE8", ""})
+  {
+    TableGateway orthanc;
+    Json::Value info = MakeInfo(file.size(), file.size(), ATTACHMENT_UUID);
+    if (*md5 != '\0')
+    {
+      info["UncompressedMD5"] = md5;
+    }
+    orthanc.jsonAnswers[StoredInfoUri()] = info;
+    InstanceResolver resolver(orthanc);
+    resolver.SetStorageDirectory(directory_);
+    NewInstance instance;
+    ASSERT_TRUE(resolver.Resolve(instance, STORED_INSTANCE_ID));
+    // Only a digest as Orthanc writes it (32 lower-case hexadecimal digits) is kept.
+    EXPECT_EQ(std::string(md5).size() == 32 ? md5 : "", instance.fileMd5) << md5;
+  }
 }
 
 

@@ -1125,7 +1125,7 @@ TEST_F(OutboxSnapshotTest, VersionOneFileIsMigrated)
 
   Outbox outbox(path_);
 
-  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "4");
+  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "5");
   EXPECT_EQ(outbox.GetFollowerSequence(), 42);
   const std::vector<OutboxItem> items = outbox.ListItems(nullptr, 0, 10);
   ASSERT_EQ(items.size(), 2u);
@@ -1171,7 +1171,7 @@ TEST_F(OutboxSnapshotTest, MigratedFileReopens)
   }
 
   Outbox reopened(path_);
-  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "4");
+  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "5");
   ASSERT_EQ(reopened.ListSnapshots().size(), 1u);
   EXPECT_EQ(reopened.ListSnapshots()[0].label, "after the upgrade");
 }

@@ -189,7 +189,7 @@ TEST_F(OutboxTest, NewDatabaseHasNoSequence)
   EXPECT_EQ(outbox.GetFollowerSequence(), -1);
   EXPECT_EQ(outbox.CountByState().Get(ItemState::Pending), 0u);
   EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "4");
+  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "5");
 }
 
 
@@ -864,20 +864,24 @@ TEST_F(OutboxTest, FileUuidFollowsNewAttachment)
   Outbox outbox(path_);
   NewInstance first = MakeInstance(1);
   first.fileUuid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+  first.fileMd5 = "00112233445566778899aabbccddeeff";
   outbox.QueueFromChanges({first}, 1, NOW);
   EXPECT_EQ(GetItem(outbox, "orthanc-1").instance.fileUuid, first.fileUuid);
+  EXPECT_EQ(GetItem(outbox, "orthanc-1").instance.fileMd5, first.fileMd5);
 
-  // Stored again while its item waits: the item takes the new attachment and its size.
+  // Stored again while its item waits: the item takes the new attachment, its size and digest.
   NewInstance again = MakeInstance(1, "A", 2000);
   again.fileUuid = "11111111-2222-3333-4444-555555555555";
+  again.fileMd5 = "ffeeddccbbaa99887766554433221100";
   outbox.QueueFromChanges({again}, 2, NOW + 10);
   const std::vector<OutboxItem> claimed =
       outbox.ClaimBatch(10, NO_BYTE_LIMIT, NOW + 20, NOW + 20 + LEASE_MS);
   ASSERT_EQ(claimed.size(), 1u);
   EXPECT_EQ(claimed[0].instance.fileUuid, again.fileUuid);
+  EXPECT_EQ(claimed[0].instance.fileMd5, again.fileMd5);
   EXPECT_EQ(claimed[0].instance.size, 2000u);
 
-  // Failed, then stored again: requeued with the newest attachment.
+  // Failed, then stored again: requeued with the newest attachment. Orthanc had no digest of it.
   outbox.RecordOutcomes({MakeOutcome(claimed[0].id, ItemState::Failed)}, NOW + 30);
   NewInstance third = MakeInstance(1, "A", 3000);
   third.fileUuid = "66666666-7777-8888-9999-aaaaaaaaaaaa";
@@ -885,6 +889,7 @@ TEST_F(OutboxTest, FileUuidFollowsNewAttachment)
   const OutboxItem requeued = GetItem(outbox, "orthanc-1");
   EXPECT_EQ(requeued.state, ItemState::Pending);
   EXPECT_EQ(requeued.instance.fileUuid, third.fileUuid);
+  EXPECT_EQ(requeued.instance.fileMd5, "");
   EXPECT_EQ(requeued.instance.size, 3000u);
 }
 
@@ -895,12 +900,33 @@ TEST_F(OutboxTest, VersionThreeFileIsMigrated)
     Outbox outbox(path_);
     outbox.QueueFromChanges({MakeInstance(1)}, 5, NOW);
   }
-  ExecuteDirectly(path_, "ALTER TABLE items DROP COLUMN file_uuid; PRAGMA user_version = 3;");
+  ExecuteDirectly(
+      path_,
+      "ALTER TABLE items DROP COLUMN file_uuid; ALTER TABLE items DROP COLUMN file_md5; "
+      "PRAGMA user_version = 3;");
 
   Outbox outbox(path_);
-  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "4");
+  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "5");
   EXPECT_EQ(outbox.GetFollowerSequence(), 5);
   EXPECT_EQ(GetItem(outbox, "orthanc-1").instance.fileUuid, "");
+}
+
+
+TEST_F(OutboxTest, VersionFourFileIsMigrated)
+{
+  {
+    Outbox outbox(path_);
+    NewInstance instance = MakeInstance(1);
+    instance.fileUuid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+    outbox.QueueFromChanges({instance}, 5, NOW);
+  }
+  ExecuteDirectly(path_, "ALTER TABLE items DROP COLUMN file_md5; PRAGMA user_version = 4;");
+
+  Outbox outbox(path_);
+  EXPECT_EQ(QueryTextDirectly(path_, "PRAGMA user_version"), "5");
+  const OutboxItem item = GetItem(outbox, "orthanc-1");
+  EXPECT_EQ(item.instance.fileUuid, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0");
+  EXPECT_EQ(item.instance.fileMd5, "");
 }
 
 

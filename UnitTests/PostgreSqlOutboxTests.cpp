@@ -211,7 +211,7 @@ TEST_F(PostgreSqlOutboxTest, EmptyDatabaseGetsSchema)
   Outbox outbox(url_, "node-a");
 
   EXPECT_TRUE(outbox.IsShared());
-  EXPECT_EQ(ExecutePostgreSql(url_, "SELECT version FROM azure_dicom.schema_version"), "4");
+  EXPECT_EQ(ExecutePostgreSql(url_, "SELECT version FROM azure_dicom.schema_version"), "5");
   EXPECT_EQ(ExecutePostgreSql(url_, "SELECT COUNT(*) FROM azure_dicom.schema_version"), "1");
   EXPECT_EQ(ExecutePostgreSql(url_, "SELECT to_regclass('azure_dicom.items') IS NOT NULL"), "t");
   EXPECT_EQ(ExecutePostgreSql(url_, "SELECT to_regclass('public.items') IS NULL"), "t");
@@ -229,11 +229,12 @@ TEST_F(PostgreSqlOutboxTest, RecordedVersionIsMigrated)
   // Back to the version 2 schema, with its item, as an earlier plugin left it.
   ExecutePostgreSql(url_,
                     "ALTER TABLE azure_dicom.items DROP COLUMN claimed_by, "
-                    "DROP COLUMN claim_id, DROP COLUMN file_uuid; DROP TABLE azure_dicom.nodes; "
+                    "DROP COLUMN claim_id, DROP COLUMN file_uuid, DROP COLUMN file_md5; "
+                    "DROP TABLE azure_dicom.nodes; "
                     "UPDATE azure_dicom.schema_version SET version = 2");
 
   Outbox outbox(url_, "node-a");
-  EXPECT_EQ(ExecutePostgreSql(url_, "SELECT version FROM azure_dicom.schema_version"), "4");
+  EXPECT_EQ(ExecutePostgreSql(url_, "SELECT version FROM azure_dicom.schema_version"), "5");
   EXPECT_EQ(outbox.GetFollowerSequence(), 7);
   const std::vector<OutboxItem> claimed = outbox.ClaimBatch(10, NO_BYTE_LIMIT, NOW, NOW + LEASE_MS);
   ASSERT_EQ(claimed.size(), 1u);
@@ -250,7 +251,7 @@ TEST_F(PostgreSqlOutboxTest, CurrentVersionIsKept)
   }
 
   Outbox outbox(url_, "node-a");
-  EXPECT_EQ(ExecutePostgreSql(url_, "SELECT version FROM azure_dicom.schema_version"), "4");
+  EXPECT_EQ(ExecutePostgreSql(url_, "SELECT version FROM azure_dicom.schema_version"), "5");
   EXPECT_EQ(outbox.CountByState().Get(ItemState::Pending), 1u);
 }
 

@@ -52,6 +52,19 @@ std::vector<int64_t> GetIds(const std::vector<OutboxItem>& items)
   }
   return ids;
 }
+
+
+// Returns the MD5 of the item's file that was read. A file read under the item's attachment UUID
+// takes the digest that Orthanc stored for that attachment when the item was queued.
+std::string GetFileMd5(IOrthancGateway& orthanc, const OutboxItem& item, const IBuffer& file,
+                       bool readFileUuid)
+{
+  if (readFileUuid && !item.instance.fileMd5.empty())
+  {
+    return item.instance.fileMd5;
+  }
+  return GetInstanceMd5(orthanc, item.instance.orthancId, file.GetData(), file.GetSize());
+}
 }  // namespace
 
 
@@ -84,8 +97,9 @@ public:
   {
     try
     {
-      std::unique_ptr<IBuffer> file =
-          reader_.Read(item_.instance.orthancId, item_.instance.size, item_.instance.fileUuid);
+      bool readFileUuid = false;
+      std::unique_ptr<IBuffer> file = reader_.Read(item_.instance.orthancId, item_.instance.size,
+                                                   item_.instance.fileUuid, &readFileUuid);
       if (!file)
       {
         status_ = Status::Deleted;
@@ -98,8 +112,7 @@ public:
                    " bytes, the outbox recorded " + std::to_string(item_.instance.size);
         return nullptr;
       }
-      digest_ = GetInstanceMd5(orthanc_, item_.instance.orthancId, file->GetData(),
-                               file->GetSize());
+      digest_ = GetFileMd5(orthanc_, item_, *file, readFileUuid);
       status_ = Status::Read;
       return file;
     }
@@ -560,16 +573,17 @@ void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& i
     else
     {
       // The body refers to Orthanc's buffer of the file, which is in memory once.
-      std::unique_ptr<IBuffer> file = fileReader_.Read(
-          item.instance.orthancId, deferred ? item.instance.size : 0, item.instance.fileUuid);
+      bool readFileUuid = false;
+      std::unique_ptr<IBuffer> file =
+          fileReader_.Read(item.instance.orthancId, deferred ? item.instance.size : 0,
+                           item.instance.fileUuid, &readFileUuid);
       if (!file)
       {
         outbox_.MarkSkipped(item.id, "deleted from Orthanc before it was sent", NowMs());
         continue;
       }
 
-      batch.digests[item.id] =
-          GetInstanceMd5(orthanc_, item.instance.orthancId, file->GetData(), file->GetSize());
+      batch.digests[item.id] = GetFileMd5(orthanc_, item, *file, readFileUuid);
       writer->AddPart(std::move(file));
     }
 

@@ -257,6 +257,8 @@ bool LookUpPlainAttachment(PlainAttachment& attachment, IOrthancGateway& orthanc
   }
   attachment.uuid = info["Uuid"].asString();
   attachment.size = info["UncompressedSize"].asUInt64();
+  const Json::Value& md5 = info["UncompressedMD5"];
+  attachment.md5 = md5.isString() && IsMd5(md5.asString()) ? md5.asString() : "";
   return true;
 }
 
@@ -338,8 +340,13 @@ std::unique_ptr<IBuffer> InstanceFileReader::ReadFromStorage(const std::string& 
 
 std::unique_ptr<IBuffer> InstanceFileReader::Read(const std::string& orthancId,
                                                   uint64_t expectedSize,
-                                                  const std::string& fileUuid)
+                                                  const std::string& fileUuid, bool* readFileUuid)
 {
+  if (readFileUuid != nullptr)
+  {
+    *readFileUuid = false;
+  }
+
   if (storedFiles_ != nullptr && expectedSize > 0)
   {
     std::unique_ptr<IBuffer> cachedFile = storedFiles_->Take(orthancId, expectedSize);
@@ -359,6 +366,10 @@ std::unique_ptr<IBuffer> InstanceFileReader::Read(const std::string& orthancId,
     if (IsAttachmentUuid(fileUuid))
     {
       stored = ReadFromStorage(fileUuid, expectedSize);
+      if (stored && readFileUuid != nullptr)
+      {
+        *readFileUuid = true;
+      }
     }
 
     // Without the UUID, or with one that Orthanc replaced since (OverwriteInstances).

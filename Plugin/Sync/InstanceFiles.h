@@ -33,9 +33,11 @@ struct PlainAttachment
 {
   std::string uuid;
   uint64_t size = 0;
+  std::string md5;  // the MD5 that Orthanc stored for the file, "" when it has none
 };
 
-// Looks up the instance's DICOM attachment in Orthanc (/attachments/dicom/info). Returns false
+// Looks up the instance's DICOM attachment in Orthanc (/attachments/dicom/info), with the MD5
+// that Orthanc stored for it (StoreMD5ForAttachments). Returns false
 // when Orthanc compresses it, when its UUID is not one of Orthanc's, or when the instance no
 // longer exists, in which case instanceExists is set to false.
 bool LookUpPlainAttachment(PlainAttachment& attachment, IOrthancGateway& orthanc,
@@ -88,9 +90,11 @@ public:
 
   // Returns the file, or null when the instance no longer exists in Orthanc. An expectedSize of
   // 0 (unknown) reads /file. The attachment's fileUuid, when the caller has it, saves the
-  // lookup before a read from the storage directory.
+  // lookup before a read from the storage directory. readFileUuid, when given, is set to
+  // whether the file returned is the one that fileUuid names. Orthanc never writes other
+  // content under a UUID, so a digest of that file that the caller kept is still right.
   std::unique_ptr<IBuffer> Read(const std::string& orthancId, uint64_t expectedSize,
-                                const std::string& fileUuid = "");
+                                const std::string& fileUuid = "", bool* readFileUuid = nullptr);
 
   bool ReadsStoredAttachments() const
   {

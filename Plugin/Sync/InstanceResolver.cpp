@@ -78,6 +78,7 @@ bool InstanceResolver::ResolveFromFile(NewInstance& instance, const std::string&
     {
       identified.size = attachment.size;
       identified.fileUuid = attachment.uuid;
+      identified.fileMd5 = attachment.md5;
       instance = std::move(identified);
       return true;
     }

@@ -15,7 +15,7 @@ namespace
 // The version of the schema that this code creates (SQLite's PRAGMA user_version, PostgreSQL's
 // schema_version table). A database with a higher version was written by a newer plugin, and
 // this one rejects it rather than corrupt it.
-const int64_t SCHEMA_VERSION = 4;
+const int64_t SCHEMA_VERSION = 5;
 
 
 const char* const FOLLOWER_SEQUENCE_PROPERTY = "FollowerSequence";
@@ -135,6 +135,12 @@ const char* const MIGRATION_V4_SQL = R"sql(
 ALTER TABLE items ADD COLUMN file_uuid TEXT NOT NULL DEFAULT '';
 )sql";
 
+// Version 5: the MD5 that Orthanc stored for the attachment that file_uuid names, which the
+// workers record for a file read under that UUID instead of hashing it again.
+const char* const MIGRATION_V5_SQL = R"sql(
+ALTER TABLE items ADD COLUMN file_md5 TEXT NOT NULL DEFAULT '';
+)sql";
+
 
 // Sets an item back to Pending as if it were queued at ?1: due at once, with attempts, status code,
 // reasons and message cleared. The destination, the creation mark and the digest stay, for a
@@ -161,7 +167,7 @@ const std::string ITEM_COLUMNS =
     "size, state, attempts, status_code, failure_reason, warning_reason, message, destination, "
     "queued_at, updated_at, next_attempt_at, lease_until, sent_at, sent_service_url, "
     "sent_api_version, sent_partition, created_sequence, content_md5, content_changed, "
-    "content_conflict, rollback_id, delete_requested, claimed_by, file_uuid";
+    "content_conflict, rollback_id, delete_requested, claimed_by, file_uuid, file_md5";
 
 
 OutboxItem ReadItem(const Query& query)
@@ -197,6 +203,7 @@ OutboxItem ReadItem(const Query& query)
   item.deleteRequested = query.GetInt64(27) != 0;
   item.claimedBy = query.GetText(28);
   item.instance.fileUuid = query.GetText(29);
+  item.instance.fileMd5 = query.GetText(30);
   return item;
 }
 
@@ -244,26 +251,27 @@ struct Outbox::Statements
     insertItem = Prepare(database,
                          "INSERT INTO items (orthanc_id, sop_instance_uid, series_instance_uid, "
                          "study_instance_uid, orthanc_study_id, size, state, queued_at, "
-                         "updated_at, next_attempt_at, file_uuid) "
-                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Pending', ?7, ?7, ?7, ?8) "
+                         "updated_at, next_attempt_at, file_uuid, file_md5) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Pending', ?7, ?7, ?7, ?8, ?9) "
                          "ON CONFLICT (orthanc_id) DO NOTHING");
     requeueItem = Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
-                                        ", size = ?2, file_uuid = ?4 WHERE orthanc_id = ?3 AND "
-                                        "state IN " + RETRYABLE_STATES);
+                                        ", size = ?2, file_uuid = ?4, file_md5 = ?5 "
+                                        "WHERE orthanc_id = ?3 AND state IN " + RETRYABLE_STATES);
     requeueChangedItem =
         Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
-                              ", size = ?2, file_uuid = ?5, content_changed = 1, "
+                              ", size = ?2, file_uuid = ?5, file_md5 = ?6, content_changed = 1, "
                               "content_conflict = 0 "
                               "WHERE orthanc_id = ?3 AND state IN ('Mirrored', 'AlreadyPresent') "
                               "AND content_md5 != '' AND content_md5 != ?4");
     // The deletion worker may be deleting the service's copy right now, so the item is sent
     // again: the service then creates it, or reports that it already stores it.
     keepDeletedItem = Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
-                                            ", size = ?3, file_uuid = ?4 "
+                                            ", size = ?3, file_uuid = ?4, file_md5 = ?5 "
                                             "WHERE orthanc_id = ?2 AND delete_requested = 1");
     // An instance stored again while its item waits: the item reads the new attachment.
     refreshPendingFile = Prepare(database,
-                                 "UPDATE items SET size = ?1, file_uuid = ?2 WHERE orthanc_id = ?3 "
+                                 "UPDATE items SET size = ?1, file_uuid = ?2, file_md5 = ?4 "
+                                 "WHERE orthanc_id = ?3 "
                                  "AND state IN ('Pending', 'Sending') AND file_uuid != ?2");
     // Any node expires any lease. Rows that another node's transaction has locked are skipped,
     // because that node is claiming or recording them right now.
@@ -374,6 +382,7 @@ uint64_t InsertInstance(Database& database, const StatementPtr& statement,
       .Bind(ToSqliteInteger(instance.size))
       .Bind(now)
       .Bind(instance.fileUuid)
+      .Bind(instance.fileMd5)
       .Run();
 }
 
@@ -463,6 +472,10 @@ void Outbox::CreateSchema()
   {
     Execute(database, MIGRATION_V4_SQL, "migrate the schema to version 4");
   }
+  if (version < 5)
+  {
+    Execute(database, MIGRATION_V5_SQL, "migrate the schema to version 5");
+  }
   if (version < SCHEMA_VERSION)
   {
     database.WriteSchemaVersion(SCHEMA_VERSION);
@@ -549,6 +562,7 @@ QueueResult Outbox::QueueInTransaction(const std::vector<NewInstance>& instances
           .Bind(ToSqliteInteger(instance.size))
           .Bind(instance.fileUuid)
           .Bind(instance.orthancId)
+          .Bind(instance.fileMd5)
           .Run();
     }
 
@@ -561,16 +575,18 @@ QueueResult Outbox::QueueInTransaction(const std::vector<NewInstance>& instances
               .Bind(ToSqliteInteger(instance.size))
               .Bind(instance.orthancId)
               .Bind(instance.fileUuid)
+              .Bind(instance.fileMd5)
               .Run();
 
       // Stored again in Orthanc: a delete waiting for the service no longer applies.
-      requeued += Query(database, statements_->keepDeletedItem,
-                        "keep the instance " + instance.orthancId)
-                      .Bind(now)
-                      .Bind(instance.orthancId)
-                      .Bind(ToSqliteInteger(instance.size))
-                      .Bind(instance.fileUuid)
-                      .Run();
+      requeued +=
+          Query(database, statements_->keepDeletedItem, "keep the instance " + instance.orthancId)
+              .Bind(now)
+              .Bind(instance.orthancId)
+              .Bind(ToSqliteInteger(instance.size))
+              .Bind(instance.fileUuid)
+              .Bind(instance.fileMd5)
+              .Run();
     }
 
     if (requeued == 0 && !instance.contentMd5.empty())
@@ -582,6 +598,7 @@ QueueResult Outbox::QueueInTransaction(const std::vector<NewInstance>& instances
                      .Bind(instance.orthancId)
                      .Bind(instance.contentMd5)
                      .Bind(instance.fileUuid)
+                     .Bind(instance.fileMd5)
                      .Run();
     }
 
