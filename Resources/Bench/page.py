@@ -52,6 +52,8 @@ def describe_methods(results, latency_rate, runs_in_memory):
     clients = scenarios.PARALLEL_CLIENTS
     runs = scenarios.TRANSFER_RUNS
     repeat_below = scenarios.REPEATED_TRANSFER_MAX_SECONDS
+    short_runs = scenarios.SHORT_TRANSFER_RUNS
+    short_below = scenarios.SHORT_TRANSFER_MAX_SECONDS
     return f"""\
 ### Transfers
 
@@ -104,7 +106,9 @@ transfer that has not finished after the time limit is stopped, and its rate is 
 the instances confirmed until then (the note says so). A transfer whose first run took less
 than {repeat_below} s runs {runs} times in all, in rounds over the methods of its data set and
 target. On a shared machine, a stall of a second changes the rate of a short run by more than
-the margins of the goals. The table lists every run, and the goals and the
+the margins of the goals. The methods that a goal compares (the plugin's back-fill, the STOW
+job and curl; the plugin while ingesting and Lua) run {short_runs} times each when the first
+runs of all of them took less than {short_below} s. The table lists every run, and the goals and the
 "plugin ÷ this" column take the fastest run of each method, but for memory: the plugin's
 largest peak RSS is compared with the STOW job's smallest. Beside each ratio of rates, the
 goals table gives the same ratio at the median runs of both sides (of the ingestion runs
