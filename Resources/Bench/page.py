@@ -77,10 +77,14 @@ the files that earlier runs wrote (`sync`).
 - **plugin, back-fill**: an Orthanc stored the data set once with the plugin loaded and
   `"Enable": false` (the archive). Each run starts an Orthanc on that storage folder with the
   plugin enabled and a new outbox, and measures from `POST /azure-dicom/sync {{"All": true}}`
-  until every instance is confirmed, as above. No run adds instances to the archive.
+  until every instance is confirmed, as above. The run then ends at the last confirmation
+  that the outbox recorded (`sent_at`, in milliseconds), not at the poll that saw it, which
+  comes up to {scenarios.POLL_INTERVAL_SECONDS} s later. No run adds instances to the
+  archive.
 - **DICOMweb STOW job**: an Orthanc on the archive with only the DICOMweb plugin runs
   `POST /dicom-web/servers/target/stow` with all studies and `"Synchronous": false`. Measured
-  from the submission until the job is `Success` and the target counts every instance.
+  from the submission until the job is `Success` and the target counts every instance,
+  which ends at the job's `CompletionTime` in the same way.
 - **Lua, per instance** and **Lua, on stable studies**: the same ingestion as the first
   method, into an Orthanc with the DICOMweb plugin and a Lua script. Its `OnStoredInstance`
   (or `OnStableStudy`, with `StableAge` 2) calls `RestApiPost('/dicom-web/servers/target/stow',
