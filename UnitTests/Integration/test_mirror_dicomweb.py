@@ -5,6 +5,7 @@ and no credentials. The data are the pydicom sample files that Orthanc stores pl
 multi-series studies.
 """
 
+import hashlib
 import os
 import sys
 import time
@@ -298,7 +299,8 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
         self.assert_same_files(source, target)
 
     def assert_same_files(self, source, target):
-        """Check that the target has a copy of each of the source's files, byte for byte."""
+        """Check that the target has a copy of each of the source's files, byte for byte, and
+        that the outbox recorded the MD5 of the file sent."""
         target_by_uid = {uid: orthanc_id
                          for orthanc_id, uid in harness.list_instances(target).items()}
         for orthanc_id, uid in harness.list_instances(source).items():
@@ -306,6 +308,8 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
             received = target.get(f"/instances/{target_by_uid[uid]}/file").content
             self.assertEqual(len(received), len(sent), uid)
             self.assertTrue(received == sent, f"the target's copy of {uid} differs")
+            item = source.get_json(f"/azure-dicom/instances/{orthanc_id}")
+            self.assertEqual(item["ContentMD5"], hashlib.md5(sent).hexdigest(), uid)
 
     def test_backfill_byte_exact(self):
         self.assert_backfill_byte_exact(storage_compression=False)
