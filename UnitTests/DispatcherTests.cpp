@@ -921,7 +921,7 @@ TEST_F(DispatcherConflictTest, FileReadUnderUuidRecordsStoredDigest)
   EXPECT_EQ(3u, sender.requests[0].size());
   EXPECT_EQ(OTHER_MD5, GetItem("30.1").contentMd5);
   EXPECT_EQ(OTHER_MD5, GetItem("31.1").contentMd5);
-  // No file under its UUID: Orthanc's /file was read and hashed.
+  // No file under its UUID, so the file came from Orthanc's REST API and was hashed.
   const OutboxItem missing = GetItem("32.1");
   EXPECT_EQ(ItemState::Mirrored, missing.state);
   EXPECT_NE(OTHER_MD5, missing.contentMd5);

@@ -37,9 +37,9 @@ struct PlainAttachment
 };
 
 // Looks up the instance's DICOM attachment in Orthanc (/attachments/dicom/info), with the MD5
-// that Orthanc stored for it (StoreMD5ForAttachments). Returns false
-// when Orthanc compresses it, when its UUID is not one of Orthanc's, or when the instance no
-// longer exists, in which case instanceExists is set to false.
+// that Orthanc stored for it (StoreMD5ForAttachments). Returns false when Orthanc compresses it,
+// when its UUID is not one of Orthanc's, or when the instance no longer exists, in which case
+// instanceExists is set to false.
 bool LookUpPlainAttachment(PlainAttachment& attachment, IOrthancGateway& orthanc,
                            const std::string& orthancId, bool& instanceExists);
 

@@ -70,7 +70,7 @@ struct NewInstance
   std::string orthancStudyId;
   uint64_t size = 0;  // bytes of the DICOM file
   std::string fileUuid;  // of Orthanc's attachment, "" when not known
-  std::string fileMd5;   // hex MD5 that Orthanc stored for the file fileUuid names, or ""
+  std::string fileMd5;   // hex MD5 that Orthanc stored for the file that fileUuid names, or ""
 
   // Hex MD5 of the file, set by the change follower only for an instance that the outbox has
   // already confirmed at the service, so that a copy with other content is sent again.

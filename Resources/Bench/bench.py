@@ -169,20 +169,18 @@ def is_repeated(record):
 
 
 def count_runs(first_runs):
-    """Return how often each method runs in all, from its first run (first_runs: method option
-    -> Transfer record). The methods of one of scenarios.COMPARED_METHODS that run again run
-    equally often."""
-    runs = {}
-    for method, record in first_runs.items():
-        runs[method] = scenarios.TRANSFER_RUNS if is_repeated(record) else 1
+    """Return how many runs each method gets in all, from its first run (first_runs: method
+    option -> Transfer record). The repeated methods of one of scenarios.COMPARED_METHODS get
+    the same number."""
+    runs = {method: scenarios.TRANSFER_RUNS if is_repeated(record) else 1
+            for method, record in first_runs.items()}
     for compared in scenarios.COMPARED_METHODS:
-        repeated = [first_runs[method] for method in compared
+        repeated = [method for method in compared
                     if method in first_runs and is_repeated(first_runs[method])]
-        if repeated and all(record.seconds < scenarios.SHORT_TRANSFER_MAX_SECONDS
-                            for record in repeated):
-            for method in compared:
-                if method in first_runs and is_repeated(first_runs[method]):
-                    runs[method] = scenarios.SHORT_TRANSFER_RUNS
+        if repeated and all(first_runs[method].seconds < scenarios.SHORT_TRANSFER_MAX_SECONDS
+                            for method in repeated):
+            for method in repeated:
+                runs[method] = scenarios.SHORT_TRANSFER_RUNS
     return runs
 
 
