@@ -152,7 +152,7 @@ private:
   Dispatcher::SenderFactory MakeSenderFactory(const Configuration& configuration,
                                               const std::shared_ptr<CredentialManager>& credentials);
 
-  static const unsigned int METRICS_INTERVAL_MS = 5000;
+  static constexpr unsigned int METRICS_INTERVAL_MS = 5000;
 
   OrthancPluginContext* orthanc_;
   Json::Value fileSection_;  // the "AzureDicom" section of Orthanc's configuration file

@@ -68,7 +68,7 @@ private:
 
   static uint64_t CountInstances(OrthancGateway& orthanc, const ResourceReference& resource);
 
-  static const unsigned int INSTANCES_PER_STEP = 500;
+  static constexpr unsigned int INSTANCES_PER_STEP = 500;
 
   PluginContext& context_;
   InstanceResolver resolver_;

@@ -128,16 +128,16 @@ private:
 
   static constexpr int64_t MAX_GAP_CHANGES = 10000;
 
-  static const unsigned int PAGE_SIZE = 500;
-  static const unsigned int FIRST_START_MAX_PAGES = 10;  // looked back on a first start
-  static const unsigned int POLL_INTERVAL_MS = 2000;
-  static const unsigned int ERROR_DELAY_MS = 5000;
+  static constexpr unsigned int PAGE_SIZE = 500;
+  static constexpr unsigned int FIRST_START_MAX_PAGES = 10;  // looked back on a first start
+  static constexpr unsigned int POLL_INTERVAL_MS = 2000;
+  static constexpr unsigned int ERROR_DELAY_MS = 5000;
   // During a burst, the follower queues what Orthanc stored at most once per BURST_POLL_MS
   // instead of at each store, which costs Orthanc fewer requests. It checks every
   // BURST_CHECK_MS whether the burst has ended, so that the burst is queued when the workers
   // start sending it.
-  static const unsigned int BURST_CHECK_MS = 50;
-  static const unsigned int BURST_POLL_MS = 1000;
+  static constexpr unsigned int BURST_CHECK_MS = 50;
+  static constexpr unsigned int BURST_POLL_MS = 1000;
 
   IOrthancGateway& orthanc_;
   Outbox& outbox_;

@@ -63,13 +63,13 @@ private:
   // sets instanceExists to false when Orthanc no longer has the instance.
   bool ResolveFromFile(NewInstance& instance, const std::string& orthancId, bool& instanceExists);
 
-  static const size_t MAX_CACHED_SERIES = 64;
-  static const unsigned int FILE_MISSES_TO_STOP = 20;
+  static constexpr size_t MAX_CACHED_SERIES = 64;
+  static constexpr unsigned int FILE_MISSES_TO_STOP = 20;
 
   // The identifiers are within the first kilobytes of a file. A large element before them (a
   // private one, or a sequence) needs a second, longer read.
-  static const size_t FIRST_READ_BYTES = 16 * 1024;
-  static const size_t SECOND_READ_BYTES = 1024 * 1024;
+  static constexpr size_t FIRST_READ_BYTES = 16 * 1024;
+  static constexpr size_t SECOND_READ_BYTES = 1024 * 1024;
 
   IOrthancGateway& orthanc_;
   std::string storageDirectory_;

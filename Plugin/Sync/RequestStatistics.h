@@ -30,8 +30,8 @@ public:
 
   RequestSummary Summarize(int64_t nowMs, unsigned int windowSeconds);
 
-  static const unsigned int HISTORY_SECONDS = 3600;
-  static const size_t MAX_SAMPLES = 200000;
+  static constexpr unsigned int HISTORY_SECONDS = 3600;
+  static constexpr size_t MAX_SAMPLES = 200000;
 
 private:
   struct Sample

@@ -23,8 +23,8 @@ struct StatusSample
 class StatusHistory
 {
 public:
-  static const unsigned int INTERVAL_SECONDS = 10;
-  static const unsigned int HISTORY_SECONDS = 3600;
+  static constexpr unsigned int INTERVAL_SECONDS = 10;
+  static constexpr unsigned int HISTORY_SECONDS = 3600;
 
   // Adds the sample unless the last one is less than an interval old; returns true if added.
   bool Add(const StatusSample& sample);
