@@ -96,9 +96,15 @@ std::string MakeFakeFile(const std::string& id, const std::map<std::string, uint
 class FakeOrthanc : public IOrthancGateway
 {
 public:
-  bool GetJson(Json::Value&, const std::string&) override
+  bool GetJson(Json::Value& answer, const std::string& uri) override
   {
-    return false;
+    const auto found = jsonAnswers.find(uri);
+    if (found == jsonAnswers.end())
+    {
+      return false;
+    }
+    answer = found->second;
+    return true;
   }
 
   bool GetBinary(std::string& answer, const std::string& uri) override
@@ -114,6 +120,7 @@ public:
   }
 
   std::set<std::string> deleted;
+  std::map<std::string, Json::Value> jsonAnswers;  // by URI; any other URI has no answer
   unsigned int reads = 0;
   const std::map<std::string, uint64_t>* sizes = nullptr;  // file sizes by Orthanc ID
 };
@@ -926,6 +933,36 @@ TEST_F(DispatcherConflictTest, FileReadUnderUuidRecordsStoredDigest)
   EXPECT_EQ(ItemState::Mirrored, missing.state);
   EXPECT_NE(OTHER_MD5, missing.contentMd5);
   EXPECT_EQ(32u, missing.contentMd5.size());
+}
+
+
+TEST_F(DispatcherConflictTest, FileFoundByLookupRecordsStoredDigest)
+{
+  // An item queued without its attachment, as the change follower queues a stored instance.
+  const std::string storage = directory_ + "/storage";
+  const std::string uuid = "3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b";
+  const std::string folder = storage + "/" + uuid.substr(0, 2) + "/" + uuid.substr(2, 2);
+  ASSERT_EQ(0, std::system(("mkdir -p " + folder).c_str()));
+  std::ofstream(folder + "/" + uuid, std::ios::binary) << MakeFakeFile("30.1", nullptr);
+
+  Json::Value info;
+  info["CompressedSize"] = Json::UInt64(GetFakeFileSize("30.1"));
+  info["UncompressedSize"] = Json::UInt64(GetFakeFileSize("30.1"));
+  info["Uuid"] = uuid;
+  info["UncompressedMD5"] = OTHER_MD5;
+  orthanc_.jsonAnswers["/instances/30.1/attachments/dicom/info"] = info;
+  outbox_->Queue({MakeNewInstance("30.1")}, QueueMode::InsertMissing, NowMs());
+  GetDispatcher().SetStorageDirectory(storage);
+  FakeSender sender(AnswerAllStored);
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+
+  ASSERT_EQ(1u, sender.requests.size());
+  const OutboxItem item = GetItem("30.1");
+  EXPECT_EQ(ItemState::Mirrored, item.state);
+  // The digest came with the lookup, and the file from the storage directory: no other request.
+  EXPECT_EQ(OTHER_MD5, item.contentMd5);
+  EXPECT_EQ(0u, orthanc_.reads);
 }
 
 

@@ -421,15 +421,18 @@ TEST_F(StorageDirectoryTest, ReplacedUuidLooksUpNewOne)
   StoreFile(content);
   TableGateway orthanc;
   orthanc.jsonAnswers[InfoUri()] = MakeInfo(1000, 1000, ATTACHMENT_UUID);
+  orthanc.jsonAnswers[InfoUri()]["UncompressedMD5"] = STORED_MD5;
   InstanceFileReader reader(orthanc);
   reader.SetStorageDirectory(directory_);
 
-  // Orthanc stored the instance again (OverwriteInstances), under another attachment UUID.
-  bool readFileUuid = true;
+  // Orthanc stored the instance again (OverwriteInstances), under another attachment UUID. The
+  // digest kept with the old UUID is not the new file's: the lookup gives the new one.
+  std::string storedMd5;
   const std::unique_ptr<IBuffer> file =
-      reader.Read(INSTANCE_ID, 1000, "0badc0de-5d6e-4f70-8a9b-0c1d2e3f4a5b", &readFileUuid);
+      reader.Read(INSTANCE_ID, 1000, "0badc0de-5d6e-4f70-8a9b-0c1d2e3f4a5b",
+                  "ffffffffffffffffffffffffffffffff", &storedMd5);
   ASSERT_NE(nullptr, file);
-  EXPECT_FALSE(readFileUuid);
+  EXPECT_EQ(STORED_MD5, storedMd5);
   EXPECT_EQ(content, std::string(file->GetData(), file->GetSize()));
   ASSERT_EQ(1u, orthanc.requests.size());
   EXPECT_EQ(InfoUri(), orthanc.requests[0]);
@@ -502,11 +505,11 @@ TEST_F(StorageDirectoryTest, KnownUuidReadsWithoutRequest)
   {
     const std::string expected = MakeDicomLikeFile(size);
     StoreFile(expected);
-    bool readFileUuid = false;
+    std::string storedMd5;
     const std::unique_ptr<IBuffer> file =
-        reader.Read(INSTANCE_ID, size, ATTACHMENT_UUID, &readFileUuid);
+        reader.Read(INSTANCE_ID, size, ATTACHMENT_UUID, STORED_MD5, &storedMd5);
     ASSERT_NE(nullptr, file) << size;
-    EXPECT_TRUE(readFileUuid) << size;
+    EXPECT_EQ(STORED_MD5, storedMd5) << size;
     EXPECT_TRUE(std::string(file->GetData(), file->GetSize()) == expected) << size;
   }
   EXPECT_TRUE(orthanc.requests.empty());
@@ -541,9 +544,13 @@ TEST_F(StorageDirectoryTest, UnusableUuidFileReadsRest)
     InstanceFileReader reader(orthanc);
     reader.SetStorageDirectory(directory_);
 
-    // The lookup of the UUID finds no attachment information, so the REST route is read.
-    const std::unique_ptr<IBuffer> file = reader.Read(INSTANCE_ID, 1000, test.uuid);
+    // The lookup of the UUID finds no attachment information, so the REST route is read, and
+    // the digest kept with the UUID is not that file's.
+    std::string storedMd5 = "unset";
+    const std::unique_ptr<IBuffer> file =
+        reader.Read(INSTANCE_ID, 1000, test.uuid, STORED_MD5, &storedMd5);
     ASSERT_NE(nullptr, file) << test.name;
+    EXPECT_EQ("", storedMd5) << test.name;
     EXPECT_EQ(content, std::string(file->GetData(), file->GetSize())) << test.name;
     ASSERT_EQ(2u, orthanc.requests.size()) << test.name;
     EXPECT_EQ(InfoUri(), orthanc.requests[0]) << test.name;

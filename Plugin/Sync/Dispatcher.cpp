@@ -54,14 +54,14 @@ std::vector<int64_t> GetIds(const std::vector<OutboxItem>& items)
 }
 
 
-// Returns the MD5 of the item's file that was read. A file read under the item's attachment UUID
-// takes the digest that Orthanc stored for that attachment when the item was queued.
+// Returns the MD5 of the item's file that was read: the digest that Orthanc stored for that file
+// when the reader knows it, from the outbox or from its own lookup.
 std::string GetFileMd5(IOrthancGateway& orthanc, const OutboxItem& item, const IBuffer& file,
-                       bool readFileUuid)
+                       const std::string& storedMd5)
 {
-  if (readFileUuid && !item.instance.fileMd5.empty())
+  if (!storedMd5.empty())
   {
-    return item.instance.fileMd5;
+    return storedMd5;
   }
   return GetInstanceMd5(orthanc, item.instance.orthancId, file.GetData(), file.GetSize());
 }
@@ -97,9 +97,10 @@ public:
   {
     try
     {
-      bool readFileUuid = false;
-      std::unique_ptr<IBuffer> file = reader_.Read(item_.instance.orthancId, item_.instance.size,
-                                                   item_.instance.fileUuid, &readFileUuid);
+      std::string storedMd5;
+      std::unique_ptr<IBuffer> file =
+          reader_.Read(item_.instance.orthancId, item_.instance.size, item_.instance.fileUuid,
+                       item_.instance.fileMd5, &storedMd5);
       if (!file)
       {
         status_ = Status::Deleted;
@@ -112,7 +113,7 @@ public:
                    " bytes, the outbox recorded " + std::to_string(item_.instance.size);
         return nullptr;
       }
-      digest_ = GetFileMd5(orthanc_, item_, *file, readFileUuid);
+      digest_ = GetFileMd5(orthanc_, item_, *file, storedMd5);
       status_ = Status::Read;
       return file;
     }
@@ -573,17 +574,17 @@ void Dispatcher::SendItems(IStowSender& sender, const std::vector<OutboxItem>& i
     else
     {
       // The body refers to Orthanc's buffer of the file, which is in memory once.
-      bool readFileUuid = false;
+      std::string storedMd5;
       std::unique_ptr<IBuffer> file =
           fileReader_.Read(item.instance.orthancId, deferred ? item.instance.size : 0,
-                           item.instance.fileUuid, &readFileUuid);
+                           item.instance.fileUuid, item.instance.fileMd5, &storedMd5);
       if (!file)
       {
         outbox_.MarkSkipped(item.id, "deleted from Orthanc before it was sent", NowMs());
         continue;
       }
 
-      batch.digests[item.id] = GetFileMd5(orthanc_, item, *file, readFileUuid);
+      batch.digests[item.id] = GetFileMd5(orthanc_, item, *file, storedMd5);
       writer->AddPart(std::move(file));
     }
 

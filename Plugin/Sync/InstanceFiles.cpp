@@ -315,7 +315,8 @@ std::string GetInstanceMd5(IOrthancGateway& orthanc, const std::string& orthancI
 
 
 std::unique_ptr<IBuffer> InstanceFileReader::ReadFromStorageAfterLookup(
-    const std::string& orthancId, uint64_t expectedSize, bool& instanceExists)
+    const std::string& orthancId, uint64_t expectedSize, std::string& storedMd5,
+    bool& instanceExists)
 {
   PlainAttachment attachment;
   if (!LookUpPlainAttachment(attachment, orthanc_, orthancId, instanceExists) ||
@@ -323,7 +324,12 @@ std::unique_ptr<IBuffer> InstanceFileReader::ReadFromStorageAfterLookup(
   {
     return nullptr;
   }
-  return ReadFromStorage(attachment.uuid, expectedSize);
+  std::unique_ptr<IBuffer> file = ReadFromStorage(attachment.uuid, expectedSize);
+  if (file)
+  {
+    storedMd5 = attachment.md5;
+  }
+  return file;
 }
 
 
@@ -340,11 +346,13 @@ std::unique_ptr<IBuffer> InstanceFileReader::ReadFromStorage(const std::string& 
 
 std::unique_ptr<IBuffer> InstanceFileReader::Read(const std::string& orthancId,
                                                   uint64_t expectedSize,
-                                                  const std::string& fileUuid, bool* readFileUuid)
+                                                  const std::string& fileUuid,
+                                                  const std::string& fileMd5,
+                                                  std::string* storedMd5)
 {
-  if (readFileUuid != nullptr)
+  if (storedMd5 != nullptr)
   {
-    *readFileUuid = false;
+    storedMd5->clear();
   }
 
   if (storedFiles_ != nullptr && expectedSize > 0)
@@ -363,13 +371,11 @@ std::unique_ptr<IBuffer> InstanceFileReader::Read(const std::string& orthancId,
       (ReadsStorageDirectory() || expectedSize >= DIRECT_READ_MIN_BYTES))
   {
     std::unique_ptr<IBuffer> stored;
+    std::string md5;
     if (IsAttachmentUuid(fileUuid))
     {
       stored = ReadFromStorage(fileUuid, expectedSize);
-      if (stored && readFileUuid != nullptr)
-      {
-        *readFileUuid = true;
-      }
+      md5 = fileMd5;
     }
 
     // Without the UUID, or with one that Orthanc replaced since (OverwriteInstances).
@@ -378,7 +384,7 @@ std::unique_ptr<IBuffer> InstanceFileReader::Read(const std::string& orthancId,
     {
       try
       {
-        stored = ReadFromStorageAfterLookup(orthancId, expectedSize, instanceExists);
+        stored = ReadFromStorageAfterLookup(orthancId, expectedSize, md5, instanceExists);
       }
       catch (const Exception&)
       {
@@ -391,6 +397,10 @@ std::unique_ptr<IBuffer> InstanceFileReader::Read(const std::string& orthancId,
     if (stored)
     {
       storageMisses_ = 0;
+      if (storedMd5 != nullptr)
+      {
+        *storedMd5 = md5;
+      }
       return stored;
     }
     if (instanceExists)

@@ -90,11 +90,14 @@ public:
 
   // Returns the file, or null when the instance no longer exists in Orthanc. An expectedSize of
   // 0 (unknown) reads /file. The attachment's fileUuid, when the caller has it, saves the
-  // lookup before a read from the storage directory. readFileUuid, when given, is set to
-  // whether the file returned is the one that fileUuid names. Orthanc never writes other
-  // content under a UUID, so a digest of that file that the caller kept is still right.
+  // lookup before a read from the storage directory, and fileMd5 is the MD5 that Orthanc stored
+  // with it. storedMd5, when given, receives the MD5 that Orthanc stored for the file returned.
+  // That is fileMd5 for the file that fileUuid names, and the digest from the lookup for the
+  // file that the lookup named. For any other file, it is "". Orthanc never writes other
+  // content under a UUID, so the digest of a UUID stays right.
   std::unique_ptr<IBuffer> Read(const std::string& orthancId, uint64_t expectedSize,
-                                const std::string& fileUuid = "", bool* readFileUuid = nullptr);
+                                const std::string& fileUuid = "", const std::string& fileMd5 = "",
+                                std::string* storedMd5 = nullptr);
 
   bool ReadsStoredAttachments() const
   {
@@ -117,10 +120,12 @@ private:
   std::unique_ptr<IBuffer> ReadFromStorage(const std::string& fileUuid, uint64_t expectedSize);
 
   // Looks up the attachment's UUID in Orthanc and returns the file from the storage directory,
-  // or null when it is not a plain file of that size there. Sets instanceExists to false when
-  // Orthanc no longer has the instance.
+  // or null when it is not a plain file of that size there. Sets storedMd5 to the MD5 that
+  // Orthanc stored for that file ("" when it has none), and instanceExists to false when Orthanc
+  // no longer has the instance.
   std::unique_ptr<IBuffer> ReadFromStorageAfterLookup(const std::string& orthancId,
-                                                      uint64_t expectedSize, bool& instanceExists);
+                                                      uint64_t expectedSize, std::string& storedMd5,
+                                                      bool& instanceExists);
 
   IOrthancGateway& orthanc_;
   StoredFileCache* storedFiles_ = nullptr;
