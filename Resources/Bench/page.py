@@ -73,14 +73,14 @@ the files that earlier runs wrote (`sync`).
   stores create the same storage folder at once, is sent again (up to
   {STORE_ATTEMPTS} times in all), in every method that stores. Measured
   from the first store until `GET /azure-dicom/status` counts every instance `Mirrored` or
-  `AlreadyPresent` (polled every {scenarios.POLL_INTERVAL_SECONDS} s).
+  `AlreadyPresent` (polled every {scenarios.POLL_INTERVAL_SECONDS} s). The run then ends at
+  the last confirmation that the outbox recorded (`sent_at`, in milliseconds), not at the
+  poll that saw it, which comes up to {scenarios.POLL_INTERVAL_SECONDS} s later.
 - **plugin, back-fill**: an Orthanc stored the data set once with the plugin loaded and
   `"Enable": false` (the archive). Each run starts an Orthanc on that storage folder with the
   plugin enabled and a new outbox, and measures from `POST /azure-dicom/sync {{"All": true}}`
-  until every instance is confirmed, as above. The run then ends at the last confirmation
-  that the outbox recorded (`sent_at`, in milliseconds), not at the poll that saw it, which
-  comes up to {scenarios.POLL_INTERVAL_SECONDS} s later. No run adds instances to the
-  archive.
+  until every instance is confirmed, and ends at the last confirmation, as above. No run
+  adds instances to the archive.
 - **DICOMweb STOW job**: an Orthanc on the archive with only the DICOMweb plugin runs
   `POST /dicom-web/servers/target/stow` with all studies and `"Synchronous": false`. Measured
   from the submission until the job is `Success` and the target counts every instance,
@@ -89,8 +89,10 @@ the files that earlier runs wrote (`sync`).
   method, into an Orthanc with the DICOMweb plugin and a Lua script. Its `OnStoredInstance`
   (or `OnStableStudy`, with `StableAge` 2) calls `RestApiPost('/dicom-web/servers/target/stow',
   ...)` with the instance (or study) and `"Synchronous": false`. Orthanc's job engine then
-  runs up to `ConcurrentJobs` (default 2) STOW jobs at once. Measured from the first store
-  until the target counts every instance.
+  runs up to `ConcurrentJobs` (default 2) STOW jobs at once, and keeps every finished job
+  (`JobsHistorySize` {scenarios.LUA_JOBS_HISTORY_SIZE}). Measured from the first store until
+  the target counts every instance and every job is `Success`, which ends at the last job's
+  `CompletionTime`.
 - **curl, {clients} connections**: the upper bound. The data set is cut into the plugin's
   batches ({servers.MAX_INSTANCES_PER_REQUEST} instances, {servers.MAX_REQUEST_SIZE_MB} MiB)
   and written as multipart/related bodies before the measurement. `xargs -P {clients}` runs

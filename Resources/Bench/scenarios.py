@@ -57,6 +57,9 @@ function OnStoredInstance(instanceId, tags, metadata, origin)
 end
 """
 
+# Orthanc keeps 10 finished jobs by default; the Lua runs read the completion of all of theirs.
+LUA_JOBS_HISTORY_SIZE = 10000
+
 LUA_STABLE_STUDY = """-- Sends each stable study with the DICOMweb plugin's STOW-RS client.
 function OnStableStudy(studyId, tags, metadata)
   RestApiPost('/dicom-web/servers/{server}/stow',
@@ -260,6 +263,18 @@ def read_last_confirmation(outbox_path):
     return row[0] / 1000.0 if row and row[0] else None
 
 
+def read_last_job_completion(orthanc):
+    """Return when the last of the Orthanc's jobs completed (seconds since the epoch), or None
+    while one of them has not succeeded yet. Raises when one failed."""
+    jobs = orthanc.get_json("/jobs?expand")
+    for job in jobs:
+        if job["State"] == "Failure":
+            raise RuntimeError(f"a STOW job failed: {json.dumps(job)[:500]}")
+    if not jobs or any(job["State"] != "Success" for job in jobs):
+        return None
+    return max(parse_job_time(job["CompletionTime"]) for job in jobs)
+
+
 def parse_job_time(text):
     """Return an Orthanc job time ("20261205T185441.123456", UTC) as seconds since the epoch."""
     moment = datetime.datetime.strptime(text, "%Y%m%dT%H%M%S.%f")
@@ -388,10 +403,11 @@ def run_plugin_ingest(context, dataset, target):
     until the last instance is confirmed."""
     record = Transfer(PLUGIN_INGEST, target.name, dataset.spec.name, dataset.count)
     directory = context.new_run_directory(f"plugin-ingest-{dataset.spec.name}")
+    outbox = os.path.join(directory, "outbox.db")
     source = None
     try:
         base = target.start(os.path.join(directory, "target"))
-        azure = servers.plugin_section(base, os.path.join(directory, "outbox.db"))
+        azure = servers.plugin_section(base, outbox)
         source = servers.make_source(os.path.join(directory, "source"), "source",
                                      plugins=[context.plugin], azure=azure).start()
         context.record_versions(source)
@@ -403,7 +419,8 @@ def run_plugin_ingest(context, dataset, target):
             context.max_run_seconds, check=lambda: (store.check(), check_plugin_failures(source)))
         interval.stop()
         record.sender_peak_rss = interval.peak_rss()
-        interval.fill(record)
+        finished_at = None if partial else read_last_confirmation(outbox)
+        interval.fill(record, finished_at=finished_at)
         finish_transfer(record, dataset, confirmed, partial)
         if not partial:
             store.wait().check()
@@ -508,7 +525,7 @@ LUA_PER_INSTANCE_SECONDS = 60
 
 def run_lua(context, dataset, target, stable):
     """Measure Lua auto-routing while Orthanc ingests, per instance or per stable study, from
-    the first store until the target counts every instance."""
+    the first store until the target counts every instance and the last STOW job completed."""
     method = LUA_STABLE if stable else LUA_INSTANCE
     record = Transfer(method, target.name, dataset.spec.name, dataset.count)
     label = "stable" if stable else "instance"
@@ -523,17 +540,32 @@ def run_lua(context, dataset, target, stable):
         source = servers.make_source(
             os.path.join(directory, "source"), "source", plugins=[servers.DICOMWEB_PLUGIN],
             extra={"DicomWeb": servers.dicomweb_client_section(base),
-                   "LuaScripts": [script]}).start()
+                   "LuaScripts": [script],
+                   "JobsHistorySize": LUA_JOBS_HISTORY_SIZE}).start()
         read_into_page_cache(dataset.paths())
         interval = Interval(context, [source.process.pid], [target.pid]).start()
         store = clients.ParallelStore(source.url, dataset.paths(), PARALLEL_CLIENTS).start()
         limit = context.max_run_seconds if stable else min(context.max_run_seconds,
                                                              LUA_PER_INSTANCE_SECONDS)
-        confirmed, partial = wait_until(interval, target.count, dataset.count, limit,
+        finished = {}
+
+        def count_when_jobs_done():
+            # The jobs are read only once the target has every instance. The last job
+            # completes when the target has responded to its last request, like the
+            # plugin's last item.
+            count = target.count()
+            if count < dataset.count:
+                return count
+            finished["at"] = read_last_job_completion(source)
+            return count if finished["at"] is not None else dataset.count - 1
+
+        confirmed, partial = wait_until(interval, count_when_jobs_done, dataset.count, limit,
                                         check=store.check)
         interval.stop()
+        if partial:
+            confirmed = target.count()
         record.sender_peak_rss = interval.peak_rss()
-        interval.fill(record)
+        interval.fill(record, finished_at=None if partial else finished.get("at"))
         finish_transfer(record, dataset, confirmed, partial)
     except (RuntimeError, AssertionError, OSError, clients.StoreError) as error:
         record.error = str(error)
