@@ -120,9 +120,9 @@ private:
   std::unique_ptr<IBuffer> ReadFromStorage(const std::string& fileUuid, uint64_t expectedSize);
 
   // Looks up the attachment's UUID in Orthanc and returns the file from the storage directory,
-  // or null when it is not a plain file of that size there. Sets storedMd5 to the MD5 that
-  // Orthanc stored for that file ("" when it has none), and instanceExists to false when Orthanc
-  // no longer has the instance.
+  // or null when it is not a plain file of that size there. With the file, it sets storedMd5 to
+  // the MD5 that Orthanc stored for it ("" when it has none). Sets instanceExists to false when
+  // Orthanc no longer has the instance.
   std::unique_ptr<IBuffer> ReadFromStorageAfterLookup(const std::string& orthancId,
                                                       uint64_t expectedSize, std::string& storedMd5,
                                                       bool& instanceExists);
