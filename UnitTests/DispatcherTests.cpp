@@ -120,7 +120,7 @@ public:
   }
 
   std::set<std::string> deleted;
-  std::map<std::string, Json::Value> jsonAnswers;  // by URI; any other URI has no answer
+  std::map<std::string, Json::Value> jsonAnswers;  // GetJson() fails for a URI not listed here
   unsigned int reads = 0;
   const std::map<std::string, uint64_t>* sizes = nullptr;  // file sizes by Orthanc ID
 };
@@ -960,7 +960,8 @@ TEST_F(DispatcherConflictTest, FileFoundByLookupRecordsStoredDigest)
   ASSERT_EQ(1u, sender.requests.size());
   const OutboxItem item = GetItem("30.1");
   EXPECT_EQ(ItemState::Mirrored, item.state);
-  // The digest came with the lookup, and the file from the storage directory: no other request.
+  // The digest comes from the lookup and the file from the storage directory, so no file or
+  // digest is read through Orthanc's REST API.
   EXPECT_EQ(OTHER_MD5, item.contentMd5);
   EXPECT_EQ(0u, orthanc_.reads);
 }

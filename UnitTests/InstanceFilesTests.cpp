@@ -426,7 +426,7 @@ TEST_F(StorageDirectoryTest, ReplacedUuidLooksUpNewOne)
   reader.SetStorageDirectory(directory_);
 
   // Orthanc stored the instance again (OverwriteInstances), under another attachment UUID. The
-  // digest kept with the old UUID is not the new file's: the lookup gives the new one.
+  // digest kept with the old UUID belongs to the old file, so the lookup's digest is returned.
   std::string storedMd5;
   const std::unique_ptr<IBuffer> file =
       reader.Read(INSTANCE_ID, 1000, "0badc0de-5d6e-4f70-8a9b-0c1d2e3f4a5b",
@@ -544,8 +544,8 @@ TEST_F(StorageDirectoryTest, UnusableUuidFileReadsRest)
     InstanceFileReader reader(orthanc);
     reader.SetStorageDirectory(directory_);
 
-    // The lookup of the UUID finds no attachment information, so the REST route is read, and
-    // the digest kept with the UUID is not that file's.
+    // The lookup finds no attachment information, so the REST route is read. The digest kept
+    // with the UUID does not describe that file, so none is returned.
     std::string storedMd5 = "unset";
     const std::unique_ptr<IBuffer> file =
         reader.Read(INSTANCE_ID, 1000, test.uuid, STORED_MD5, &storedMd5);

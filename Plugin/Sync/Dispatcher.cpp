@@ -54,8 +54,8 @@ std::vector<int64_t> GetIds(const std::vector<OutboxItem>& items)
 }
 
 
-// Returns the MD5 of the item's file that was read: the digest that Orthanc stored for that file
-// when the reader knows it, from the outbox or from its own lookup.
+// Returns the MD5 of the file read for the item: storedMd5, the digest that Orthanc stored for
+// that file, when the reader returned one, and otherwise GetInstanceMd5().
 std::string GetFileMd5(IOrthancGateway& orthanc, const OutboxItem& item, const IBuffer& file,
                        const std::string& storedMd5)
 {

@@ -375,7 +375,10 @@ std::unique_ptr<IBuffer> InstanceFileReader::Read(const std::string& orthancId,
     if (IsAttachmentUuid(fileUuid))
     {
       stored = ReadFromStorage(fileUuid, expectedSize);
-      md5 = fileMd5;
+      if (stored)
+      {
+        md5 = fileMd5;
+      }
     }
 
     // Without the UUID, or with one that Orthanc replaced since (OverwriteInstances).

@@ -57,7 +57,8 @@ function OnStoredInstance(instanceId, tags, metadata, origin)
 end
 """
 
-# Orthanc keeps 10 finished jobs by default; the Lua runs read the completion of all of theirs.
+# Finished jobs that the Lua runs' Orthanc keeps (10 by default), so that the completion time
+# of every STOW job can be read.
 LUA_JOBS_HISTORY_SIZE = 10000
 
 LUA_STABLE_STUDY = """-- Sends each stable study with the DICOMweb plugin's STOW-RS client.
@@ -265,11 +266,12 @@ def read_last_confirmation(outbox_path):
 
 def read_last_job_completion(orthanc):
     """Return when the last of the Orthanc's jobs completed (seconds since the epoch), or None
-    while one of them has not succeeded yet. Raises when one failed."""
+    while one of them has not succeeded yet. Raises RuntimeError when one failed."""
     jobs = orthanc.get_json("/jobs?expand")
-    for job in jobs:
-        if job["State"] == "Failure":
-            raise RuntimeError(f"a STOW job failed: {json.dumps(job)[:500]}")
+    failed = [job for job in jobs if job["State"] == "Failure"]
+    if failed:
+        raise RuntimeError(f"the STOW job {failed[0]['ID']} failed: "
+                           f"{json.dumps(failed[0])[:500]}")
     if not jobs or any(job["State"] != "Success" for job in jobs):
         return None
     return max(parse_job_time(job["CompletionTime"]) for job in jobs)
@@ -547,17 +549,13 @@ def run_lua(context, dataset, target, stable):
         store = clients.ParallelStore(source.url, dataset.paths(), PARALLEL_CLIENTS).start()
         limit = context.max_run_seconds if stable else min(context.max_run_seconds,
                                                              LUA_PER_INSTANCE_SECONDS)
-        finished = {}
-
         def count_when_jobs_done():
-            # The jobs are read only once the target has every instance. The last job
-            # completes when the target has responded to its last request, like the
-            # plugin's last item.
+            # The jobs are read only once the target has every instance, and a run ends when
+            # the last job completes: after the target responded to its last request.
             count = target.count()
-            if count < dataset.count:
+            if count < dataset.count or read_last_job_completion(source) is not None:
                 return count
-            finished["at"] = read_last_job_completion(source)
-            return count if finished["at"] is not None else dataset.count - 1
+            return 0
 
         confirmed, partial = wait_until(interval, count_when_jobs_done, dataset.count, limit,
                                         check=store.check)
@@ -565,7 +563,8 @@ def run_lua(context, dataset, target, stable):
         if partial:
             confirmed = target.count()
         record.sender_peak_rss = interval.peak_rss()
-        interval.fill(record, finished_at=None if partial else finished.get("at"))
+        finished_at = None if partial else read_last_job_completion(source)
+        interval.fill(record, finished_at=finished_at)
         finish_transfer(record, dataset, confirmed, partial)
     except (RuntimeError, AssertionError, OSError, clients.StoreError) as error:
         record.error = str(error)
