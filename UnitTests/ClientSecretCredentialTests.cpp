@@ -252,6 +252,22 @@ TEST_F(ClientSecretCredentialTest, SecretCutByExcerptRedacted)
 }
 
 
+TEST_F(ClientSecretCredentialTest, PartialEchoRedacted)
+{
+  // A gateway's error page that quotes the start of the form's secret.
+  CannedResponse echo;
+  echo.status = 400;
+  echo.headers = {{"Content-Type", "text/html"}};
+  echo.body = "<p>rejected client_secret=" + std::string(SECRET).substr(0, 20) + "</p>";
+  server_.Enqueue(echo);
+
+  const std::string message = RequestTokenError().what();
+
+  EXPECT_EQ(std::string::npos, message.find("Xy8Q~abc")) << message;
+  EXPECT_NE(std::string::npos, message.find("rejected client_secret=[REDACTED]</p>")) << message;
+}
+
+
 TEST_F(ClientSecretCredentialTest, NonJsonErrorExcerpt)
 {
   CannedResponse gateway;

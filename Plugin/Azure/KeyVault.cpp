@@ -92,12 +92,11 @@ std::string GetStringField(const Json::Value& object, const char* name)
 }
 
 
-
-
-// Replaces every form in which a secret value can reach a message.
+// Replaces every form in which a secret value can reach a message, and every part of it of
+// MIN_FRAGMENT_CHARS or more characters.
 std::string RedactValue(const std::string& text, const std::string& value)
 {
-  return RedactSecrets(text, ListSecretForms({value}));
+  return RedactSecretsAndFragments(text, ListSecretForms({value}));
 }
 
 
@@ -612,7 +611,9 @@ HttpResponse KeyVaultClient::Send(const std::string& url, const std::string& tok
   try
   {
     std::lock_guard<std::mutex> lock(httpMutex_);
-    return http_.Execute(request);
+    HttpResponse response = http_.Execute(request);
+    RedactToken(response, token);
+    return response;
   }
   catch (const Exception& e)
   {

@@ -6,6 +6,8 @@
 #include <json/writer.h>
 
 #include <algorithm>
+#include <string_view>
+#include <unordered_set>
 
 namespace AzureDicom
 {
@@ -74,8 +76,11 @@ std::vector<std::string> ListSecretForms(const std::vector<std::string>& secrets
                                MakePrintable(secret, secret.size() + 1)});
   }
 
+  // Longest first, and each form once: a token has the same text in every form.
   std::sort(forms.begin(), forms.end(),
-            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+            [](const std::string& a, const std::string& b)
+            { return a.size() != b.size() ? a.size() > b.size() : a < b; });
+  forms.erase(std::unique(forms.begin(), forms.end()), forms.end());
   return forms;
 }
 
@@ -88,5 +93,72 @@ std::string RedactSecrets(std::string text, const std::vector<std::string>& secr
   }
 
   return text;
+}
+
+
+void RedactToken(HttpResponse& response, const std::string& token)
+{
+  if (token.empty())
+  {
+    return;
+  }
+
+  const std::vector<std::string> forms = ListSecretForms({token});
+  response.body = RedactSecrets(std::move(response.body), forms);
+  for (auto& header : response.headers)
+  {
+    header.second = RedactSecrets(std::move(header.second), forms);
+  }
+}
+
+
+std::string RedactSecretsAndFragments(std::string text, const std::vector<std::string>& secretForms)
+{
+  text = RedactSecrets(std::move(text), secretForms);
+  if (text.size() < MIN_FRAGMENT_CHARS)
+  {
+    return text;
+  }
+
+  std::unordered_set<std::string_view> windows;
+  for (const std::string& form : secretForms)
+  {
+    for (size_t start = 0; start + MIN_FRAGMENT_CHARS <= form.size(); start++)
+    {
+      windows.insert(std::string_view(form).substr(start, MIN_FRAGMENT_CHARS));
+    }
+  }
+
+  if (windows.empty())
+  {
+    return text;
+  }
+
+  // Marks each character covered by a window that a form contains. Overlapping windows join
+  // into one run, which is replaced once.
+  std::vector<bool> covered(text.size(), false);
+  const std::string_view view(text);
+  for (size_t start = 0; start + MIN_FRAGMENT_CHARS <= text.size(); start++)
+  {
+    if (windows.count(view.substr(start, MIN_FRAGMENT_CHARS)) != 0)
+    {
+      std::fill(covered.begin() + start, covered.begin() + start + MIN_FRAGMENT_CHARS, true);
+    }
+  }
+
+  std::string redacted;
+  for (size_t i = 0; i < text.size(); i++)
+  {
+    if (!covered[i])
+    {
+      redacted += text[i];
+    }
+    else if (i == 0 || !covered[i - 1])
+    {
+      redacted += REDACTED_TEXT;
+    }
+  }
+
+  return redacted;
 }
 }  // namespace AzureDicom

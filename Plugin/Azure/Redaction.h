@@ -5,6 +5,8 @@
 
 namespace AzureDicom
 {
+struct HttpResponse;
+
 const char* const REDACTED_TEXT = "[REDACTED]";
 
 // Keeps printable ASCII and turns every run of other bytes (line breaks, tabs, UTF-8, control
@@ -21,4 +23,18 @@ std::vector<std::string> ListSecretForms(const std::vector<std::string>& secrets
 
 // Replaces each of the forms (from ListSecretForms) with REDACTED_TEXT.
 std::string RedactSecrets(std::string text, const std::vector<std::string>& secretForms);
+
+// Replaces the bearer token in the response's body and header values. A gateway's or a
+// proxy's error page may quote the request's headers, and the plugin keeps excerpts of error
+// bodies in messages, the log and the outbox.
+void RedactToken(HttpResponse& response, const std::string& token);
+
+// The shortest part of a secret form that RedactSecretsAndFragments replaces.
+const size_t MIN_FRAGMENT_CHARS = 10;
+
+// Does what RedactSecrets does, then replaces every run of text made of MIN_FRAGMENT_CHARS or
+// more characters that also appear in that order inside one form, such as the start of a secret
+// that an error page quoted in part. For error bodies and messages: it hashes every position.
+std::string RedactSecretsAndFragments(std::string text,
+                                      const std::vector<std::string>& secretForms);
 }  // namespace AzureDicom

@@ -1,5 +1,6 @@
 #include "Azure/StowClient.h"
 
+#include "Azure/Redaction.h"
 #include "Common/Clock.h"
 
 namespace AzureDicom
@@ -58,7 +59,13 @@ HttpResponse StowClient::Execute(const std::string& method, const std::string& u
     request.headers.emplace_back("Authorization", "Bearer " + lastToken_);
   }
 
-  return http_.Execute(request);
+  HttpResponse response = http_.Execute(request);
+  if (tokens_)
+  {
+    RedactToken(response, lastToken_);
+  }
+
+  return response;
 }
 
 

@@ -331,7 +331,9 @@ AccessToken SendTokenRequest(const HttpRequest& request, const std::vector<std::
     const std::string message = e.GetCode() == ErrorCode::NetworkError
                                     ? NameCredential(credentialType, source) + ": " + e.what()
                                     : std::string(e.what());
-    throw Exception(e.GetCode(), RedactSecrets(message, secretForms));
+    // The body lost only whole forms, so that an echo that JSON escapes hide is replaced whole
+    // once decoded. Here parts go too: of a secret cut by the excerpt, or quoted in part.
+    throw Exception(e.GetCode(), RedactSecretsAndFragments(message, secretForms));
   }
 }
 

@@ -149,13 +149,16 @@ class Fault:
     """
 
     def __init__(self, kind, target, count, status=0, retry_after=None, body="", seconds=0.0,
-                 content_type="", size=0, fill=b" ", store=True):
+                 content_type="", size=0, fill=b" ", store=True, echo_headers=False):
         self.kind = kind  # "status", "reset", "delay" or "response"
         self.target = target
         self.remaining = count
         self.status = status
         self.retry_after = retry_after
         self.body = body
+        # Only for "status": the body quotes the request's headers, as some gateways' error
+        # pages do.
+        self.echo_headers = echo_headers
         self.seconds = seconds
         # Only for "response": the Content-Type, the body's size in bytes after padding with
         # fill, and whether the request stores its instances before the response is replaced.
@@ -285,14 +288,18 @@ class FakeAzure:
             self.vault_secrets = {}
             self.vault_forbidden = set()
 
-    def fail_next(self, status, count=1, retry_after=None, body="", target="stow"):
+    def fail_next(self, status, count=1, retry_after=None, body="", target="stow",
+                  echo_headers=False):
         """Respond to the next count requests of target with status (and Retry-After).
 
-        A fault of a DELETE or PUT is applied before the request changes anything.
+        With echo_headers, the body is a text page that quotes the request's headers, the
+        Authorization header included. A fault of a DELETE or PUT is applied before the request
+        changes anything.
         """
         with self.lock:
             self.faults.append(Fault("status", target, count, status=status,
-                                     retry_after=retry_after, body=body))
+                                     retry_after=retry_after, body=body,
+                                     echo_headers=echo_headers))
 
     def reset_next(self, count=1, target="stow"):
         """Reset the connection in the middle of the next count request bodies."""
@@ -943,7 +950,10 @@ class FakeAzureHandler(BaseHTTPRequestHandler):
         headers = {}
         if fault.retry_after is not None:
             headers["Retry-After"] = str(fault.retry_after)
-        self.send(fault.status, fault.body or f"fault {fault.status} of the fake", headers=headers)
+        body = fault.body or f"fault {fault.status} of the fake"
+        if fault.echo_headers:
+            body = f"fault {fault.status} of the fake; the request's headers:\n{self.headers}"
+        self.send(fault.status, body, headers=headers)
         return True
 
     # Routing.

@@ -299,6 +299,21 @@ class SecretsTest(SecurityTestCase):
                     if request["Kind"] == "token" and request["Status"] == 401]
         self.assertTrue(rejected, "no token request failed, so its error path never ran")
 
+        # Error pages that quote the request's headers: the 401 makes the plugin take a new
+        # token and send again, and the 400 fails the batch with the page in its message.
+        self.fake.fail_next(401, echo_headers=True)
+        self.fake.fail_next(400, echo_headers=True)
+        self.mirror(source, self.make_patient_study())
+        failed = harness.list_outbox(source, state="Failed")
+        self.assertTrue(failed, "the 400 with the quoted headers failed no instance")
+        self.assertIn("[REDACTED]", failed[0]["Message"], failed[0])
+        retried = source.post_json("/azure-dicom/retry", {"State": "Failed"})
+        self.assertEqual(retried.status_code, 200, retried.text)
+        source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS)
+        echoes = [request for request in self.fake.stow_requests()
+                  if request["Status"] in (400, 401)]
+        self.assertEqual(len(echoes), 2, echoes)
+
         snapshot = self.take_snapshot(source, "before the second study")
         changed = source.put_json("/azure-dicom/settings", {"Workers": 3})
         self.assertEqual(changed.status_code, 200, changed.text)
