@@ -476,6 +476,54 @@ TEST(HttpClientTest, AbortFlagCutsRequest)
 }
 
 
+TEST(HttpClientTest, AllAbortedCutsRequest)
+{
+  LoopbackHttpServer server;
+  CannedResponse silent;
+  silent.silent = true;
+  server.Enqueue(silent);
+
+  HttpClient client{TlsSettings()};
+  HttpRequest request = MakeRequest("GET", server.GetUrl("/silent"));
+  request.timeoutSeconds = 60;
+
+  std::thread stopper(
+      []
+      {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        HttpClient::SetAllAborted(true);
+      });
+
+  const auto start = std::chrono::steady_clock::now();
+  const Exception e = CatchException([&] { client.Execute(request); });
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  stopper.join();
+  HttpClient::SetAllAborted(false);
+
+  EXPECT_EQ(ErrorCode::NetworkError, e.GetCode());
+  EXPECT_LT(elapsed, std::chrono::seconds(10));
+}
+
+
+TEST(HttpClientTest, AllAbortedSendsNothing)
+{
+  LoopbackHttpServer server;
+  HttpClient client{TlsSettings()};
+
+  HttpClient::SetAllAborted(true);
+  const Exception e =
+      CatchException([&] { client.Execute(MakeRequest("GET", server.GetUrl("/never"))); });
+  HttpClient::SetAllAborted(false);
+  const HttpResponse after = client.Execute(MakeRequest("GET", server.GetUrl("/after")));
+
+  EXPECT_EQ(ErrorCode::NetworkError, e.GetCode());
+  EXPECT_NE(std::string::npos, std::string(e.what()).find("the plugin is stopping")) << e.what();
+  EXPECT_EQ(200, after.status);
+  ASSERT_EQ(1u, server.GetRequests().size());
+  EXPECT_EQ("/after", server.GetRequests()[0].target);
+}
+
+
 // Bodies in pieces (HttpRequest::pieces), streamed through libcurl's read callback.
 
 namespace

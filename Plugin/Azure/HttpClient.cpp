@@ -349,21 +349,29 @@ HttpClient::~HttpClient()
 }
 
 
+static std::atomic<bool> allAborted{false};
+
+
 // libcurl calls this about once a second during a transfer, and more often while data flows;
-// a non-zero result aborts the transfer with CURLE_ABORTED_BY_CALLBACK.
+// a non-zero result aborts the transfer with CURLE_ABORTED_BY_CALLBACK. flag is the client's own
+// abort flag, or null.
 static int OnProgress(void* flag, curl_off_t, curl_off_t, curl_off_t, curl_off_t)
 {
-  return static_cast<const std::atomic<bool>*>(flag)->load() ? 1 : 0;
+  const auto* ownFlag = static_cast<const std::atomic<bool>*>(flag);
+  return allAborted.load() || (ownFlag != nullptr && ownFlag->load()) ? 1 : 0;
 }
 
 
 void HttpClient::SetAbortFlag(const std::atomic<bool>* flag)
 {
-  CheckOption(curl_easy_setopt(curl_, CURLOPT_XFERINFOFUNCTION, OnProgress),
-              "CURLOPT_XFERINFOFUNCTION");
   CheckOption(curl_easy_setopt(curl_, CURLOPT_XFERINFODATA, const_cast<std::atomic<bool>*>(flag)),
               "CURLOPT_XFERINFODATA");
-  CheckOption(curl_easy_setopt(curl_, CURLOPT_NOPROGRESS, 0L), "CURLOPT_NOPROGRESS");
+}
+
+
+void HttpClient::SetAllAborted(bool aborted)
+{
+  allAborted = aborted;
 }
 
 
@@ -378,6 +386,10 @@ void HttpClient::ConfigureHandle()
   CheckOption(curl_easy_setopt(curl_, CURLOPT_PROTOCOLS_STR, "http,https"),
               "CURLOPT_PROTOCOLS_STR");
   CheckOption(curl_easy_setopt(curl_, CURLOPT_TCP_KEEPALIVE, 1L), "CURLOPT_TCP_KEEPALIVE");
+  CheckOption(curl_easy_setopt(curl_, CURLOPT_XFERINFOFUNCTION, OnProgress),
+              "CURLOPT_XFERINFOFUNCTION");
+  CheckOption(curl_easy_setopt(curl_, CURLOPT_XFERINFODATA, nullptr), "CURLOPT_XFERINFODATA");
+  CheckOption(curl_easy_setopt(curl_, CURLOPT_NOPROGRESS, 0L), "CURLOPT_NOPROGRESS");
 
   // "identity" keeps compressed responses out: the STOW-RS response parser and the body cap both
   // work on the bytes as they come.
@@ -456,6 +468,12 @@ void HttpClient::SetMethodAndBody(const HttpRequest& request)
 
 HttpResponse HttpClient::Execute(const HttpRequest& request)
 {
+  if (allAborted)
+  {
+    throw Exception(ErrorCode::NetworkError,
+                    request.method + " " + request.url + ": not sent, the plugin is stopping");
+  }
+
   HttpResponse response;
   TransferState state{&response, maxResponseBytes_};
   std::array<char, CURL_ERROR_SIZE> errorBuffer{};

@@ -65,6 +65,11 @@ public:
   // so that stopping Orthanc does not wait for a long upload. The flag must outlive the client.
   void SetAbortFlag(const std::atomic<bool>* flag);
 
+  // Makes every request of every client fail with Exception(NetworkError) while aborted is true:
+  // a request in progress soon after the call, a new one at once. The plugin's stop sets it,
+  // because the credentials' token and Key Vault clients have no abort flag of their own.
+  static void SetAllAborted(bool aborted);
+
 private:
   void ConfigureHandle();
   void SetMethodAndBody(const HttpRequest& request);

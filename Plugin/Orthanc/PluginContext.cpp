@@ -199,6 +199,8 @@ PluginContext::~PluginContext()
 
 void PluginContext::Start()
 {
+  HttpClient::SetAllAborted(false);
+
   // A Sending item of this node at start-up was claimed by a worker that died with the previous
   // process. Other nodes' items keep their leases.
   const uint64_t released = outbox_->ReleaseAllLeases(NowMs());
@@ -231,6 +233,7 @@ void PluginContext::Stop()
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
+  HttpClient::SetAllAborted(true);
   stopMonitor_.notify_all();
   if (monitor_.joinable())
   {

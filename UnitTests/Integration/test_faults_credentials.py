@@ -23,6 +23,9 @@ STATE_TIMEOUT_SECONDS = 60
 OUTAGE_FAULTS = 100000
 SHORT_TOKEN_LIFETIME_SECONDS = 2
 SERVICE_DELAY_SECONDS = 0.3
+# A token request that hangs for longer than a stop may take.
+TOKEN_STALL_SECONDS = 25
+MAX_STOP_SECONDS = 10
 
 
 class CredentialFaultsTest(fault_checks.FaultTestCase):
@@ -101,6 +104,27 @@ class CredentialFaultsTest(fault_checks.FaultTestCase):
             self.assertIn(items[uid]["State"], ("Pending", "Sending"), items[uid])
         self.fake.clear_faults()
         self.assert_mirror_consistent(source)
+
+    def test_stop_during_token_request(self):
+        self.fake.delay_next(TOKEN_STALL_SECONDS, target="token")
+        section = fault_checks.fault_section(
+            self.fake, Credentials=fault_checks.client_secret_credentials(self.fake))
+        source = self.start_source(section)
+        uids = self.upload_study(source, per_series=3)
+        harness.wait_for(lambda: source.status()["Counts"]["Sending"] > 0, STATE_TIMEOUT_SECONDS,
+                         "a worker waiting for the hung token request",
+                         describe_state=source.status)
+
+        started = time.monotonic()
+        source.stop(timeout=TOKEN_STALL_SECONDS + 30)
+        stop_seconds = time.monotonic() - started
+        self.assertLess(stop_seconds, MAX_STOP_SECONDS,
+                        "the stop waited for the hung token request")
+
+        # Nothing was lost: the restarted plugin sends the study with a new token.
+        source.start()
+        status = self.assert_mirror_consistent(source)
+        self.assertEqual(status["Counts"]["Mirrored"], len(uids), status)
 
     def test_token_expiring_mid_batch(self):
         self.fake.set_token_lifetime(SHORT_TOKEN_LIFETIME_SECONDS)
