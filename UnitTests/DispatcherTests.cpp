@@ -448,6 +448,43 @@ TEST_F(DispatcherTest, NetworkErrorWaitsWithoutAttempts)
 }
 
 
+TEST_F(DispatcherTest, NetworkErrorCountsRequest)
+{
+  QueueInstances({"6.2"});
+  FakeSender sender(
+      [](const std::vector<std::string>&) -> HttpResponse {
+        throw Exception(ErrorCode::NetworkError, "POST https://dicom.example/v2/studies: refused");
+      });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  const RequestSummary summary = GetDispatcher().SummarizeRequests(NowMs(), 60);
+
+  EXPECT_EQ(1u, summary.requests);
+  EXPECT_EQ(1u, summary.errorsByStatus.at(0));
+}
+
+
+TEST_F(DispatcherTest, MissingTokenCountsNoRequest)
+{
+  QueueInstances({"6.3"});
+  FakeSender sender(
+      [](const std::vector<std::string>&) -> HttpResponse
+      {
+        throw Exception(ErrorCode::Unauthorized,
+                        "ClientSecret credential: the token request failed with HTTP 401");
+      });
+
+  ASSERT_TRUE(GetDispatcher().ProcessOneBatch(sender));
+  const RequestSummary summary = GetDispatcher().SummarizeRequests(NowMs(), 60);
+
+  EXPECT_EQ(0u, summary.requests);
+  EXPECT_EQ(0u, summary.errors);
+  EXPECT_EQ(ItemState::Pending, GetItem("6.3").state);
+  EXPECT_EQ("Waiting", GetDispatcher().GetStatus().state);
+  EXPECT_NE(std::string::npos, GetDispatcher().GetStatus().lastError.find("token request"));
+}
+
+
 TEST_F(DispatcherTest, RejectedTokenIsRefreshedOnce)
 {
   QueueInstances({"7.1"});

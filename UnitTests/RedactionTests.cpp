@@ -2,6 +2,7 @@
 #include "Azure/Redaction.h"
 #include "Azure/StowClient.h"
 #include "Common/Clock.h"
+#include "Common/Exception.h"
 
 #include "LoopbackHttpServer.h"
 
@@ -37,6 +38,17 @@ public:
   std::string GetPrincipal() const override
   {
     return "client";
+  }
+};
+
+
+// Fails as a credential whose token endpoint cannot be reached.
+class UnreachableCredential : public FixedCredential
+{
+public:
+  AccessToken RequestToken() override
+  {
+    throw Exception(ErrorCode::NetworkError, "POST https://login.example/token: refused");
   }
 };
 
@@ -131,4 +143,25 @@ TEST(RedactionTest, StowHeaderTokenRedacted)
   const HttpResponse response = PostThroughStowClient(server);
 
   EXPECT_EQ("Bearer [REDACTED]", response.GetHeader("x-echo-authorization"));
+}
+
+
+TEST(StowClientTest, MissingTokenIsUnauthorized)
+{
+  LoopbackHttpServer server;
+  auto tokens = std::make_shared<TokenCache>(std::make_unique<UnreachableCredential>());
+  StowClient client(server.GetUrl("/studies"), TlsSettings(), 10, tokens);
+
+  try
+  {
+    client.Post("body", "multipart/related; type=\"application/dicom\"; boundary=b");
+    ADD_FAILURE() << "expected an exception";
+  }
+  catch (const Exception& e)
+  {
+    EXPECT_EQ(ErrorCode::Unauthorized, e.GetCode());
+    EXPECT_NE(std::string::npos, std::string(e.what()).find("refused")) << e.what();
+  }
+
+  EXPECT_EQ(0u, server.GetRequests().size());
 }

@@ -2,6 +2,7 @@
 
 #include "Azure/Redaction.h"
 #include "Common/Clock.h"
+#include "Common/Exception.h"
 
 namespace AzureDicom
 {
@@ -55,7 +56,17 @@ HttpResponse StowClient::Execute(const std::string& method, const std::string& u
 
   if (tokens_)
   {
-    lastToken_ = tokens_->GetToken(NowMs());
+    try
+    {
+      lastToken_ = tokens_->GetToken(NowMs());
+    }
+    catch (const Exception& e)
+    {
+      // Also when the token endpoint is unreachable: Unauthorized means for the caller that no
+      // request went to the service.
+      throw Exception(ErrorCode::Unauthorized, e.what());
+    }
+
     request.headers.emplace_back("Authorization", "Bearer " + lastToken_);
   }
 

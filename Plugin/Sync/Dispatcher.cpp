@@ -628,8 +628,10 @@ void Dispatcher::PostBatch(IStowSender& sender, Batch& batch)
       return;
     }
 
-    if (!aborting_)
+    if (!aborting_ && e.GetCode() != ErrorCode::Unauthorized)
     {
+      // A request without a response. Unauthorized means that there was no token to send it
+      // with, so no request went to the service.
       requestStatistics_.Record(NowMs(), 0, static_cast<double>(NowMs() - startedAt));
     }
 
