@@ -367,17 +367,59 @@ TEST(StowResponseTest, FirstFailureKept)
 
 TEST(StowResponseTest, FailedItemWithoutUid)
 {
-  // The Azure DICOM service lists a part that it could not parse without its UID.
+  // The Azure DICOM service lists a part that it could not parse without its UID. UID_B is the
+  // only instance that the response does not list, so the item is its outcome.
   Json::Value item;
-  item["00081197"] = MakeAttribute("US", REASON_PROCESSING_FAILURE);
+  item["00081197"] = MakeAttribute("US", REASON_VALIDATION_FAILED);
 
   const StowResponse response =
       Parse(202, MakeDataset({MakeReferencedItem(UID_A)}, {item}), {UID_A, UID_B});
 
   ASSERT_EQ(response.instances.size(), 2u);
   EXPECT_EQ(response.instances.at(UID_A).disposition, InstanceDisposition::Mirrored);
+  EXPECT_EQ(response.instances.at(UID_B).disposition, InstanceDisposition::Failed);
+  EXPECT_EQ(response.instances.at(UID_B).failureReason, 43264u);
+}
+
+
+TEST(StowResponseTest, FailedItemWithoutUidAlone)
+{
+  // A one-instance request whose part the service could not parse, with the response 409.
+  Json::Value item;
+  item["00081197"] = MakeAttribute("US", REASON_VALIDATION_FAILED);
+
+  const StowResponse response = Parse(409, MakeDataset({}, {item}), {UID_A});
+
+  EXPECT_EQ(GetOnly(response, UID_A).disposition, InstanceDisposition::Failed);
+  EXPECT_EQ(GetOnly(response, UID_A).failureReason, 43264u);
+}
+
+
+TEST(StowResponseTest, FailedItemWithoutUidAmbiguous)
+{
+  // Two instances are not listed: the item could be either's, so neither is confirmed.
+  Json::Value item;
+  item["00081197"] = MakeAttribute("US", REASON_VALIDATION_FAILED);
+
+  const StowResponse response =
+      Parse(202, MakeDataset({MakeReferencedItem(UID_A)}, {item}), {UID_A, UID_B, UID_C});
+
+  ASSERT_EQ(response.instances.size(), 3u);
   EXPECT_EQ(response.instances.at(UID_B).disposition, InstanceDisposition::RetryLater);
   EXPECT_EQ(response.instances.at(UID_B).message, "not confirmed by the service");
+  EXPECT_EQ(response.instances.at(UID_C).disposition, InstanceDisposition::RetryLater);
+}
+
+
+TEST(StowResponseTest, TwoFailedItemsWithoutUid)
+{
+  Json::Value item;
+  item["00081197"] = MakeAttribute("US", REASON_VALIDATION_FAILED);
+
+  const StowResponse response =
+      Parse(202, MakeDataset({MakeReferencedItem(UID_A)}, {item, item}), {UID_A, UID_B});
+
+  EXPECT_EQ(response.instances.at(UID_B).disposition, InstanceDisposition::RetryLater);
 }
 
 

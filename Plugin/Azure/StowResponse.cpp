@@ -77,7 +77,14 @@ struct ListedInstance
   std::string details;  // ErrorComment values of the item's FailedAttributesSequence
 };
 
-typedef std::map<std::string, ListedInstance> ListedInstances;
+struct ListedInstances
+{
+  std::map<std::string, ListedInstance> byUid;
+
+  // The failed items without a SOP Instance UID. The Azure DICOM service leaves the UID out of
+  // the failed item of a part that it could not parse.
+  std::vector<ListedInstance> failedWithoutUid;
+};
 
 
 bool IsHttpWhitespace(char c)
@@ -368,15 +375,23 @@ void ReadSequence(ListedInstances& listed, const Json::Value& dataset, const Dic
     unsigned int warningReason = 0;
     ReadUnsignedShort(warningReason, item, WARNING_REASON, where);
 
-    // The Azure DICOM service leaves the UID out of the failed item of a part that it could not
-    // parse. Such an item matches no instance, which then counts as not confirmed.
     std::string uid;
     if (!ReadInstanceUid(uid, item, where))
     {
+      if (isFailedSequence)
+      {
+        ListedInstance entry;
+        entry.failed = true;
+        entry.failureReason = failureReason;
+        entry.warningReason = warningReason;
+        entry.details = ReadErrorComments(item);
+        listed.failedWithoutUid.push_back(entry);
+      }
+
       continue;
     }
 
-    ListedInstance& entry = listed[uid];
+    ListedInstance& entry = listed.byUid[uid];
     if (warningReason != 0 && entry.warningReason == 0)
     {
       entry.warningReason = warningReason;
@@ -427,6 +442,32 @@ Json::Value ParseJson(const std::string& body)
   }
 
   return root;
+}
+
+
+// Gives a failed item without a UID to the one sent instance that the response does not list,
+// when there is exactly one of each. Otherwise the item matches no instance, and the unlisted
+// instances count as not confirmed.
+void MatchFailureWithoutUid(ListedInstances& listed, const std::vector<std::string>& sentUids)
+{
+  if (listed.failedWithoutUid.size() != 1)
+  {
+    return;
+  }
+
+  std::vector<std::string> unlisted;
+  for (const std::string& uid : sentUids)
+  {
+    if (listed.byUid.count(uid) == 0)
+    {
+      unlisted.push_back(uid);
+    }
+  }
+
+  if (unlisted.size() == 1)
+  {
+    listed.byUid[unlisted.front()] = listed.failedWithoutUid.front();
+  }
 }
 
 
@@ -575,10 +616,11 @@ void InterpretStoreResponse(StowResponse& response, const std::string& contentTy
     return;
   }
 
+  MatchFailureWithoutUid(listed, sentUids);
   for (const std::string& uid : sentUids)
   {
-    auto found = listed.find(uid);
-    if (found == listed.end())
+    auto found = listed.byUid.find(uid);
+    if (found == listed.byUid.end())
     {
       response.instances[uid] =
           MakeResult(InstanceDisposition::RetryLater, "not confirmed by the service");
@@ -620,11 +662,12 @@ void InterpretRejectedRequest(StowResponse& response, long httpStatus,
     // A plain-text error is the usual body of a 400, so the service's text is the message.
   }
 
+  MatchFailureWithoutUid(listed, sentUids);
   for (const std::string& uid : sentUids)
   {
     InstanceResult result = MakeResult(InstanceDisposition::Failed, response.message);
-    auto found = listed.find(uid);
-    if (found != listed.end() && found->second.failed)
+    auto found = listed.byUid.find(uid);
+    if (found != listed.byUid.end() && found->second.failed)
     {
       result.failureReason = found->second.failureReason;
       result.warningReason = found->second.warningReason;
@@ -632,7 +675,7 @@ void InterpretRejectedRequest(StowResponse& response, long httpStatus,
           AppendDetails(description + ", " + DescribeFailureReason(found->second.failureReason),
                         found->second.details);
     }
-    else if (found != listed.end())
+    else if (found != listed.byUid.end())
     {
       result = MakeStoredResult(found->second);
     }

@@ -172,6 +172,23 @@ class AzureSemanticsTest(harness.OrthancTestCase):
                          "the instance requeued by id to be sent again",
                          describe_state=source.status)
 
+    def test_unparsed_part_failed(self):
+        # pydicom's rtstruct.dcm has no preamble: Orthanc stores it as received, and the fake,
+        # as the Azure DICOM service, fails the part that it cannot parse without naming its UID.
+        with open(os.path.join(harness.PYDICOM_TEST_FILES, "rtstruct.dcm"), "rb") as sample:
+            data = sample.read()
+        source = self.start_source()
+        ids = harness.upload_all(source, [data])
+        source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=1)
+
+        item = harness.list_outbox(source)[0]
+        self.assertEqual(item["ID"], ids[0])
+        self.assertEqual(item["State"], "Failed", item)
+        self.assertEqual(item["FailureReason"], fake_azure.REASON_VALIDATION_FAILED, item)
+        self.assertEqual(item["Attempts"], 1, item)
+        self.assertEqual(len(self.fake.stow_requests()), 1)
+        self.assert_outbox_matches_fake(source)
+
     def test_429_waits_retry_after(self):
         # One worker, so that requests are sequential and each one follows the previous response.
         source = self.start_source(Workers=1)
