@@ -99,6 +99,17 @@ std::string GetCredentialHint(const std::string& message)
   {
     return "check VaultUrl, SecretName and SecretVersion";
   }
+  if (Contains(message, "target host name"))
+  {
+    return "the server's certificate is for another host name: use a host name that its "
+           "certificate lists in the URL";
+  }
+  if (Contains(message, "169.254.169.254"))
+  {
+    return "no managed identity endpoint at 169.254.169.254: this machine is not an Azure VM "
+           "with a managed identity. On Azure Arc, App Service or Container Apps, check that "
+           "their IDENTITY_ENDPOINT variable reaches Orthanc, or use another credential type";
+  }
   if (Contains(message, "timed out") || Contains(message, "resolve") ||
       Contains(message, "connect"))
   {
