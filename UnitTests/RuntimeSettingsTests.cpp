@@ -279,6 +279,24 @@ TEST(RuntimeSettingsTest, NonRuntimeKeyListsRuntimeKeys)
 }
 
 
+TEST(RuntimeSettingsTest, DottedKeyNameRejected)
+{
+  const std::vector<std::string> bodies = {
+      std::string("{\"") + SECRET_VERSION_KEY + "\": \"" + SECRET_VERSION + "\"}",
+      R"({"Credentials": {"KeyVault.SecretVersion": null}})",
+      R"({"Credentials": {"KeyVault": {"SecretVersion.": null}}})",
+  };
+
+  for (const std::string& body : bodies)
+  {
+    const std::string message =
+        GetBadRequestMessage(MakeKeyVaultSection(), Json::objectValue, ParseJson(body));
+    EXPECT_TRUE(Contains(message, "cannot contain '.'")) << body << " gave " << message;
+    EXPECT_TRUE(Contains(message, "The keys that can change are")) << body << " gave " << message;
+  }
+}
+
+
 TEST(RuntimeSettingsTest, RejectedValueGivesFileMessage)
 {
   const Json::Value body = ParseJson(R"({"Workers": 0})");

@@ -98,13 +98,24 @@ std::string ListRuntimeKeys()
 
 
 // Collects the dotted keys of the body's leaves, where an object that is not one of the nested
-// runtime keys' parents counts as a leaf.
+// runtime keys' parents counts as a leaf. A member name that contains a dot is rejected, because
+// its dotted key would name a path that does not exist in the body.
 void CollectLeaves(std::vector<std::string>& keys, const Json::Value& body,
                    const std::string& prefix)
 {
   for (const std::string& name : body.getMemberNames())
   {
     const std::string key = prefix.empty() ? name : prefix + "." + name;
+    if (name.find('.') != std::string::npos)
+    {
+      throw Exception(ErrorCode::BadRequest,
+                      "AzureDicom." + key +
+                          ": invalid key, because a key name cannot contain '.'. Nest the "
+                          "object instead, as in {\"Credentials\": {\"KeyVault\": "
+                          "{\"SecretVersion\": \"...\"}}}. The keys that can change are " +
+                          ListRuntimeKeys());
+    }
+
     const bool isParent =
         std::string(SECRET_VERSION_KEY).compare(0, key.size() + 1, key + ".") == 0;
     if (isParent && body[name].isObject())

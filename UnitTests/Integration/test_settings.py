@@ -284,6 +284,33 @@ class SettingsTest(harness.OrthancTestCase):
         self.assertEqual(self.snapshots(), snapshots_before, "a rejected PUT took a snapshot")
         self.assertEqual(self.source.status()["Destination"]["ServiceUrl"], self.fake.url)
 
+    def test_dotted_key_rejected(self):
+        self.fake.set_vault_secret("dicom-secret", SECRET)
+        vault = {"VaultUrl": self.fake.url, "SecretName": "dicom-secret",
+                 "Credentials": {"Type": "ManagedIdentity"}}
+        credentials = {"Type": "ClientSecret", "TenantId": self.fake.tenant,
+                       "ClientId": self.fake.client_id, "AuthorityHost": self.fake.url,
+                       "KeyVault": vault}
+        self.source = self.add_orthanc(harness.source_orthanc(
+            self.path("source"), harness.azure_section(self.fake.url, "v2",
+                                                       Credentials=credentials),
+            environment={"AZURE_POD_IDENTITY_AUTHORITY_HOST": self.fake.identity_url}))
+        self.source.start()
+        before = self.settings()
+        cases = [
+            ({"Credentials.KeyVault.SecretVersion": "0123456789abcdef0123456789abcdef"},
+             "AzureDicom.Credentials.KeyVault.SecretVersion"),
+            ({"Credentials": {"KeyVault.SecretVersion": None}},
+             "AzureDicom.Credentials.KeyVault.SecretVersion"),
+        ]
+        for body, key in cases:
+            with self.subTest(body=body):
+                response = self.put_settings(body, expected_status=400)
+                self.assertIn(key, response.text)
+                self.assertIn("The keys that can change are", response.text)
+        self.assertIsNone(self.source.process.poll(), "Orthanc ended after a dotted key")
+        self.assertEqual(self.settings(), before, "a rejected PUT changed the settings")
+
     def test_deeply_nested_body_rejected(self):
         self.start_source()
         nested = "[" * DEEP_NESTING + "]" * DEEP_NESTING
