@@ -1487,3 +1487,54 @@ TEST_F(ConfigurationTest, UnverifiedWarningNamesRemoteVault)
   EXPECT_TRUE(Contains(warning, "AzureDicom.Credentials.KeyVault.VaultUrl"));
   EXPECT_FALSE(Contains(warning, "AzureDicom.ServiceUrl"));
 }
+
+
+namespace
+{
+// A section whose only remote host is the Entra ID host of the credential that reads Key Vault,
+// with Tls.VerifyPeer false.
+Json::Value MakeUnverifiedVaultCredentialSection(const std::string& authorityHost)
+{
+  Json::Value section = MakeKeyVaultSection();
+  section["ServiceUrl"] = "http://127.0.0.1:8042";
+  section["Credentials"]["AuthorityHost"] = "http://127.0.0.1:9000";
+  section["Credentials"]["KeyVault"]["VaultUrl"] = "http://127.0.0.1:9001";
+  section["Credentials"]["KeyVault"]["Credentials"] = ParseJson("{" + ClientSecretMembers() + "}");
+  if (!authorityHost.empty())
+  {
+    section["Credentials"]["KeyVault"]["Credentials"]["AuthorityHost"] = authorityHost;
+  }
+  section["Tls"]["VerifyPeer"] = false;
+  return section;
+}
+}  // namespace
+
+
+TEST_F(ConfigurationTest, UnverifiedRemoteVaultAuthorityRejected)
+{
+  const char* const key = "AzureDicom.Credentials.KeyVault.Credentials.AuthorityHost";
+
+  EXPECT_TRUE(Contains(GetParseError(MakeUnverifiedVaultCredentialSection("")), key));
+  EXPECT_TRUE(Contains(
+      GetParseError(MakeUnverifiedVaultCredentialSection("https://login.example.com")), key));
+}
+
+
+TEST_F(ConfigurationTest, UnverifiedWarningNamesVaultAuthority)
+{
+  Json::Value section = MakeUnverifiedVaultCredentialSection("");
+  section["Tls"]["AllowUnverifiedRemoteHosts"] = true;
+
+  const std::string warning = GetUnverifiedTlsWarning(ParseConfiguration(section));
+
+  EXPECT_TRUE(Contains(warning, "AzureDicom.Credentials.KeyVault.Credentials.AuthorityHost"));
+  EXPECT_TRUE(Contains(warning, "login.microsoftonline.com"));
+}
+
+
+TEST_F(ConfigurationTest, UnverifiedLoopbackVaultAuthorityAccepted)
+{
+  const Json::Value section = MakeUnverifiedVaultCredentialSection("http://127.0.0.1:9002");
+
+  EXPECT_EQ(GetParseError(section), "");
+}

@@ -876,6 +876,19 @@ TlsSettings ReadTls(const ObjectReader& reader)
 }
 
 
+// Adds the Entra ID host of a credential whose type requests its token from Entra ID.
+void AddAuthorityHost(std::vector<std::pair<std::string, std::string>>& urls,
+                      const std::string& credentialsKey, const CredentialSettings& credentials)
+{
+  if (credentials.type == CredentialType::ClientSecret ||
+      credentials.type == CredentialType::ClientCertificate ||
+      credentials.type == CredentialType::WorkloadIdentity)
+  {
+    urls.emplace_back(credentialsKey + ".AuthorityHost", credentials.authorityHost);
+  }
+}
+
+
 // Returns the configuration keys and hosts, among ServiceUrl and the Entra ID and Key Vault
 // endpoints that the credentials use, that are not on loopback.
 std::vector<std::pair<std::string, std::string>> ListRemoteHosts(const Configuration& configuration)
@@ -883,15 +896,15 @@ std::vector<std::pair<std::string, std::string>> ListRemoteHosts(const Configura
   std::vector<std::pair<std::string, std::string>> urls = {
       {"AzureDicom.ServiceUrl", configuration.serviceUrl}};
   const CredentialSettings& credentials = configuration.credentials;
-  if (credentials.type == CredentialType::ClientSecret ||
-      credentials.type == CredentialType::ClientCertificate ||
-      credentials.type == CredentialType::WorkloadIdentity)
-  {
-    urls.emplace_back("AzureDicom.Credentials.AuthorityHost", credentials.authorityHost);
-  }
+  AddAuthorityHost(urls, "AzureDicom.Credentials", credentials);
   if (credentials.keyVault)
   {
     urls.emplace_back("AzureDicom.Credentials.KeyVault.VaultUrl", credentials.keyVault->vaultUrl);
+    if (credentials.keyVault->credentials)
+    {
+      AddAuthorityHost(urls, "AzureDicom.Credentials.KeyVault.Credentials",
+                       *credentials.keyVault->credentials);
+    }
   }
 
   std::vector<std::pair<std::string, std::string>> remote;
