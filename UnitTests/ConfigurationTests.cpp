@@ -366,7 +366,9 @@ TEST_F(ConfigurationTest, WrongTypes)
       {R"("Tls": [])", "AzureDicom.Tls: invalid value [] (an array); expected an object"},
       {R"("MirrorDeletes": 1)",
        "AzureDicom.MirrorDeletes: invalid value 1 (a number); expected true"},
-      {R"("Credentials": "None")", "AzureDicom.Credentials: invalid value \"None\" (a string)"},
+      {R"("Credentials": "None")",
+       "AzureDicom.Credentials: invalid value (a string, not shown because the key can contain "
+       "a secret); expected an object"},
       {R"("Retry": {"InitialDelaySeconds": [1]})",
        "AzureDicom.Retry.InitialDelaySeconds: invalid value [1] (an array); expected a number"},
       {R"("Credentials": {"Type": 1})", "AzureDicom.Credentials.Type: invalid value 1 (a number)"},
@@ -1416,6 +1418,32 @@ TEST_F(ConfigurationTest, SecretsNeverInErrors)
     EXPECT_FALSE(message.empty()) << ToText(section);
     EXPECT_FALSE(Contains(message, secret)) << message;
     EXPECT_FALSE(Contains(message, "987654321")) << message;
+  }
+}
+
+
+TEST_F(ConfigurationTest, SecretContainerNotShown)
+{
+  const std::string secret = kSecret;
+  const std::string credentials = "{" + ClientSecretMembers() + "}";
+  Json::Value vaultCredentials = MakeKeyVaultSection();
+  vaultCredentials["Credentials"]["KeyVault"]["Credentials"] = ParseJson("[" + credentials + "]");
+  Json::Value vault = MakeKeyVaultSection();
+  vault["Credentials"]["KeyVault"] = ParseJson(R"([{"Credentials": )" + credentials + "}]");
+  const std::vector<Json::Value> sections = {
+      MakeSection(R"("Credentials": [)" + credentials + "]"),
+      MakeSection(R"("Credentials": ")" + secret + "\""),
+      vaultCredentials,
+      vault,
+      ParseJson(R"([{"Credentials": )" + credentials + "}]"),
+      ParseJson(R"({"Enable": false, "Credentials": [)" + credentials + "]}"),
+  };
+
+  for (const Json::Value& section : sections)
+  {
+    const std::string message = GetParseError(section);
+    EXPECT_TRUE(Contains(message, "not shown")) << ToText(section);
+    EXPECT_FALSE(Contains(message, secret)) << message;
   }
 }
 

@@ -155,8 +155,8 @@ const char* GetJsonTypeName(const Json::Value& value)
 }
 
 
-// For a key that contains a secret, the message shows the JSON type only, so that the value never
-// reaches a log.
+// For a key that contains a secret, or an object that can contain one, the message shows the JSON
+// type only, so that the value never reaches a log.
 [[noreturn]] void FailType(const std::string& key, const Json::Value& value,
                            const std::string& expected, bool isSecret = false)
 {
@@ -164,7 +164,7 @@ const char* GetJsonTypeName(const Json::Value& value)
   {
     Fail(key,
          std::string("invalid value (") + GetJsonTypeName(value) +
-             ", not shown because the key contains a secret)",
+             ", not shown because the key can contain a secret)",
          expected);
   }
   Fail(key, "invalid value " + Describe(value) + " (" + GetJsonTypeName(value) + ")", expected);
@@ -318,7 +318,8 @@ public:
   {
     if (!object_.isObject())
     {
-      FailType(path_, object_, "an object with the keys " + JoinKeys(allowedKeys));
+      FailType(path_, object_, "an object with the keys " + JoinKeys(allowedKeys),
+               CanContainSecret(allowedKeys));
     }
 
     for (const std::string& name : object_.getMemberNames())
@@ -427,6 +428,23 @@ public:
   }
 
 private:
+  // True for the section, the Credentials objects and the KeyVault object, whose wrong-typed
+  // value may still contain a client secret or a certificate password.
+  static bool CanContainSecret(const KeyList& allowedKeys)
+  {
+    for (const char* key : allowedKeys)
+    {
+      for (const char* secretHolder : {"Credentials", "KeyVault", "ClientSecret"})
+      {
+        if (std::string(key) == secretHolder)
+        {
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
   void CheckKeyIsAllowed(const std::string& name, const KeyList& allowedKeys) const
   {
     std::string sameIgnoringCase;
