@@ -522,7 +522,12 @@ TEST_F(ConfigurationTest, RetryDelayRules)
 {
   EXPECT_TRUE(Contains(GetParseError(MakeSection(R"("Retry": {"InitialDelaySeconds": 0})")),
                        "AzureDicom.Retry.InitialDelaySeconds: 0 is out of range; expected a "
-                       "number of seconds greater than 0"));
+                       "number of seconds from 0.01 to 86400"));
+  EXPECT_TRUE(Contains(GetParseError(MakeSection(R"("Retry": {"InitialDelaySeconds": 1e-300})")),
+                       "AzureDicom.Retry.InitialDelaySeconds: 1e-300 is out of range"));
+  EXPECT_TRUE(Contains(GetParseError(MakeSection(R"("Retry": {"InitialDelaySeconds": 0.009})")),
+                       "AzureDicom.Retry.InitialDelaySeconds: 0.009 is out of range"));
+  EXPECT_EQ(GetParseError(MakeSection(R"("Retry": {"InitialDelaySeconds": 0.01})")), "");
   EXPECT_TRUE(Contains(GetParseError(MakeSection(R"("Retry": {"InitialDelaySeconds": -1})")),
                        "AzureDicom.Retry.InitialDelaySeconds: -1 is out of range"));
   EXPECT_DOUBLE_EQ(ParseConfiguration(MakeSection(R"("Retry": {"InitialDelaySeconds": 0.1})"))

@@ -28,6 +28,29 @@ TEST(RetryPolicyTest, DelayDoublesUpToMax)
 }
 
 
+TEST(RetryPolicyTest, TinyInitialDelayReachesMax)
+{
+  RetrySettings settings = MakeSettings();
+  settings.initialDelaySeconds = 1e-300;
+  settings.maxDelaySeconds = 600;
+  const RetryPolicy policy(settings);
+
+  EXPECT_DOUBLE_EQ(600, policy.GetItemDelaySeconds(1100, 1.0));
+  EXPECT_DOUBLE_EQ(600, policy.GetDestinationDelaySeconds(4000000000u, -1, 1.0));
+}
+
+
+TEST(RetryPolicyTest, MinimumInitialDelayReachesMax)
+{
+  RetrySettings settings = MakeSettings();
+  settings.initialDelaySeconds = 0.01;
+  settings.maxDelaySeconds = 86400;
+  const RetryPolicy policy(settings);
+
+  EXPECT_DOUBLE_EQ(86400, policy.GetItemDelaySeconds(25, 1.0));
+}
+
+
 TEST(RetryPolicyTest, JitterSpansUpperHalf)
 {
   const RetryPolicy policy(MakeSettings());

@@ -83,6 +83,10 @@ constexpr int64_t kMaxLeaseSeconds = 604800;
 // One day. A longer backoff would look like a hang to the administrator.
 constexpr double kMaxRetryDelaySeconds = 86400;
 
+// Below 10 ms, the first retries of a failing service would come more than 100 times a second
+// before the backoff grows.
+constexpr double kMinRetryDelaySeconds = 0.01;
+
 constexpr size_t kMaxPartitionLength = 64;
 constexpr size_t kMaxNodeNameLength = 128;
 constexpr size_t kMaxSecretNameLength = 127;
@@ -831,11 +835,12 @@ void ReadLimits(const ObjectReader& reader, Configuration& configuration)
 void CheckRetryDelays(const ObjectReader& reader, const RetrySettings& retry)
 {
   const std::string maxText = FormatNumber(kMaxRetryDelaySeconds);
-  if (!(retry.initialDelaySeconds > 0 && retry.initialDelaySeconds <= kMaxRetryDelaySeconds))
+  if (!(retry.initialDelaySeconds >= kMinRetryDelaySeconds &&
+        retry.initialDelaySeconds <= kMaxRetryDelaySeconds))
   {
     Fail(reader.PathOf("InitialDelaySeconds"),
          FormatNumber(retry.initialDelaySeconds) + " is out of range",
-         "a number of seconds greater than 0 and at most " + maxText);
+         "a number of seconds from " + FormatNumber(kMinRetryDelaySeconds) + " to " + maxText);
   }
 
   const bool isDefault = !reader.Has("MaxDelaySeconds");

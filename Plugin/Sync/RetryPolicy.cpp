@@ -5,12 +5,21 @@
 
 namespace AzureDicom
 {
+namespace
+{
+// More doublings than the binary orders between the smallest positive double and the largest
+// (2098), so that any positive initial delay reaches the maximum delay before this bound.
+constexpr unsigned int kMaxExponent = 4096;
+}  // namespace
+
+
 double RetryPolicy::GetExponentialDelay(unsigned int failures, double jitter) const
 {
-  // Past 2^30 the delay is capped anyway; bounding the exponent avoids overflow.
-  const unsigned int exponent = std::min(std::max(failures, 1u) - 1, 30u);
-  const double delay = std::min(settings_.initialDelaySeconds * std::ldexp(1.0, exponent),
-                                settings_.maxDelaySeconds);
+  // std::ldexp returns infinity on overflow, which the maximum delay then caps.
+  const unsigned int exponent = std::min(std::max(failures, 1u) - 1, kMaxExponent);
+  const double delay =
+      std::min(std::ldexp(settings_.initialDelaySeconds, static_cast<int>(exponent)),
+               settings_.maxDelaySeconds);
   const double clampedJitter = std::min(std::max(jitter, 0.0), 1.0);
   return delay * (0.5 + 0.5 * clampedJitter);
 }
