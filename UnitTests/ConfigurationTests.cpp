@@ -1267,6 +1267,16 @@ TEST_F(ConfigurationTest, VaultCredentialsRules)
 }
 
 
+TEST_F(ConfigurationTest, VaultCredentialTypeNoneRejected)
+{
+  const std::string error =
+      GetParseError(MakeKeyVaultSection(R"("Credentials": {"Type": "None"})"));
+
+  EXPECT_TRUE(Contains(error, "AzureDicom.Credentials.KeyVault.Credentials.Type: \"None\""));
+  EXPECT_TRUE(Contains(error, "expected one of ManagedIdentity, ClientSecret"));
+}
+
+
 TEST_F(ConfigurationTest, RedactedJsonHidesSecrets)
 {
   const Configuration configuration =

@@ -1199,6 +1199,13 @@ CredentialSettings ReadCredentials(const ObjectReader& parent, CredentialOwner o
   }
 
   ReadCredentialType(reader, credentials);
+  if (owner == CredentialOwner::KeyVault && credentials.type == CredentialType::None &&
+      reader.IsCheckingValues())
+  {
+    Fail(reader.PathOf("Type"), "\"None\" cannot read Key Vault, which requires a token",
+         "one of ManagedIdentity, ClientSecret, ClientCertificate, WorkloadIdentity");
+  }
+
   credentials.tenantId = reader.GetString("TenantId", "");
   credentials.clientId = reader.GetString("ClientId", "");
   credentials.clientSecret = reader.GetString("ClientSecret", "", true);
