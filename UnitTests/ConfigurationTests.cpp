@@ -1408,6 +1408,63 @@ TEST_F(ConfigurationTest, RedactedJsonHidesDatabasePassword)
 }
 
 
+TEST(RedactDatabaseTest, LibpqForms)
+{
+  struct Case
+  {
+    const char* database;
+    const char* redacted;
+  };
+  const std::vector<Case> cases = {
+      {"postgresql://u@127.0.0.1:1/db?%70assword=Pa55Enc",
+       "postgresql://u@127.0.0.1:1/db?%70assword=<redacted>"},
+      {"host=db password=Pa55\\ Tail dbname=x", "host=db password=<redacted> dbname=x"},
+      {"host=db port=1\npassword=Pa55Nl", "host=db port=1\npassword=<redacted>"},
+      {"host=db\tpassword=Pa55Tab", "host=db\tpassword=<redacted>"},
+      {"host=db password='Pa55 \\\\' user=u", "host=db password=<redacted> user=u"},
+      {"postgresql://u:Pa55@Tail@127.0.0.1:1/db", "postgresql://<redacted>@127.0.0.1:1/<redacted>"},
+      {"postgresql://u:Pa55List@h1:1,h2:2/db", "postgresql://u:<redacted>@h1:1,h2:2/db"},
+      {"host=db dbname='postgresql://u:Pa55Uri@h/db'", "host=db dbname=<redacted>"},
+      {"postgresql://h/db?dbname=password%3DPa55Exp", "postgresql://h/db?dbname=<redacted>"},
+      {"host=db password='Pa55Open", "<redacted>"},
+      {"host=db Pa55Word", "<redacted>"},
+      {"postgresql://h/db?password=Pa55%zz", "postgresql://<redacted>@h/<redacted>"},
+      {"postgresql://h/db?password=Pa55=x", "postgresql://<redacted>@h/<redacted>"},
+  };
+
+  for (const Case& c : cases)
+  {
+    const std::string redacted = RedactDatabase(c.database);
+    EXPECT_EQ(redacted, c.redacted) << c.database;
+    EXPECT_FALSE(Contains(redacted, "Pa55")) << c.database;
+  }
+}
+
+
+TEST(RedactDatabaseTest, AmbiguousUri)
+{
+  EXPECT_TRUE(IsAmbiguousDatabaseUri("postgresql://u:Pa55@Tail@127.0.0.1:1/db"));
+  EXPECT_FALSE(IsAmbiguousDatabaseUri("postgresql://u:Pa55%40Tail@127.0.0.1:1/db"));
+  EXPECT_FALSE(IsAmbiguousDatabaseUri("postgresql://u:Pa55@h/db?application_name=a@b"));
+  EXPECT_FALSE(IsAmbiguousDatabaseUri("host=db password=a@b@c"));
+}
+
+
+TEST(RedactDatabaseTest, LibpqMessageQuotes)
+{
+  const std::string database = "postgresql://u:Pa55@Tail@127.0.0.1:1/db";
+  const std::string message = RedactPostgreSqlMessage(
+      "could not translate host name \"Tail@127.0.0.1\" to address; user \"u\"",
+      RedactDatabase(database));
+
+  EXPECT_EQ(message,
+            "could not translate host name \"<redacted>\" to address; user \"<redacted>\"");
+  EXPECT_EQ(RedactPostgreSqlMessage("server at \"127.0.0.1\", port 1 failed",
+                                    "host=127.0.0.1 password=<redacted>"),
+            "server at \"127.0.0.1\", port 1 failed");
+}
+
+
 TEST_F(ConfigurationTest, SecretsNeverInErrors)
 {
   const std::string secret = kSecret;

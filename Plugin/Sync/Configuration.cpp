@@ -1347,67 +1347,6 @@ Json::Value KeyVaultToJson(const KeyVaultSettings& keyVault)
 }  // namespace
 
 
-std::string RedactDatabase(const std::string& database)
-{
-  std::string redacted = database;
-
-  const size_t schemeEnd = redacted.find("://");
-  if (schemeEnd != std::string::npos)
-  {
-    const size_t authorityStart = schemeEnd + 3;
-    const size_t at = FindUserInfoEnd(redacted, authorityStart);
-    const size_t colon = redacted.find(':', authorityStart);
-    if (at != std::string::npos && colon < at)
-    {
-      redacted.replace(colon + 1, at - colon - 1, kRedacted);
-    }
-  }
-
-  // libpq takes the password of the server and that of the client's TLS key (sslpassword), and
-  // allows spaces around '=' in the key/value form.
-  for (const std::string keyword : {"password", "sslpassword"})
-  {
-    for (size_t position = ToLower(redacted).find(keyword); position != std::string::npos;
-         position = ToLower(redacted).find(keyword, position + 1))
-    {
-      const bool startsParameter =
-          position == 0 || std::string(" \t?&").find(redacted[position - 1]) != std::string::npos;
-      size_t equals = position + keyword.size();
-      while (equals < redacted.size() && (redacted[equals] == ' ' || redacted[equals] == '\t'))
-      {
-        equals++;
-      }
-      if (!startsParameter || equals >= redacted.size() || redacted[equals] != '=')
-      {
-        continue;
-      }
-
-      size_t valueStart = equals + 1;
-      while (valueStart < redacted.size() &&
-             (redacted[valueStart] == ' ' || redacted[valueStart] == '\t'))
-      {
-        valueStart++;
-      }
-
-      size_t valueEnd = redacted.find_first_of(" \t&", valueStart);
-      if (valueStart < redacted.size() && redacted[valueStart] == '\'')
-      {
-        // A quoted value of the key/value form, where \' escapes a quote.
-        valueEnd = valueStart + 1;
-        while (valueEnd < redacted.size() && redacted[valueEnd] != '\'')
-        {
-          valueEnd += (redacted[valueEnd] == '\\') ? 2 : 1;
-        }
-        valueEnd = std::min(valueEnd + 1, redacted.size());
-      }
-      valueEnd = std::min(valueEnd, redacted.size());
-      redacted.replace(valueStart, valueEnd - valueStart, kRedacted);
-    }
-  }
-  return redacted;
-}
-
-
 const char* ToString(CredentialType type)
 {
   switch (type)

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "Sync/ConnectionString.h"
 #include "Sync/OutboxItem.h"
 
 #include <json/value.h>
@@ -137,9 +138,4 @@ bool IsLoopbackHost(const std::string& host);
 // message that starts with key (such as "AzureDicom.ServiceUrl").
 std::string GetUrlHost(const std::string& url, const std::string& key);
 
-// Replaces the password of a database connection string with "<redacted>", in the URI form
-// ("postgresql://user:password@host/db", "?password=...") and in the key/value form
-// ("host=db password=... dbname=orthanc"). Other strings, such as a file path, come back as
-// they are.
-std::string RedactDatabase(const std::string& database);
 }  // namespace AzureDicom

@@ -270,11 +270,21 @@ std::string AdaptSqlToPostgreSql(const std::string& sql)
 PostgreSqlDatabase::PostgreSqlDatabase(const std::string& connectionString)
     : connectionString_(connectionString), name_(RedactDatabase(connectionString))
 {
+  if (IsAmbiguousDatabaseUri(connectionString))
+  {
+    throw Exception(ErrorCode::BadConfiguration,
+                    "invalid PostgreSQL connection string " + name_ +
+                        ": '@' appears more than once before the host, so libpq would take part "
+                        "of the user information as the host; percent-encode '@' in the user "
+                        "name or password as %40");
+  }
+
   char* parseError = nullptr;
   PQconninfoOption* options = PQconninfoParse(connectionString.c_str(), &parseError);
   if (options == nullptr)
   {
-    std::string reason = parseError != nullptr ? parseError : "out of memory";
+    std::string reason =
+        parseError != nullptr ? RedactPostgreSqlMessage(parseError, name_) : "out of memory";
     PQfreemem(parseError);
     while (!reason.empty() && std::isspace(static_cast<unsigned char>(reason.back())))
     {
@@ -316,7 +326,7 @@ PGconn* PostgreSqlDatabase::Connect(std::string& error) const
   PGconn* connection = PQconnectdbParams(keywords, values, 1);
   if (connection == nullptr || PQstatus(connection) != CONNECTION_OK)
   {
-    error = GetErrorMessage(connection);
+    error = RedactPostgreSqlMessage(GetErrorMessage(connection), name_);
     PQfinish(connection);
     return nullptr;
   }
