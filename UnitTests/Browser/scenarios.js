@@ -1,7 +1,8 @@
 // Browser scenarios of the Orthanc Explorer extension and the dashboard, in Debian's headless
 // Chromium driven by playwright-core. test_browser.py starts Orthanc and the fake Azure service,
 // then runs: node scenarios.js NAME CONFIG_JSON. CONFIG_JSON has "orthanc" (the base URL),
-// "fake" (the fake's base URL), "screenshots" (a folder) and the scenario's own keys.
+// "fake" (the fake's base URL), "screenshots" (a folder), "user" and "password" when Orthanc
+// requires them, and the scenario's own keys.
 // The exit code is 0 when the scenario passed; on failure the page is saved as NAME.png in the
 // screenshots folder.
 'use strict';
@@ -75,8 +76,25 @@ async function controlFake(config, command) {
   assert.equal(response.status, 200, `fake control ${command.Action}: ${await response.text()}`);
 }
 
+// Returns the Authorization header of Orthanc's user, or no header when Orthanc has no users.
+function authorization(config) {
+  if (!config.user) {
+    return {};
+  }
+  const token = Buffer.from(`${config.user}:${config.password}`).toString('base64');
+  return { Authorization: `Basic ${token}` };
+}
+
+// Returns Orthanc's base URL with the user name and password in it: http://user:password@host.
+function urlWithCredentials(config) {
+  const url = new URL(config.orthanc);
+  url.username = config.user;
+  url.password = config.password;
+  return url.href.replace(/\/$/, '');
+}
+
 async function getJson(config, route) {
-  const response = await fetch(config.orthanc + route);
+  const response = await fetch(config.orthanc + route, { headers: authorization(config) });
   const text = await response.text();
   assert.equal(response.status, 200, `GET ${route}: ${text}`);
   return JSON.parse(text);
@@ -85,7 +103,7 @@ async function getJson(config, route) {
 async function postJson(config, route, body) {
   const response = await fetch(config.orthanc + route, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
+    headers: { 'Content-Type': 'application/json', ...authorization(config) },
     body: JSON.stringify(body),
   });
   const text = await response.text();
@@ -217,6 +235,46 @@ const scenarios = {
     assert.notEqual(cells[3], '–', `last seen column of ${cells}`);
   },
 
+  // Opened as http://user:password@host/azure-dicom/ui/, the dashboard fills its fields. Its
+  // request URLs carry no credentials, which fetch() would reject, and the browser sends the
+  // page's credentials with them. Orthanc Explorer's panel works from such a URL too.
+  async 'dashboard-credentials-url'(page, config) {
+    const base = urlWithCredentials(config);
+    log('opening the dashboard with the user name and password in the URL');
+    await page.goto(`${base}/azure-dicom/ui/`);
+    await waitForAttribute(page, '#state-badge', 'data-state', 'Running', ACTION_TIMEOUT_MS);
+    await waitForText(page, '#status-state', 'Running');
+    await waitForText(page, '#counts-table tr[data-state="Mirrored"]', String(config.instances));
+    await waitForText(page, '#status-database', 'SQLite, connected');
+    await waitForText(page, '#nodes-this', config.node);
+    await page.waitForFunction(() => document.querySelector('#updated-at').textContent !== 'never',
+                               null, { timeout: ACTION_TIMEOUT_MS, polling: 200 });
+    assert.equal(await page.locator('#header-message').isVisible(), false,
+                 `header message: ${await page.locator('#header-message').textContent()}`);
+    await page.locator('#failed-empty').waitFor({ state: 'visible', timeout: ACTION_TIMEOUT_MS });
+    await page.locator('#snapshots-empty').waitFor({ state: 'visible', timeout: ACTION_TIMEOUT_MS });
+    await page.locator('#credentials-list dt').first().waitFor({ timeout: ACTION_TIMEOUT_MS });
+    for (const id of ['failed-message', 'check-message', 'snapshot-message']) {
+      assert.equal(await page.locator(`#${id}`).isVisible(), false,
+                   `#${id}: ${await page.locator(`#${id}`).textContent()}`);
+    }
+
+    // On such a URL, the jQuery Mobile 1.1 of Orthanc Explorer raises an error of its own
+    // (history.replaceState() rejects its URL without credentials), so the Explorer opens in a
+    // page whose errors the scenario does not check.
+    log('opening the study in Orthanc Explorer with the user name and password in the URL');
+    const explorer = await page.context().newPage();
+    try {
+      await explorer.goto(`${base}/app/explorer.html#study?uuid=${config.study}`);
+      await waitForAttribute(explorer, '#azure-dicom-study-badge', 'data-summary', 'Mirrored',
+                             ACTION_TIMEOUT_MS);
+      await waitForText(explorer, '#azure-dicom-study-counts',
+                        `${config.instances} instances: ${config.instances} Mirrored`);
+    } finally {
+      await explorer.close();
+    }
+  },
+
   // The dashboard shows a snapshot's rollback plan with the count that the REST API returns,
   // and the confirmation starts the rollback job.
   async 'dashboard-rollback-plan'(page, config) {
@@ -267,9 +325,10 @@ const scenarios = {
 // load nothing from another host.
 function watchForeignRequests(page, config) {
   const foreign = [];
+  const origin = new URL(config.orthanc).origin;
   page.on('request', (request) => {
     const url = request.url();
-    if (!url.startsWith(config.orthanc + '/') && !url.startsWith('data:')) {
+    if (!url.startsWith('data:') && new URL(url).origin !== origin) {
       foreign.push(url);
     }
   });

@@ -9,9 +9,12 @@ scenario saves a screenshot in browser-screenshots/ of the build folder.
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
+
+import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "Integration"))
@@ -29,6 +32,8 @@ INSTANCES_PER_STUDY = 3
 # The fake rejects instances with this PatientID (FailureReason 43264) until a test changes its
 # list of invalid IDs.
 INVALID_PATIENT_ID = "INVALID"
+# Orthanc's user in the tests with HTTP Basic authentication.
+USER_NAME = "browser-user"
 UI_FILES = {
     "index.html": "text/html",
     "app.js": "text/javascript",
@@ -72,9 +77,21 @@ class BrowserTest(harness.OrthancTestCase):
             "uids": [harness.sop_uid_of(data) for data in instances],
         }
 
+    def make_authenticated_source(self, password, **settings):
+        """Return an Orthanc that requires USER_NAME and password, whose session sends them."""
+        section = harness.azure_section(self.fake.url, "v2", **settings)
+        source = harness.source_orthanc(self.path("source"), section, extra={
+            "AuthenticationEnabled": True,
+            "RegisteredUsers": {USER_NAME: password},
+        })
+        source.session.auth = (USER_NAME, password)
+        return self.add_orthanc(source)
+
     def run_scenario(self, name, source, **settings):
         config = {"orthanc": source.url, "fake": self.fake.url,
                   "screenshots": screenshot_folder(), **settings}
+        if source.session.auth:
+            config["user"], config["password"] = source.session.auth
         started = time.monotonic()
         result = subprocess.run([NODE, SCENARIOS, name, json.dumps(config)], cwd=HERE,
                                 capture_output=True, text=True,
@@ -160,6 +177,18 @@ class BrowserTest(harness.OrthancTestCase):
 
         self.run_scenario("dashboard-nodes", source, node="browser-node",
                           instances=INSTANCES_PER_STUDY)
+
+    def test_dashboard_credentials_url(self):
+        password = "pw-" + secrets.token_hex(12)
+        source = self.make_authenticated_source(password, NodeName="browser-node").start()
+        anonymous = requests.get(source.url + "/azure-dicom/status",
+                                 timeout=harness.REQUEST_TIMEOUT_SECONDS)
+        self.assertEqual(anonymous.status_code, 401, "Orthanc answered without credentials")
+        study = self.upload_study(source)
+        source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=INSTANCES_PER_STUDY)
+
+        self.run_scenario("dashboard-credentials-url", source, node="browser-node",
+                          study=study["study"], instances=INSTANCES_PER_STUDY)
 
     def test_dashboard_rollback_plan(self):
         source = self.make_source().start()

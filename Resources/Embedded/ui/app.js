@@ -1,6 +1,6 @@
 // Dashboard of the Azure DICOM mirror plugin, served at /azure-dicom/ui/. Every URL is relative
-// ("../status" is /azure-dicom/status), so the page works behind Orthanc's authentication and
-// behind a reverse-proxy prefix. Nothing is loaded from another host.
+// to the page's path ("../status" is /azure-dicom/status), so the page works behind Orthanc's
+// authentication and behind a reverse-proxy prefix. Nothing is loaded from another host.
 'use strict';
 
 const REFRESH_INTERVAL_MS = 10000;
@@ -27,6 +27,14 @@ class ApiError extends Error {
   }
 }
 
+// Resolves a URL relative to the page against the page's origin and path, without the user name
+// and password that the page's URL may contain (http://user:password@host/...). fetch() rejects
+// a URL with credentials, but the browser still sends the Authorization header that it used for
+// the page with a request to the same origin.
+function toRequestUrl(path) {
+  return new URL(path, window.location.origin + window.location.pathname).href;
+}
+
 // Sends a request to the plugin's REST API and returns the parsed JSON response. Throws an
 // ApiError with the response's "Message" (or the HTTP status) when the status is not 2xx.
 async function callApi(method, path, body) {
@@ -43,7 +51,7 @@ async function callApi(method, path, body) {
 
   let response;
   try {
-    response = await fetch(path, options);
+    response = await fetch(toRequestUrl(path), options);
   } catch (error) {
     throw new ApiError(`no response from Orthanc for ${method} ${path} (${error.message})`, 0);
   }
