@@ -275,6 +275,42 @@ const scenarios = {
     }
   },
 
+  // Counts read in the singular and in the plural, a few requests in an hour show a rate above
+  // zero, a note names the requests that the tiles count, and the chart's labels fit in it.
+  async 'dashboard-display'(page, config) {
+    log('opening the dashboard');
+    await page.goto(`${config.orthanc}/azure-dicom/ui/`);
+    await waitForText(page, '#counts-table tr[data-state="Mirrored"]', String(config.instances));
+
+    const history = await getJson(config, '/azure-dicom/status/history');
+    const requests = history.Requests.Last60Minutes.Requests;
+    assert.ok(requests >= 1, `${requests} requests in the last 60 minutes`);
+    assert.ok(requests < 60, `${requests} requests in the last 60 minutes, expected under 60`);
+    const noun = requests === 1 ? 'request' : 'requests';
+    await waitForText(page, '#tile-rate [data-window="Last60Minutes"]',
+                      `${requests} /h (${requests} ${noun})`);
+    await waitForText(page, '#tiles-scope', 'STOW-RS requests only');
+
+    await page.locator('#history-chart polyline').first().waitFor({ state: 'attached' });
+    const labels = await page.locator('#history-chart text').evaluateAll((nodes) => nodes.map(
+      (node) => ({ text: node.textContent, left: node.getBBox().x,
+                   right: node.getBBox().x + node.getBBox().width })));
+    const texts = labels.map((label) => label.text);
+    assert.ok(texts.includes('instances'), `chart labels ${texts}`);
+    assert.ok(texts.includes('per s'), `chart labels ${texts}`);
+    for (const label of labels) {
+      assert.ok(label.left >= 0, `chart label "${label.text}" starts at x ${label.left}`);
+      assert.ok(label.right <= 800, `chart label "${label.text}" ends at x ${label.right}`);
+    }
+
+    log(`looking up the instance ${config.instance}`);
+    await page.fill('#lookup-input', config.instance);
+    await page.click('#lookup-submit');
+    await waitForText(page, '#lookup-level', 'Instance');
+    await waitForText(page, '#lookup-counts', '1 instance, ');
+    await waitForText(page, '#lookup-counts', ': 1 Mirrored');
+  },
+
   // The dashboard shows a snapshot's rollback plan with the count that the REST API returns,
   // and the confirmation starts the rollback job.
   async 'dashboard-rollback-plan'(page, config) {

@@ -190,6 +190,14 @@ class BrowserTest(harness.OrthancTestCase):
         self.run_scenario("dashboard-credentials-url", source, node="browser-node",
                           study=study["study"], instances=INSTANCES_PER_STUDY)
 
+    def test_dashboard_display(self):
+        source = self.make_source().start()
+        study = self.upload_study(source)
+        source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=INSTANCES_PER_STUDY)
+
+        self.run_scenario("dashboard-display", source, instance=study["instances"][0],
+                          instances=INSTANCES_PER_STUDY)
+
     def test_dashboard_rollback_plan(self):
         source = self.make_source().start()
         response = source.post_json("/azure-dicom/snapshots", {"Label": "before the study"})

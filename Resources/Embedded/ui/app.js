@@ -129,6 +129,25 @@ function formatNumber(value, digits) {
   });
 }
 
+// Returns the count with the singular or plural noun: "1 instance", "3 instances".
+function formatCount(count, singular, plural) {
+  const noun = Number(count) === 1 ? singular : (plural || `${singular}s`);
+  return `${formatNumber(count)} ${noun}`;
+}
+
+// Formats a rate in requests per second, per minute or per hour, whichever is the first to
+// reach 1, so that a few requests in an hour do not round to "0 /s".
+function formatRate(perSecond) {
+  const value = Number(perSecond) || 0;
+  if (value === 0 || value >= 1) {
+    return `${formatNumber(value, 2)} /s`;
+  }
+  if (value * 60 >= 1) {
+    return `${formatNumber(value * 60, 1)} /min`;
+  }
+  return `${formatNumber(value * 3600, 1)} /h`;
+}
+
 function formatBytes(bytes) {
   const units = ['B', 'KB', 'MB', 'GB', 'TB'];
   let value = Number(bytes) || 0;
@@ -394,9 +413,12 @@ function drawHistory(history) {
     chart.append(svg('text', { x: CHART.left + plotWidth + 6, y: y + 4 },
                      formatNumber(maxThroughput * fraction, 2)));
   }
-  chart.append(svg('text', { x: CHART.left - 6, y: CHART.top - 4, 'text-anchor': 'end' },
+  // The axis titles start and end at the plot's corners, where the margins cannot cut them.
+  chart.append(svg('text', { class: 'axis-title', x: CHART.left, y: CHART.top - 8 },
                    'instances'));
-  chart.append(svg('text', { x: CHART.left + plotWidth + 6, y: CHART.top - 4 }, 'per s'));
+  chart.append(svg('text', {
+    class: 'axis-title', x: CHART.left + plotWidth, y: CHART.top - 8, 'text-anchor': 'end',
+  }, 'per s'));
   for (const minutes of [60, 45, 30, 15, 0]) {
     const time = end - minutes * 60000;
     chart.append(svg('text', { x: x(time), y: CHART.height - 10, 'text-anchor': 'middle' },
@@ -440,7 +462,7 @@ function showTiles(requests) {
       continue;
     }
     byId('tile-rate').querySelector(`[data-window="${name}"]`).textContent =
-      `${formatNumber(window.RequestsPerSecond, 2)} /s (${formatNumber(window.Requests)} requests)`;
+      `${formatRate(window.RequestsPerSecond)} (${formatCount(window.Requests, 'request')})`;
     byId('tile-latency').querySelector(`[data-window="${name}"]`).textContent =
       window.Requests > 0 ? `${formatNumber(window.P95LatencyMs)} ms` : 'no request';
     byId('tile-errors').querySelector(`[data-window="${name}"]`).textContent =
@@ -456,8 +478,8 @@ function makeFailedRow(item) {
   const button = make('button', 'Retry', { type: 'button', class: 'retry-item', 'data-id': item.ID });
   button.addEventListener('click', () => runAction(button, 'failed-message', async () => {
     const answer = await postJson('../retry', { Resources: [item.ID] });
-    showMessage('failed-message', `${item.SOPInstanceUID}: ${answer.Requeued} instance queued ` +
-                'again.', false);
+    showMessage('failed-message', `${item.SOPInstanceUID}: ` +
+                `${formatCount(answer.Requeued, 'instance')} queued again.`, false);
     await loadFailed(true);
     await refreshStatus();
   }));
@@ -506,7 +528,8 @@ function showLookup(answer) {
   if (answer.NotQueued > 0) {
     parts.push(`${answer.NotQueued} not queued`);
   }
-  byId('lookup-counts').textContent = `${answer.Instances} instances, ${formatBytes(answer.Bytes)}` +
+  byId('lookup-counts').textContent =
+    `${formatCount(answer.Instances, 'instance')}, ${formatBytes(answer.Bytes)}` +
     (parts.length ? `: ${parts.join(', ')}` : '');
   byId('lookup-retry').hidden = !(answer.Counts.Failed > 0);
 }
@@ -570,10 +593,11 @@ async function mirrorLookedUp() {
 async function retryLookedUp() {
   const id = lookedUp.ID;
   const answer = await postJson('../retry', { Resources: [id] });
-  showMessage('lookup-message', `${answer.Requeued} instances queued again; sending…`, false);
+  const requeued = formatCount(answer.Requeued, 'instance');
+  showMessage('lookup-message', `${requeued} queued again; sending…`, false);
   const result = await pollLookup(id, null);
   if (result) {
-    showMessage('lookup-message', `${answer.Requeued} instances queued again: ` +
+    showMessage('lookup-message', `${requeued} queued again: ` +
                 `${SUMMARY_TEXT[result.answer.Summary] || result.answer.Summary}.`,
                 result.answer.Summary === 'Failed');
   }
@@ -736,7 +760,8 @@ function start() {
 
   bindButton('retry-all-failed', 'failed-message', async () => {
     const answer = await postJson('../retry', { State: 'Failed' });
-    showMessage('failed-message', `${answer.Requeued} failed instances queued again.`, false);
+    showMessage('failed-message', `${formatCount(answer.Requeued, 'failed instance')} queued ` +
+                'again.', false);
     await loadFailed(true);
     await refreshStatus();
   });
