@@ -663,6 +663,23 @@ void PluginContext::SetPaused(bool paused)
 }
 
 
+std::string PluginContext::FindRestoreError(const SnapshotRecord& snapshot)
+{
+  std::lock_guard<std::mutex> lock(settingsMutex_);
+  try
+  {
+    // The same parse as StoreAndApply(), which RestoreSettings() runs, but nothing is stored.
+    const Json::Value overrides = MakeOverrides(fileSection_, GetRuntimeValuesOf(snapshot));
+    ParseConfiguration(MergeSettings(fileSection_, overrides));
+    return "";
+  }
+  catch (const Exception& e)
+  {
+    return e.what();
+  }
+}
+
+
 void PluginContext::RestoreSettings(const SnapshotRecord& snapshot)
 {
   std::lock_guard<std::mutex> lock(settingsMutex_);

@@ -110,6 +110,10 @@ public:
   Json::Value GetRuntimeValuesNow();
   static Json::Value GetRuntimeValuesOf(const SnapshotRecord& snapshot);
 
+  // Returns why the runtime settings of a snapshot cannot be restored over the current
+  // configuration file (the key and the reason), or "" when they can.
+  std::string FindRestoreError(const SnapshotRecord& snapshot);
+
   // Restores the runtime settings and the pause of a snapshot, without taking another.
   void RestoreSettings(const SnapshotRecord& snapshot);
 

@@ -58,6 +58,50 @@ OrthancPluginJob* Unserialize(const char* jobType, const char* serialized)
     return nullptr;
   }
 }
+
+
+// Throws Exception(BadRequest) when the settings of the snapshot do not fit the current
+// configuration file, before the rollback changes anything.
+void CheckRestorable(PluginContext& context, const SnapshotRecord& snapshot)
+{
+  const std::string error = context.FindRestoreError(snapshot);
+  if (!error.empty())
+  {
+    throw Exception(ErrorCode::BadRequest,
+                    "the settings of snapshot " + std::to_string(snapshot.id) +
+                        " cannot be restored with the current configuration file: " + error +
+                        ". Nothing was changed: change the configuration file, or roll back to "
+                        "another snapshot");
+  }
+}
+
+
+// Restores the snapshot's settings, then records the rollback and marks its items. When the
+// recording fails, the settings of the safety snapshot are restored, so that a failed start
+// leaves the settings and the outbox as they were. The caller has stopped the dispatcher.
+int64_t RestoreAndRecord(PluginContext& context, const SnapshotRecord& snapshot,
+                         const SnapshotRecord& safety, bool deleteFromService)
+{
+  context.RestoreSettings(snapshot);
+  try
+  {
+    return context.GetOutbox().StartRollback(snapshot, safety.id, deleteFromService, NowMs());
+  }
+  catch (...)
+  {
+    try
+    {
+      context.RestoreSettings(safety);
+    }
+    catch (const std::exception& e)
+    {
+      context.GetLogger().Error("cannot restore the settings of safety snapshot " +
+                                std::to_string(safety.id) +
+                                " after a failed rollback: " + e.what());
+    }
+    throw;
+  }
+}
 }  // namespace
 
 
@@ -71,6 +115,7 @@ Json::Value PlanRollback(PluginContext& context, const SnapshotRecord& snapshot)
   answer["Confirm"] = std::to_string(snapshot.id);
   answer["SettingsDiff"] =
       DiffValues(context.GetRuntimeValuesNow(), PluginContext::GetRuntimeValuesOf(snapshot));
+  answer["SettingsError"] = context.FindRestoreError(snapshot);
   return answer;
 }
 
@@ -78,13 +123,15 @@ Json::Value PlanRollback(PluginContext& context, const SnapshotRecord& snapshot)
 Json::Value RunRollback(PluginContext& context, const SnapshotRecord& snapshot,
                         bool deleteFromService)
 {
+  CheckRestorable(context, snapshot);
+
   const SnapshotRecord safety = context.TakeSnapshot(
       "before the rollback to snapshot " + std::to_string(snapshot.id), "Rollback");
 
   Json::Value plan = PlanRollback(context, snapshot);
   plan["DryRun"] = false;
 
-  // No batch may be confirmed between the marking and the restore: it would be created after
+  // No batch may be confirmed between the restore and the marking: it would be created after
   // the snapshot without being part of the rollback. Requests in progress finish first, because
   // the service may store what a cut request sent.
   Dispatcher& dispatcher = context.GetDispatcher();
@@ -92,8 +139,7 @@ Json::Value RunRollback(PluginContext& context, const SnapshotRecord& snapshot,
   int64_t rollbackId = 0;
   try
   {
-    rollbackId = context.GetOutbox().StartRollback(snapshot, safety.id, deleteFromService, NowMs());
-    context.RestoreSettings(snapshot);
+    rollbackId = RestoreAndRecord(context, snapshot, safety, deleteFromService);
   }
   catch (...)
   {

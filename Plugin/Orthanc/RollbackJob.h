@@ -13,9 +13,10 @@ namespace AzureDicom
 // for a dry run: the settings diff and what would be deleted and dropped.
 Json::Value PlanRollback(PluginContext& context, const SnapshotRecord& snapshot);
 
-// Runs a rollback: takes a snapshot, marks what to delete and drop, restores the snapshot's
-// settings and submits the job that deletes. Returns the job's ID, the plan and the snapshot
-// taken. Throws Exception(Conflict) while another rollback runs.
+// Runs a rollback: takes a snapshot, restores the snapshot's settings, marks what to delete and
+// drop and submits the job that deletes. Returns the job's ID, the plan and the snapshot taken.
+// Throws Exception(BadRequest) when the current configuration file rejects the snapshot's
+// settings, and Exception(Conflict) while another rollback runs.
 Json::Value RunRollback(PluginContext& context, const SnapshotRecord& snapshot,
                         bool deleteFromService);
 

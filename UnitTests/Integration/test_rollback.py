@@ -31,6 +31,8 @@ DELETES_BEFORE_KILL = 5
 # A STOW-RS request that is still in flight when the rollback starts.
 SLOW_STOW_SECONDS = 3
 MAX_FIRST_ITEMS = 20
+# A destination that is never contacted: the tests only store it in a snapshot.
+REMOTE_SERVICE_URL = "https://dicom.example.invalid"
 
 
 def uids_of(instances):
@@ -384,6 +386,35 @@ class RollbackTest(harness.OrthancTestCase):
         self.assertIn("locked", item["Message"], "the item does not show the service's message")
         self.assertEqual(self.settings()["Settings"]["Partition"], FILE_PARTITION,
                          "a failed DELETE must not undo the restored settings")
+
+    def test_unrestorable_settings(self):
+        self.start_source()
+        self.source.post("/azure-dicom/pause")
+        self.source.put_json("/azure-dicom/settings", {"ServiceUrl": REMOTE_SERVICE_URL})
+        snapshot = self.take_snapshot("remote service")
+        self.source.put_json("/azure-dicom/settings", {"ServiceUrl": None})
+        self.source.post("/azure-dicom/resume")
+        self.upload_and_wait(harness.make_study(1, 3))
+        self.source.stop()
+        # The file now rejects the snapshot's remote URL, because it leaves TLS unverified.
+        self.source.azure["Tls"] = {"VerifyPeer": False}
+        self.source.start()
+        snapshot_count = len(self.snapshots())
+
+        plan = self.rollback(snapshot["ID"], {"DryRun": True})
+        self.assertIn("AzureDicom.Tls.VerifyPeer", plan["SettingsError"])
+        response = self.rollback(snapshot["ID"], {"DryRun": False, "Confirm": snapshot["ID"]},
+                                 expected_status=400)
+        self.assertIn("cannot be restored", response.text)
+        self.assertIsNone(self.rollback_status())
+        self.assertEqual(len(self.snapshots()), snapshot_count)
+        self.assertNotEqual(self.settings()["Settings"]["ServiceUrl"], REMOTE_SERVICE_URL)
+
+        self.source.stop()
+        self.source.start()
+        time.sleep(SETTLE_SECONDS)
+        self.assertIsNone(self.rollback_status())
+        self.assertEqual(self.fake.delete_requests(), [])
 
     def test_canceled_rollback(self):
         self.start_source()
