@@ -367,7 +367,9 @@ void PostCredentialsRefresh(const RouteRequest& request)
   {
     request.context.GetCredentials()->Refresh(NowMs());
     request.context.GetLogger().Info("credentials refreshed by an administrator");
-    request.context.GetDispatcher().Resume();
+    // Ends a backoff only. A pause that an administrator set, or that a rollback restored,
+    // stays until POST /azure-dicom/resume.
+    request.context.GetDispatcher().EndWait();
     answer["Refreshed"] = true;
   }
   catch (const std::exception& e)

@@ -302,6 +302,16 @@ void Dispatcher::Resume()
 }
 
 
+void Dispatcher::EndWait()
+{
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    waitUntil_ = 0;
+  }
+  changed_.notify_all();
+}
+
+
 DispatcherStatus Dispatcher::GetStatus()
 {
   const int64_t now = NowMs();

@@ -159,6 +159,9 @@ public:
   // Also ends a backoff: the workers try the destination again at once.
   void Resume();
 
+  // Ends a backoff, so that the workers try the destination again at once, but keeps a pause.
+  void EndWait();
+
   DispatcherStatus GetStatus();
 
   // The STOW-RS requests of the last windowSeconds: rate, p95 latency and errors by status.

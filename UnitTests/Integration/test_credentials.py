@@ -19,6 +19,10 @@ import fake_azure  # noqa: E402
 import harness  # noqa: E402
 
 MIRROR_TIMEOUT_SECONDS = 120
+STATE_TIMEOUT_SECONDS = 30
+# Long enough for a worker to send what it would send.
+SETTLE_SECONDS = 4
+PAUSED_INSTANCES = 3
 VAULT_SECRET_NAME = "orthanc-dicom-client-secret"
 CERTIFICATE_DAYS = 2
 ISOLATION_REASON = ("managed identity tests run only in a network namespace with loopback "
@@ -228,6 +232,26 @@ class CredentialsTest(harness.OrthancTestCase):
         self.assertEqual(response.status_code, 200, response.text)
         self.assertEqual(self.fake.state()["TokensIssued"], issued + 1)
         self.assertNotIn(self.secret, response.text)
+
+    def test_refresh_keeps_pause(self):
+        source = self.start_source(self.entra("ClientSecret", ClientSecret=self.secret))
+        response = source.post("/azure-dicom/pause")
+        self.assertEqual(response.status_code, 200, response.text)
+        instances = harness.make_study(1, PAUSED_INSTANCES)
+        harness.upload_all(source, instances)
+        harness.wait_for(lambda: source.counts()["Pending"] == PAUSED_INSTANCES,
+                         STATE_TIMEOUT_SECONDS, "the instances to be queued",
+                         describe_state=source.status)
+
+        response = source.post("/azure-dicom/credentials/refresh")
+        self.assertEqual(response.status_code, 200, response.text)
+        time.sleep(SETTLE_SECONDS)
+        status = source.status()
+        self.assertTrue(status["Paused"], status)
+        self.assertEqual(status["State"], "Paused", status)
+        self.assertEqual(status["Counts"]["Pending"], PAUSED_INSTANCES, status)
+        self.assertEqual(self.fake.stored_uids() & {harness.sop_uid_of(data) for data in instances},
+                         set())
 
 
 if __name__ == "__main__":
