@@ -442,7 +442,7 @@ TEST_P(OutboxSnapshotBackendTest, PlanDropsPendingQueuedAfter)
   const SnapshotRecord snapshot = TakeSnapshot(outbox);
   outbox.Queue({MakeInstance(2), MakeInstance(3), MakeInstance(4)}, QueueMode::InsertMissing,
                NOW + 1000);
-  // Claims orthanc-1 and orthanc-2, so that one Sending item is among the dropped.
+  // Claims orthanc-1 and orthanc-2: Sending items are in flight, never dropped.
   ClaimAll(outbox, 2, NOW + 1000);
   outbox.Queue({MakeInstance(5)}, QueueMode::InsertMissing, NOW + 1000);
   const std::vector<OutboxItem> claimed = ClaimAll(outbox, 1, NOW + 1000);
@@ -450,15 +450,87 @@ TEST_P(OutboxSnapshotBackendTest, PlanDropsPendingQueuedAfter)
 
   const RollbackPlan plan = outbox.PlanRollback(snapshot, 20);
 
-  // orthanc-1 was queued before the snapshot, and the Failed orthanc-3 is not pending.
-  EXPECT_EQ(plan.droppedPending, 3u);
+  // The Failed orthanc-3 is not pending.
+  EXPECT_EQ(plan.droppedPending, 2u);
   std::vector<std::string> dropped;
   for (const OutboxItem& item : plan.firstDropped)
   {
     dropped.push_back(item.instance.orthancId);
   }
-  EXPECT_EQ(dropped, (std::vector<std::string>{"orthanc-2", "orthanc-4", "orthanc-5"}));
+  EXPECT_EQ(dropped, (std::vector<std::string>{"orthanc-4", "orthanc-5"}));
   EXPECT_EQ(plan.instances, 0u);
+}
+
+
+TEST_P(OutboxSnapshotBackendTest, PlanListsInFlightApart)
+{
+  Outbox outbox(path_);
+  outbox.Queue({MakeInstance(1)}, QueueMode::InsertMissing, NOW);
+  const SnapshotRecord snapshot = TakeSnapshot(outbox);
+  outbox.Queue({MakeInstance(2), MakeInstance(3)}, QueueMode::InsertMissing, NOW + 1000);
+  // orthanc-1, queued before the snapshot, is in flight too: a confirmation creates it after.
+  ClaimAll(outbox, 2, NOW + 1000);
+
+  const RollbackPlan plan = outbox.PlanRollback(snapshot, 20);
+
+  EXPECT_EQ(plan.inFlight, 2u);
+  std::vector<std::string> inFlight;
+  for (const OutboxItem& item : plan.firstInFlight)
+  {
+    inFlight.push_back(item.instance.orthancId);
+  }
+  EXPECT_EQ(inFlight, (std::vector<std::string>{"orthanc-1", "orthanc-2"}));
+  EXPECT_EQ(plan.droppedPending, 1u);
+}
+
+
+TEST_P(OutboxSnapshotBackendTest, RollbackLeavesInFlightAlone)
+{
+  Outbox outbox(path_);
+  const SnapshotRecord snapshot = TakeSnapshot(outbox);
+  outbox.Queue({MakeInstance(1), MakeInstance(2)}, QueueMode::InsertMissing, NOW + 1000);
+  ClaimAll(outbox, 1, NOW + 1000);
+
+  outbox.StartRollback(snapshot, 0, true, NOW + 2000);
+
+  EXPECT_EQ(GetItem(outbox, "orthanc-1").state, ItemState::Sending);
+  EXPECT_EQ(GetItem(outbox, "orthanc-2").state, ItemState::Skipped);
+}
+
+
+TEST_P(OutboxSnapshotBackendTest, StartRollbackPlanMatchesMarks)
+{
+  Outbox outbox(path_);
+  const SnapshotRecord snapshot = PrepareRollback(outbox);
+  outbox.Queue({MakeInstance(5), MakeInstance(6)}, QueueMode::InsertMissing, NOW + 2000);
+  ClaimAll(outbox, 1, NOW + 2000);
+
+  RollbackPlan plan;
+  const int64_t rollbackId = outbox.StartRollback(snapshot, 0, true, NOW + 3000, &plan, 1);
+
+  RollbackRecord rollback;
+  ASSERT_TRUE(outbox.GetRollback(rollback, rollbackId));
+  EXPECT_EQ(plan.instances, rollback.total);
+  EXPECT_EQ(plan.firstItems.size(), 1u);
+  EXPECT_EQ(plan.droppedPending, outbox.CountByState().Get(ItemState::Skipped));
+  EXPECT_EQ(plan.inFlight, 1u);
+}
+
+
+TEST_P(OutboxSnapshotBackendTest, PlanWithoutDeleteIsEmpty)
+{
+  Outbox outbox(path_);
+  const SnapshotRecord snapshot = PrepareRollback(outbox);
+  outbox.Queue({MakeInstance(5), MakeInstance(6)}, QueueMode::InsertMissing, NOW + 2000);
+  ClaimAll(outbox, 1, NOW + 2000);
+
+  const RollbackPlan plan = outbox.PlanRollback(snapshot, 20, false);
+
+  EXPECT_EQ(plan.instances, 0u);
+  EXPECT_TRUE(plan.firstItems.empty());
+  EXPECT_EQ(plan.droppedPending, 0u);
+  EXPECT_EQ(plan.inFlight, 0u);
+  EXPECT_EQ(plan.alreadyPresentKept, 1u);
 }
 
 

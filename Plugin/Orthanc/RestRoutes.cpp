@@ -459,7 +459,7 @@ void PostRollback(const RouteRequest& request)
   const RollbackRequest rollback = ParseRollbackRequest(body, std::to_string(snapshot.id));
   if (rollback.dryRun)
   {
-    request.Answer(PlanRollback(request.context, snapshot));
+    request.Answer(PlanRollback(request.context, snapshot, rollback.deleteFromService));
   }
   else
   {

@@ -76,16 +76,18 @@ void CheckRestorable(PluginContext& context, const SnapshotRecord& snapshot)
 }
 
 
-// Restores the snapshot's settings, then records the rollback and marks its items. When the
-// recording fails, the settings of the safety snapshot are restored, so that a failed start
-// leaves the settings and the outbox as they were. The caller has stopped the dispatcher.
+// Restores the snapshot's settings, then records the rollback, marks its items and fills plan
+// with what it marked. When the recording fails, the settings of the safety snapshot are
+// restored, so that a failed start leaves the settings and the outbox as they were. The caller
+// has stopped the dispatcher.
 int64_t RestoreAndRecord(PluginContext& context, const SnapshotRecord& snapshot,
-                         const SnapshotRecord& safety, bool deleteFromService)
+                         const SnapshotRecord& safety, bool deleteFromService, RollbackPlan& plan)
 {
   context.RestoreSettings(snapshot);
   try
   {
-    return context.GetOutbox().StartRollback(snapshot, safety.id, deleteFromService, NowMs());
+    return context.GetOutbox().StartRollback(snapshot, safety.id, deleteFromService, NowMs(), &plan,
+                                             FIRST_ITEMS);
   }
   catch (...)
   {
@@ -102,20 +104,38 @@ int64_t RestoreAndRecord(PluginContext& context, const SnapshotRecord& snapshot,
     throw;
   }
 }
+
+
+Json::Value DescribePlan(const RollbackPlan& plan, const SnapshotRecord& snapshot,
+                         const Json::Value& settingsDiff)
+{
+  Json::Value answer = ToJson(plan);
+  answer["Snapshot"] = std::to_string(snapshot.id);
+  answer["Confirm"] = std::to_string(snapshot.id);
+  answer["SettingsDiff"] = settingsDiff;
+  return answer;
+}
 }  // namespace
 
 
-Json::Value PlanRollback(PluginContext& context, const SnapshotRecord& snapshot)
+Json::Value PlanRollback(PluginContext& context, const SnapshotRecord& snapshot,
+                         bool deleteFromService)
 {
-  const RollbackPlan plan = context.GetOutbox().PlanRollback(snapshot, FIRST_ITEMS);
-
-  Json::Value answer = ToJson(plan);
-  answer["DryRun"] = true;
-  answer["Snapshot"] = std::to_string(snapshot.id);
-  answer["Confirm"] = std::to_string(snapshot.id);
-  answer["SettingsDiff"] =
+  const RollbackPlan plan =
+      context.GetOutbox().PlanRollback(snapshot, FIRST_ITEMS, deleteFromService);
+  const Json::Value settingsDiff =
       DiffValues(context.GetRuntimeValuesNow(), PluginContext::GetRuntimeValuesOf(snapshot));
+
+  Json::Value answer = DescribePlan(plan, snapshot, settingsDiff);
+  answer["DryRun"] = true;
   answer["SettingsError"] = context.FindRestoreError(snapshot);
+  answer["InFlight"]["Message"] =
+      plan.inFlight == 0
+          ? ""
+          : std::to_string(plan.inFlight) +
+                " instances are being sent now. The rollback waits until the requests of this "
+                "node end, then deletes at the service those that the service confirms as "
+                "created. Those queued after the snapshot that return to Pending are dropped";
   return answer;
 }
 
@@ -124,22 +144,22 @@ Json::Value RunRollback(PluginContext& context, const SnapshotRecord& snapshot,
                         bool deleteFromService)
 {
   CheckRestorable(context, snapshot);
+  const Json::Value settingsDiff =
+      DiffValues(context.GetRuntimeValuesNow(), PluginContext::GetRuntimeValuesOf(snapshot));
 
   const SnapshotRecord safety = context.TakeSnapshot(
       "before the rollback to snapshot " + std::to_string(snapshot.id), "Rollback");
 
-  Json::Value plan = PlanRollback(context, snapshot);
-  plan["DryRun"] = false;
-
   // No batch may be confirmed between the restore and the marking: it would be created after
   // the snapshot without being part of the rollback. Requests in progress finish first, because
-  // the service may store what a cut request sent.
+  // the service may store what a cut request sent, and the plan is read after them.
   Dispatcher& dispatcher = context.GetDispatcher();
   dispatcher.Stop(false);
   int64_t rollbackId = 0;
+  RollbackPlan marked;
   try
   {
-    rollbackId = RestoreAndRecord(context, snapshot, safety, deleteFromService);
+    rollbackId = RestoreAndRecord(context, snapshot, safety, deleteFromService, marked);
   }
   catch (...)
   {
@@ -147,6 +167,15 @@ Json::Value RunRollback(PluginContext& context, const SnapshotRecord& snapshot,
     throw;
   }
   dispatcher.Start();
+
+  Json::Value plan = DescribePlan(marked, snapshot, settingsDiff);
+  plan["DryRun"] = false;
+  plan["SettingsError"] = "";
+  plan["InFlight"]["Message"] =
+      marked.inFlight == 0 ? ""
+                           : std::to_string(marked.inFlight) +
+                                 " instances were being sent by other nodes of the outbox: "
+                                 "the rollback leaves them alone";
 
   const std::string jobId = RollbackJob::Submit(context, rollbackId);
   context.GetLogger().Warning(

@@ -10,8 +10,9 @@
 namespace AzureDicom
 {
 // The plan of a rollback to a snapshot, as POST /azure-dicom/snapshots/{id}/rollback returns it
-// for a dry run: the settings diff and what would be deleted and dropped.
-Json::Value PlanRollback(PluginContext& context, const SnapshotRecord& snapshot);
+// for a dry run: the settings diff, what would be deleted and dropped, and the items in flight.
+Json::Value PlanRollback(PluginContext& context, const SnapshotRecord& snapshot,
+                         bool deleteFromService);
 
 // Runs a rollback: takes a snapshot, restores the snapshot's settings, marks what to delete and
 // drop and submits the job that deletes. Returns the job's ID, the plan and the snapshot taken.

@@ -84,8 +84,12 @@ struct RollbackPlan
   uint64_t instances = 0;  // to delete at the service
   uint64_t bytes = 0;
   std::vector<OutboxItem> firstItems;
-  uint64_t droppedPending = 0;  // queued after the snapshot and not sent yet
+  uint64_t droppedPending = 0;  // Pending items queued after the snapshot
   std::vector<OutboxItem> firstDropped;
+  // Sending items of any node. The rollback does not mark them, because the service may still
+  // confirm them.
+  uint64_t inFlight = 0;
+  std::vector<OutboxItem> firstInFlight;
   uint64_t alreadyPresentKept = 0;  // confirmed after the snapshot but not created by the plugin
 };
 
@@ -257,15 +261,20 @@ public:
   bool GetSnapshot(SnapshotRecord& snapshot, int64_t id);
   std::vector<SnapshotRecord> ListSnapshots();
 
-  // Lists what a rollback to the snapshot would delete and drop, with at most firstCount items
-  // of each kind.
-  RollbackPlan PlanRollback(const SnapshotRecord& snapshot, size_t firstCount);
+  // Lists what a rollback to the snapshot would delete and drop now, and the items in flight,
+  // with at most firstCount items of each kind. Without deleteFromService, the rollback deletes
+  // and drops nothing, so the plan lists only AlreadyPresentKept.
+  RollbackPlan PlanRollback(const SnapshotRecord& snapshot, size_t firstCount,
+                            bool deleteFromService = true);
 
   // In one transaction: records a rollback to target and, unless deleteFromService is false,
-  // marks each item of the plan for deletion and the pending items queued after the snapshot
-  // as Skipped. Returns the rollback's ID. Throws Exception(Conflict) while another rollback runs.
+  // marks each item of the plan for deletion and the Pending items queued after the snapshot
+  // as Skipped. Sending items are left alone. When plan is given, fills it, with at most
+  // firstCount items of each kind, from the same transaction, so that it lists what was marked.
+  // Returns the rollback's ID. Throws Exception(Conflict) while another rollback runs.
   int64_t StartRollback(const SnapshotRecord& target, int64_t safetySnapshotId,
-                        bool deleteFromService, int64_t now);
+                        bool deleteFromService, int64_t now, RollbackPlan* plan = nullptr,
+                        size_t firstCount = 0);
 
   // The items that the rollback has yet to delete, in ID order. The dispatcher claims none of
   // them meanwhile.

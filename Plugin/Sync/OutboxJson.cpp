@@ -129,6 +129,12 @@ Json::Value ToJson(const RollbackPlan& plan)
   {
     json["DroppedPending"]["FirstItems"].append(ToJson(item));
   }
+  json["InFlight"]["Instances"] = Json::UInt64(plan.inFlight);
+  json["InFlight"]["FirstItems"] = Json::arrayValue;
+  for (const OutboxItem& item : plan.firstInFlight)
+  {
+    json["InFlight"]["FirstItems"].append(ToJson(item));
+  }
   json["AlreadyPresentKept"] = Json::UInt64(plan.alreadyPresentKept);
   return json;
 }

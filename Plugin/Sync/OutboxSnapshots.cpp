@@ -24,8 +24,12 @@ const char* const CREATED_AFTER =
     "created_sequence > ?1 AND state != 'RolledBack' AND rollback_id = 0 "
     "AND delete_requested = 0";
 
-// Items queued after a snapshot that have not reached the service.
-const char* const QUEUED_AFTER = "id > ?1 AND state IN ('Pending', 'Sending')";
+// Items queued after a snapshot that wait to be sent. Sending items are not among them, because
+// the service may confirm them.
+const char* const QUEUED_AFTER = "id > ?1 AND state = 'Pending'";
+
+// Items in flight whose ID is above ?1: with 0, every Sending item, whenever it was queued.
+const char* const IN_FLIGHT = "id > ?1 AND state = 'Sending'";
 
 
 bool ParseRollbackState(RollbackState& state, const std::string& name)
@@ -159,6 +163,53 @@ uint64_t RunUpdate(Database& database, const std::string& sql, const std::vector
     query.Bind(text);
   }
   return query.Run();
+}
+// Reads the plan of a rollback to the snapshot in the caller's transaction.
+RollbackPlan ReadRollbackPlan(Database& database, const SnapshotRecord& snapshot, size_t firstCount,
+                              bool deleteFromService, const std::string& action)
+{
+  RollbackPlan plan;
+  plan.alreadyPresentKept =
+      CountRows(database,
+                "SELECT COUNT(*) FROM items WHERE state = 'AlreadyPresent' AND "
+                "created_sequence = 0 AND sent_at > ?1",
+                snapshot.createdAt, action);
+  if (!deleteFromService)
+  {
+    return plan;
+  }
+
+  {
+    StatementPtr statement =
+        Prepare(database, std::string("SELECT sent_service_url, sent_api_version, sent_partition, "
+                                      "COUNT(*), SUM(size) FROM items WHERE ") +
+                              CREATED_AFTER +
+                              " GROUP BY sent_service_url, sent_api_version, sent_partition "
+                              "ORDER BY sent_service_url, sent_api_version, sent_partition");
+    Query query(database, statement, action);
+    query.Bind(snapshot.lastCreated);
+    while (query.Step())
+    {
+      DestinationShare share;
+      share.destination = Destination{query.GetText(0), query.GetText(1), query.GetText(2)};
+      share.instances = static_cast<uint64_t>(query.GetInt64(3));
+      share.bytes = static_cast<uint64_t>(query.GetInt64(4));
+      plan.instances += share.instances;
+      plan.bytes += share.bytes;
+      plan.destinations.push_back(share);
+    }
+  }
+
+  plan.firstItems = SelectItems(database, CREATED_AFTER, snapshot.lastCreated, firstCount, action);
+  plan.droppedPending =
+      CountRows(database, std::string("SELECT COUNT(*) FROM items WHERE ") + QUEUED_AFTER,
+                snapshot.lastQueued, action);
+  plan.firstDropped = SelectItems(database, QUEUED_AFTER, snapshot.lastQueued, firstCount, action);
+
+  plan.inFlight =
+      CountRows(database, std::string("SELECT COUNT(*) FROM items WHERE ") + IN_FLIGHT, 0, action);
+  plan.firstInFlight = SelectItems(database, IN_FLIGHT, 0, firstCount, action);
+  return plan;
 }
 }  // namespace
 
@@ -393,53 +444,23 @@ std::vector<SnapshotRecord> Outbox::ListSnapshots()
 }
 
 
-RollbackPlan Outbox::PlanRollback(const SnapshotRecord& snapshot, size_t firstCount)
+RollbackPlan Outbox::PlanRollback(const SnapshotRecord& snapshot, size_t firstCount,
+                                  bool deleteFromService)
 {
   std::lock_guard<std::mutex> lock(mutex_);
   Database& database = *db_;
   const std::string action = "plan the rollback to snapshot " + std::to_string(snapshot.id);
   Transaction transaction(database, TransactionMode::Read, action);
-
-  RollbackPlan plan;
-  {
-    StatementPtr statement =
-        Prepare(database, std::string("SELECT sent_service_url, sent_api_version, sent_partition, "
-                                      "COUNT(*), SUM(size) FROM items WHERE ") +
-                              CREATED_AFTER +
-                              " GROUP BY sent_service_url, sent_api_version, sent_partition "
-                              "ORDER BY sent_service_url, sent_api_version, sent_partition");
-    Query query(database, statement, action);
-    query.Bind(snapshot.lastCreated);
-    while (query.Step())
-    {
-      DestinationShare share;
-      share.destination = Destination{query.GetText(0), query.GetText(1), query.GetText(2)};
-      share.instances = static_cast<uint64_t>(query.GetInt64(3));
-      share.bytes = static_cast<uint64_t>(query.GetInt64(4));
-      plan.instances += share.instances;
-      plan.bytes += share.bytes;
-      plan.destinations.push_back(share);
-    }
-  }
-
-  plan.firstItems = SelectItems(database, CREATED_AFTER, snapshot.lastCreated, firstCount, action);
-  plan.droppedPending =
-      CountRows(database, std::string("SELECT COUNT(*) FROM items WHERE ") + QUEUED_AFTER,
-                snapshot.lastQueued, action);
-  plan.firstDropped = SelectItems(database, QUEUED_AFTER, snapshot.lastQueued, firstCount, action);
-  plan.alreadyPresentKept =
-      CountRows(database,
-                "SELECT COUNT(*) FROM items WHERE state = 'AlreadyPresent' AND "
-                "created_sequence = 0 AND sent_at > ?1",
-                snapshot.createdAt, action);
-
+  const RollbackPlan plan =
+      ReadRollbackPlan(database, snapshot, firstCount, deleteFromService, action);
   transaction.Commit();
   return plan;
 }
 
 
 int64_t Outbox::StartRollback(const SnapshotRecord& target, int64_t safetySnapshotId,
-                              bool deleteFromService, int64_t now)
+                              bool deleteFromService, int64_t now, RollbackPlan* plan,
+                              size_t firstCount)
 {
   std::lock_guard<std::mutex> lock(mutex_);
   Database& database = *db_;
@@ -453,6 +474,11 @@ int64_t Outbox::StartRollback(const SnapshotRecord& target, int64_t safetySnapsh
     throw Exception(ErrorCode::Conflict,
                     "another rollback is running: wait until it ends (see \"Rollback\" in GET "
                     "/azure-dicom/status) or cancel its job");
+  }
+
+  if (plan != nullptr)
+  {
+    *plan = ReadRollbackPlan(database, target, firstCount, deleteFromService, action);
   }
 
   StatementPtr insert =

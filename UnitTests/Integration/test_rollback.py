@@ -30,6 +30,7 @@ DELETE_DELAY_SECONDS = 0.25
 DELETES_BEFORE_KILL = 5
 # A STOW-RS request that is still in flight when the rollback starts.
 SLOW_STOW_SECONDS = 3
+IN_FLIGHT_INSTANCES = 6
 MAX_FIRST_ITEMS = 20
 # A destination that is never contacted: the tests only store it in a snapshot.
 REMOTE_SERVICE_URL = "https://dicom.example.invalid"
@@ -290,8 +291,12 @@ class RollbackTest(harness.OrthancTestCase):
         study_b = harness.make_study(1, 2)
         self.upload_and_wait(study_b)
 
-        self.rollback(snapshot["ID"], {"DryRun": False, "Confirm": snapshot["ID"],
-                                       "DeleteFromService": False})
+        plan = self.rollback(snapshot["ID"], {"DeleteFromService": False})
+        self.assertEqual(plan["Delete"]["Instances"], 0)
+        self.assertEqual(plan["DroppedPending"]["Instances"], 0)
+        started = self.rollback(snapshot["ID"], {"DryRun": False, "Confirm": snapshot["ID"],
+                                                 "DeleteFromService": False})
+        self.assertEqual(started["Plan"]["Delete"]["Instances"], 0)
         harness.wait_for(lambda: self.settings()["Settings"]["Partition"] == FILE_PARTITION,
                          STATE_TIMEOUT_SECONDS, "Partition a restored",
                          describe_state=self.settings)
@@ -537,6 +542,31 @@ class RollbackTest(harness.OrthancTestCase):
         for uid in uids_b:
             self.assertEqual(items[uid]["State"], "RolledBack", items[uid])
         self.assertEqual(self.settings()["Settings"]["Partition"], FILE_PARTITION)
+
+    def test_plan_with_batch_in_flight(self):
+        self.start_source()
+        self.upload_and_wait(harness.make_study(1, 1))
+        snapshot = self.take_snapshot("before the slow batch")
+        self.fake.set_delay(SLOW_STOW_SECONDS)
+        study = harness.make_study(1, IN_FLIGHT_INSTANCES)
+        harness.upload_all(self.source, study)
+        harness.wait_for(lambda: self.source.counts()["Sending"] > 0, STATE_TIMEOUT_SECONDS,
+                         "a batch in flight", describe_state=self.source.status, interval=0.05)
+
+        plan = self.rollback(snapshot["ID"], {})
+        self.assertGreater(plan["InFlight"]["Instances"], 0, plan["InFlight"])
+        self.assertIn("confirms", plan["InFlight"]["Message"])
+        self.assertEqual(plan["Delete"]["Instances"], 0)
+        self.assertEqual(plan["DroppedPending"]["Instances"] + plan["InFlight"]["Instances"],
+                         IN_FLIGHT_INSTANCES)
+
+        started = self.rollback(snapshot["ID"], {"DryRun": False, "Confirm": snapshot["ID"]})
+        rollback = self.wait_rollback_end()
+        marked = started["Plan"]
+        self.assertEqual(marked["Delete"]["Instances"], rollback["Total"])
+        self.assertEqual(marked["InFlight"]["Instances"], 0)
+        self.assertEqual(len(self.fake.delete_requests()), marked["Delete"]["Instances"])
+        self.assertEqual(self.source.counts()["Skipped"], marked["DroppedPending"]["Instances"])
 
     def test_killed_rollback_resumes(self):
         self.run_killed_rollback(save_jobs=True)

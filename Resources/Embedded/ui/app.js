@@ -683,6 +683,7 @@ async function showRollbackPlan() {
   byId('rollback-delete-instances').textContent = formatNumber(plan.Delete.Instances);
   byId('rollback-delete-bytes').textContent = formatBytes(plan.Delete.Bytes);
   byId('rollback-dropped').textContent = formatNumber(plan.DroppedPending.Instances);
+  byId('rollback-in-flight').textContent = formatNumber(plan.InFlight.Instances);
   byId('rollback-kept').textContent = formatNumber(plan.AlreadyPresentKept);
   fillTable('rollback-destinations', plan.Delete.Destinations.map((share) => [
     share.ServiceUrl, share.ApiVersion, share.Partition, formatNumber(share.Instances),
@@ -697,7 +698,13 @@ async function showRollbackPlan() {
   confirm.dataset.confirm = plan.Confirm;
   confirm.textContent = `Roll back to snapshot ${plan.Snapshot}`;
   byId('rollback-plan').hidden = false;
-  hideMessage('rollback-message');
+  if (plan.SettingsError) {
+    showMessage('rollback-message', plan.SettingsError, true);
+  } else if (plan.InFlight.Message) {
+    showMessage('rollback-message', plan.InFlight.Message, false);
+  } else {
+    hideMessage('rollback-message');
+  }
 }
 
 async function confirmRollback() {
