@@ -612,6 +612,28 @@ TEST_P(OutboxSnapshotBackendTest, MarkedItemsLeaveLaterPlans)
 }
 
 
+TEST_P(OutboxSnapshotBackendTest, CheckFindsRunningRollback)
+{
+  Outbox outbox(path_);
+  const SnapshotRecord snapshot = PrepareRollback(outbox);
+  outbox.CheckNoRunningRollback();
+  const int64_t rollbackId = outbox.StartRollback(snapshot, 0, true, NOW + 2000);
+
+  try
+  {
+    outbox.CheckNoRunningRollback();
+    FAIL() << "no conflict while rollback " << rollbackId << " runs";
+  }
+  catch (const Exception& e)
+  {
+    EXPECT_EQ(e.GetCode(), ErrorCode::Conflict);
+  }
+
+  outbox.FinishRollback(rollbackId, RollbackState::Success, "", NOW + 3000);
+  outbox.CheckNoRunningRollback();
+}
+
+
 TEST_P(OutboxSnapshotBackendTest, SecondRollbackConflicts)
 {
   Outbox outbox(path_);

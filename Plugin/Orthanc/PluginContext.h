@@ -117,6 +117,13 @@ public:
   // Restores the runtime settings and the pause of a snapshot, without taking another.
   void RestoreSettings(const SnapshotRecord& snapshot);
 
+  // Held while a rollback starts, from its checks until its job is submitted, so that a second
+  // request of this process finds the first one's rollback running.
+  std::mutex& GetRollbackStartMutex()
+  {
+    return rollbackStartMutex_;
+  }
+
   // Records that a job in this process runs the rollback; returns false when one already does.
   bool ClaimRollbackJob(int64_t rollbackId);
   void ReleaseRollbackJob(int64_t rollbackId);
@@ -182,6 +189,7 @@ private:
 
   std::mutex rollbackMutex_;
   std::set<int64_t> rollbackJobs_;  // rollbacks that a job of this process runs
+  std::mutex rollbackStartMutex_;
 
   std::mutex mutex_;
   std::condition_variable stopMonitor_;

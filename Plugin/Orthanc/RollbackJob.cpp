@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <thread>
 
 namespace AzureDicom
@@ -143,6 +144,10 @@ Json::Value PlanRollback(PluginContext& context, const SnapshotRecord& snapshot,
 Json::Value RunRollback(PluginContext& context, const SnapshotRecord& snapshot,
                         bool deleteFromService)
 {
+  // Checked before the safety snapshot and the stop of the dispatcher, so that a rejected
+  // request changes nothing.
+  std::lock_guard<std::mutex> lock(context.GetRollbackStartMutex());
+  context.GetOutbox().CheckNoRunningRollback();
   CheckRestorable(context, snapshot);
   const Json::Value settingsDiff =
       DiffValues(context.GetRuntimeValuesNow(), PluginContext::GetRuntimeValuesOf(snapshot));

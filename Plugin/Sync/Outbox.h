@@ -267,6 +267,10 @@ public:
   RollbackPlan PlanRollback(const SnapshotRecord& snapshot, size_t firstCount,
                             bool deleteFromService = true);
 
+  // Throws Exception(Conflict) while a rollback runs. StartRollback() checks again, in its
+  // transaction, because another node may start one in between.
+  void CheckNoRunningRollback();
+
   // In one transaction: records a rollback to target and, unless deleteFromService is false,
   // marks each item of the plan for deletion and the Pending items queued after the snapshot
   // as Skipped. Sending items are left alone. When plan is given, fills it, with at most

@@ -164,6 +164,17 @@ uint64_t RunUpdate(Database& database, const std::string& sql, const std::vector
   }
   return query.Run();
 }
+void ThrowIfRollbackRunning(Database& database, const std::string& action)
+{
+  if (CountRows(database, "SELECT COUNT(*) FROM rollbacks WHERE state = 'Running'", -1, action) > 0)
+  {
+    throw Exception(ErrorCode::Conflict,
+                    "another rollback is running: wait until it ends (see \"Rollback\" in GET "
+                    "/azure-dicom/status) or cancel its job");
+  }
+}
+
+
 // Reads the plan of a rollback to the snapshot in the caller's transaction.
 RollbackPlan ReadRollbackPlan(Database& database, const SnapshotRecord& snapshot, size_t firstCount,
                               bool deleteFromService, const std::string& action)
@@ -458,6 +469,17 @@ RollbackPlan Outbox::PlanRollback(const SnapshotRecord& snapshot, size_t firstCo
 }
 
 
+void Outbox::CheckNoRunningRollback()
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  Database& database = *db_;
+  const std::string action = "look for a running rollback";
+  Transaction transaction(database, TransactionMode::Read, action);
+  ThrowIfRollbackRunning(database, action);
+  transaction.Commit();
+}
+
+
 int64_t Outbox::StartRollback(const SnapshotRecord& target, int64_t safetySnapshotId,
                               bool deleteFromService, int64_t now, RollbackPlan* plan,
                               size_t firstCount)
@@ -469,12 +491,7 @@ int64_t Outbox::StartRollback(const SnapshotRecord& target, int64_t safetySnapsh
 
   // Two nodes must not both find no running rollback and start one.
   database.LockForTransaction(ROLLBACK_LOCK_KEY, action);
-  if (CountRows(database, "SELECT COUNT(*) FROM rollbacks WHERE state = 'Running'", -1, action) > 0)
-  {
-    throw Exception(ErrorCode::Conflict,
-                    "another rollback is running: wait until it ends (see \"Rollback\" in GET "
-                    "/azure-dicom/status) or cancel its job");
-  }
+  ThrowIfRollbackRunning(database, action);
 
   if (plan != nullptr)
   {

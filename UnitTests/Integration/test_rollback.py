@@ -31,6 +31,8 @@ DELETES_BEFORE_KILL = 5
 # A STOW-RS request that is still in flight when the rollback starts.
 SLOW_STOW_SECONDS = 3
 IN_FLIGHT_INSTANCES = 6
+# The DELETEs of these take 10 x 0.25 s, so the first rollback still runs at the second request.
+CONFLICT_INSTANCES = 10
 MAX_FIRST_ITEMS = 20
 # A destination that is never contacted: the tests only store it in a snapshot.
 REMOTE_SERVICE_URL = "https://dicom.example.invalid"
@@ -542,6 +544,21 @@ class RollbackTest(harness.OrthancTestCase):
         for uid in uids_b:
             self.assertEqual(items[uid]["State"], "RolledBack", items[uid])
         self.assertEqual(self.settings()["Settings"]["Partition"], FILE_PARTITION)
+
+    def test_conflict_takes_no_snapshot(self):
+        self.start_source()
+        snapshot = self.take_snapshot("empty")
+        study = harness.make_study(1, CONFLICT_INSTANCES)
+        self.upload_and_wait(study)
+        self.fake.delay_next(DELETE_DELAY_SECONDS, count=CONFLICT_INSTANCES, target="delete")
+        self.rollback(snapshot["ID"], {"DryRun": False, "Confirm": snapshot["ID"]})
+        snapshot_count = len(self.snapshots())
+
+        response = self.rollback(snapshot["ID"], {"DryRun": False, "Confirm": snapshot["ID"]},
+                                 expected_status=409)
+        self.assertIn("another rollback is running", response.text)
+        self.assertEqual(len(self.snapshots()), snapshot_count)
+        self.assertEqual(self.wait_rollback_end()["Deleted"], CONFLICT_INSTANCES)
 
     def test_plan_with_batch_in_flight(self):
         self.start_source()
