@@ -931,10 +931,29 @@ TEST_F(ConfigurationTest, ClientSecretRequiredKeys)
                                           kTenantId + R"(", "ClientSecret": "x")"));
   EXPECT_TRUE(Contains(noClient, "AzureDicom.Credentials.ClientId: missing"));
 
-  const std::string noSecret = GetParseError(MakeCredentialSection(ClientSecretMembers("")));
+  const std::string noSecret =
+      GetParseError(MakeCredentialSection(std::string(R"("Type": "ClientSecret", "TenantId": ")") +
+                                          kTenantId + R"(", "ClientId": ")" + kClientId + "\""));
   EXPECT_TRUE(Contains(noSecret,
                        "AzureDicom.Credentials.ClientSecret: missing; expected either a "
                        "non-empty ClientSecret or a KeyVault object"));
+}
+
+
+TEST_F(ConfigurationTest, EmptySecretNamesEnvironment)
+{
+  // What Orthanc makes of "ClientSecret": "${AZURE_DICOM_CLIENT_SECRET}" when the variable is
+  // not set.
+  const std::string emptySecret = GetParseError(MakeCredentialSection(ClientSecretMembers("")));
+
+  EXPECT_TRUE(Contains(emptySecret, "AzureDicom.Credentials.ClientSecret: empty")) << emptySecret;
+  EXPECT_TRUE(Contains(emptySecret, "environment variable")) << emptySecret;
+  EXPECT_TRUE(Contains(emptySecret, "expected either a non-empty ClientSecret")) << emptySecret;
+
+  const std::string emptyTenant = GetParseError(MakeCredentialSection(
+      std::string(R"("Type": "ClientSecret", "TenantId": "", "ClientId": ")") + kClientId +
+      R"(", "ClientSecret": "x")"));
+  EXPECT_TRUE(Contains(emptyTenant, "AzureDicom.Credentials.TenantId: empty")) << emptyTenant;
 }
 
 

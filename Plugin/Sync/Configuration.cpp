@@ -1039,12 +1039,22 @@ void RejectUnusedKeys(const ObjectReader& reader, const KeyList& unusedKeys,
 }
 
 
+// Names the problem of a required string that is empty: missing, or an empty string, which is
+// what Orthanc makes of a ${VARIABLE} that is not set in its environment.
+std::string DescribeEmptyKey(const ObjectReader& reader, const char* key)
+{
+  return reader.Has(key) ? "empty (an environment variable named in ${...} that is not set for "
+                           "Orthanc becomes an empty string)"
+                         : "missing";
+}
+
+
 void RequireKey(const ObjectReader& reader, const char* key, const std::string& value,
                 const CredentialSettings& credentials, const std::string& expected)
 {
   if (value.empty())
   {
-    Fail(reader.PathOf(key), "missing",
+    Fail(reader.PathOf(key), DescribeEmptyKey(reader, key),
          expected + ", which Type " + ToString(credentials.type) + " requires");
   }
 }
@@ -1070,7 +1080,7 @@ void CheckClientSecretCredentials(const ObjectReader& reader, const CredentialSe
       "names the secret in Key Vault";
   if (credentials.clientSecret.empty() && !credentials.keyVault)
   {
-    Fail(reader.PathOf("ClientSecret"), "missing", expected);
+    Fail(reader.PathOf("ClientSecret"), DescribeEmptyKey(reader, "ClientSecret"), expected);
   }
   if (!credentials.clientSecret.empty() && credentials.keyVault)
   {
