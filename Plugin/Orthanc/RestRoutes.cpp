@@ -80,7 +80,8 @@ std::vector<ResourceReference> LookUpResources(PluginContext& context,
     {
       throw Exception(ErrorCode::NotFound, "\"Resources\"[" + std::to_string(i) +
                                                "]: no patient, study, series or instance has "
-                                               "the ID or UID \"" + ids[i] + "\"");
+                                               "the ID or UID " +
+                                               DescribeJsonValue(Json::Value(ids[i])));
     }
     references.push_back(reference);
   }
@@ -178,8 +179,9 @@ void GetInstance(const RouteRequest& request)
   OutboxItem item;
   if (!request.context.GetOutbox().FindItem(item, request.GetGroup(0)))
   {
-    throw Exception(ErrorCode::NotFound, "no instance with the Orthanc ID or SOP Instance UID \"" +
-                                             request.GetGroup(0) + "\" is in the outbox");
+    throw Exception(ErrorCode::NotFound, "no instance with the Orthanc ID or SOP Instance UID " +
+                                             DescribeJsonValue(Json::Value(request.GetGroup(0))) +
+                                             " is in the outbox");
   }
   request.Answer(ToJson(item));
 }
@@ -190,8 +192,9 @@ void GetStudy(const RouteRequest& request)
   StudySummary summary;
   if (!request.context.GetOutbox().GetStudySummary(summary, request.GetGroup(0)))
   {
-    throw Exception(ErrorCode::NotFound, "no study with the Orthanc ID or Study Instance UID \"" +
-                                             request.GetGroup(0) + "\" is in the outbox");
+    throw Exception(ErrorCode::NotFound, "no study with the Orthanc ID or Study Instance UID " +
+                                             DescribeJsonValue(Json::Value(request.GetGroup(0))) +
+                                             " is in the outbox");
   }
   request.Answer(ToJson(summary));
 }
@@ -283,8 +286,9 @@ void GetResource(const RouteRequest& request)
   ResourceReference resource;
   if (!LookUpResource(resource, request.context.GetGateway(), request.GetGroup(0)))
   {
-    throw Exception(ErrorCode::NotFound, "no patient, study, series or instance has the ID or "
-                                         "UID \"" + request.GetGroup(0) + "\"");
+    throw Exception(ErrorCode::NotFound,
+                    "no patient, study, series or instance has the ID or UID " +
+                        DescribeJsonValue(Json::Value(request.GetGroup(0))));
   }
 
   const std::vector<std::string> ids = GetInstanceIds(request.context.GetGateway(), {resource});
@@ -439,8 +443,9 @@ SnapshotRecord FindSnapshot(const RouteRequest& request)
                         id.find_first_not_of("0123456789") == std::string::npos;
   if (!isNumber || !request.context.GetOutbox().GetSnapshot(snapshot, std::stoll(id)))
   {
-    throw Exception(ErrorCode::NotFound, "no snapshot has the ID \"" + id +
-                                             "\"; GET /azure-dicom/snapshots lists them");
+    throw Exception(ErrorCode::NotFound, "no snapshot has the ID " +
+                                             DescribeJsonValue(Json::Value(id)) +
+                                             "; GET /azure-dicom/snapshots lists them");
   }
   return snapshot;
 }

@@ -386,6 +386,20 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
                 self.assertEqual(response.status_code, expected_status, response.text)
                 self.assertTrue(response.json()["Message"])
 
+        # An unknown ID is quoted in the message, cut short.
+        long_id = "x" * 5000
+        for path in (f"/azure-dicom/instances/{long_id}", f"/azure-dicom/studies/{long_id}",
+                     f"/azure-dicom/resources/{long_id}", f"/azure-dicom/snapshots/{long_id}"):
+            with self.subTest(path=path[:40]):
+                response = source.get(path)
+                self.assertEqual(response.status_code, 404, response.text[:200])
+                message = response.json()["Message"]
+                self.assertIn('"xxxx', message)
+                self.assertLess(len(message), 300, message[:400])
+        response = source.post_json("/azure-dicom/sync", {"Resources": ["y" * 100000]})
+        self.assertEqual(response.status_code, 404, response.text[:200])
+        self.assertLess(len(response.json()["Message"]), 300, response.text[:400])
+
 
 if __name__ == "__main__":
     harness.main()
