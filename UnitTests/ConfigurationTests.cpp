@@ -1197,6 +1197,26 @@ TEST_F(ConfigurationTest, ScopeDefaultAndOverride)
 }
 
 
+TEST_F(ConfigurationTest, ScopeRules)
+{
+  Json::Value section = MakeCredentialSection(ClientSecretMembers());
+  for (const char* scope :
+       {"garbage", "https://dicom.healthcareapis.azure.com", "/.default",
+        "https://dicom example/.default", "https://dicom.healthcareapis.azure.com/.default\n"})
+  {
+    section["Credentials"]["Scope"] = scope;
+    const std::string error = GetParseError(section);
+    EXPECT_TRUE(Contains(error, "AzureDicom.Credentials.Scope: invalid value")) << error;
+    EXPECT_TRUE(Contains(error, "followed by /.default")) << error;
+  }
+
+  Json::Value vault = MakeKeyVaultSection(
+      R"("Credentials": {"Type": "ManagedIdentity", "Scope": "https://vault.azure.net"})");
+  EXPECT_TRUE(Contains(GetParseError(vault),
+                       "AzureDicom.Credentials.KeyVault.Credentials.Scope: invalid value"));
+}
+
+
 TEST_F(ConfigurationTest, VaultUrlRules)
 {
   Json::Value section = MakeKeyVaultSection();

@@ -1185,6 +1185,21 @@ void CheckCredentials(const ObjectReader& reader, CredentialSettings& credential
 std::shared_ptr<KeyVaultSettings> ReadKeyVault(const ObjectReader& reader);
 
 
+// A token request of the client credentials flow names the resource's application ID URI
+// followed by /.default, and the managed identity endpoints take that URI alone.
+bool IsValidScope(const std::string& scope)
+{
+  const std::string suffix = "/.default";
+  if (scope.size() <= suffix.size() ||
+      scope.compare(scope.size() - suffix.size(), suffix.size(), suffix) != 0)
+  {
+    return false;
+  }
+
+  return std::all_of(scope.begin(), scope.end(), [](char c) { return c > ' ' && c <= '~'; });
+}
+
+
 // An absent Credentials object means Type None for the service, and a managed identity for Key
 // Vault. An empty AuthorityHost or Scope means the default.
 CredentialSettings ReadCredentials(const ObjectReader& parent, CredentialOwner owner)
@@ -1225,6 +1240,13 @@ CredentialSettings ReadCredentials(const ObjectReader& parent, CredentialOwner o
   const std::string authorityHost = reader.GetString("AuthorityHost", "");
   credentials.authorityHost = authorityHost.empty() ? credentials.authorityHost : authorityHost;
   const std::string scope = reader.GetString("Scope", "");
+  if (!scope.empty() && reader.IsCheckingValues() && !IsValidScope(scope))
+  {
+    Fail(reader.PathOf("Scope"), "invalid value " + Quote(scope),
+         "the application ID URI of the resource followed by /.default, without spaces, such "
+         "as \"" +
+             CredentialSettings().scope + "\" (the default for the DICOM service)");
+  }
   credentials.scope = scope.empty() ? credentials.scope : scope;
 
   if (reader.Has("KeyVault"))
