@@ -366,6 +366,7 @@ void GetCredentials(const RouteRequest& request)
 
 void PostCredentialsRefresh(const RouteRequest& request)
 {
+  CheckKeys(request.GetJsonBody(), {});
   Json::Value answer;
   try
   {
@@ -395,6 +396,7 @@ void PostCredentialsRefresh(const RouteRequest& request)
 
 void PostCheck(const RouteRequest& request)
 {
+  CheckKeys(request.GetJsonBody(), {});
   const Json::Value result = RunPreflight(request.context.GetConfiguration(),
                                           *request.context.GetCredentials(), NowMs());
   request.context.GetLogger().Info(std::string("preflight check ") +

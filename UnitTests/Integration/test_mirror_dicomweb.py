@@ -357,6 +357,9 @@ class MirrorDicomWebTest(harness.OrthancTestCase):
             ("/azure-dicom/retry", '{"State": "Bogus"}'),
             ("/azure-dicom/retry", '{"State": 3}'),
             ("/azure-dicom/retry", '{"Resources": {"ID": "abc"}}'),
+            ("/azure-dicom/check", '{"Unknown": true}'),
+            ("/azure-dicom/check", "not json"),
+            ("/azure-dicom/credentials/refresh", '{"Unknown": true}'),
         ]
         for route, body in cases:
             with self.subTest(route=route, body=body):
