@@ -1428,12 +1428,13 @@ protected:
     DispatcherConflictTest::TearDown();
   }
 
-  DeletionWorker& StartWorker()
+  DeletionWorker& StartWorker(IOrthancGateway* orthanc = nullptr)
   {
     worker_ = std::make_unique<DeletionWorker>(
         *outbox_, logger_, settings_.retry,
         [this]()
-        { return std::unique_ptr<IStowSender>(std::make_unique<LoggingDeleteSender>(log_)); });
+        { return std::unique_ptr<IStowSender>(std::make_unique<LoggingDeleteSender>(log_)); },
+        orthanc);
     worker_->Start();
     return *worker_;
   }
@@ -1550,6 +1551,53 @@ TEST_F(DeletionWorkerTest, TransientErrorKeepsRequest)
   EXPECT_NE(std::string::npos, worker.GetStatus().lastError.find("HTTP 503"));
   // The worker waits after the first error instead of trying the next item.
   EXPECT_EQ(1u, CountDeletes());
+}
+
+
+TEST_F(DeletionWorkerTest, OverwrittenInstanceIsSentAgain)
+{
+  // Orthanc stores the instance again (OverwriteInstances), and the follower queues the new
+  // file before Orthanc reports the deletion of the old one.
+  MirrorFirstCopy("30.1");
+  StoreOtherContent("30.1");
+  ASSERT_TRUE(outbox_->RequestDeletion("30.1", NowMs()));
+
+  FakeOrthanc orthanc;
+  Json::Value instance;
+  instance["MainDicomTags"]["SOPInstanceUID"] = "30.1";
+  instance["ParentSeries"] = "series";
+  instance["FileSize"] = Json::UInt64(2048);
+  instance["FileUuid"] = "attachment-2";
+  orthanc.jsonAnswers["/instances/30.1"] = instance;
+  orthanc.jsonAnswers["/series/series"]["ParentStudy"] = "study";
+  orthanc.jsonAnswers["/series/series"]["MainDicomTags"]["SeriesInstanceUID"] = SERIES_UID;
+  orthanc.jsonAnswers["/studies/study"]["MainDicomTags"]["StudyInstanceUID"] = STUDY_UID;
+
+  DeletionWorker& worker = StartWorker(&orthanc);
+
+  ASSERT_TRUE(WaitFor([&] { return worker.GetStatus().done == 1; }, 5000));
+  worker.Stop();
+  const OutboxItem item = GetItem("30.1");
+  EXPECT_EQ(ItemState::Pending, item.state);
+  EXPECT_FALSE(item.deleteRequested);
+  EXPECT_FALSE(item.contentChanged);
+  EXPECT_EQ(0, item.createdSequence);
+  EXPECT_EQ("attachment-2", item.instance.fileUuid);
+  EXPECT_EQ(2048u, item.instance.size);
+  EXPECT_EQ(1u, CountDeletes());
+}
+
+
+TEST_F(DeletionWorkerTest, RequestedDeletionHoldsDispatch)
+{
+  MirrorFirstCopy("30.1");
+  StoreOtherContent("30.1");
+  ASSERT_TRUE(outbox_->RequestDeletion("30.1", NowMs()));
+
+  // The old copy must be deleted before the new file is sent.
+  FakeSender sender(AnswerAllStored);
+  EXPECT_FALSE(GetDispatcher().ProcessOneBatch(sender));
+  EXPECT_EQ(ItemState::Pending, GetItem("30.1").state);
 }
 
 

@@ -1117,11 +1117,11 @@ TEST_P(OutboxSnapshotBackendTest, CompletedDeletionRemovesItem)
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1), MakeInstance(2)}, ItemState::Mirrored, DESTINATION_A);
   ASSERT_TRUE(outbox.RequestDeletion("orthanc-1", NOW + 1000));
-  const int64_t requested = GetItem(outbox, "orthanc-1").id;
-  const int64_t notRequested = GetItem(outbox, "orthanc-2").id;
+  const OutboxItem requested = GetItem(outbox, "orthanc-1");
+  const OutboxItem notRequested = GetItem(outbox, "orthanc-2");
 
-  outbox.CompleteDeletion(requested);
-  outbox.CompleteDeletion(notRequested);
+  EXPECT_TRUE(outbox.CompleteDeletion(requested, NOW + 2000));
+  EXPECT_FALSE(outbox.CompleteDeletion(notRequested, NOW + 2000));
 
   EXPECT_FALSE(HasItem(outbox, "orthanc-1"));
   EXPECT_TRUE(HasItem(outbox, "orthanc-2"));
@@ -1134,9 +1134,9 @@ TEST_P(OutboxSnapshotBackendTest, AbandonedDeletionKeepsItem)
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
   ASSERT_TRUE(outbox.RequestDeletion("orthanc-1", NOW + 1000));
-  const int64_t id = GetItem(outbox, "orthanc-1").id;
+  const OutboxItem requested = GetItem(outbox, "orthanc-1");
 
-  outbox.AbandonDeletion(id, "the service rejected its deletion: HTTP 400", NOW + 2000);
+  outbox.AbandonDeletion(requested.id, "the service rejected its deletion: HTTP 400", NOW + 2000);
 
   const OutboxItem item = GetItem(outbox, "orthanc-1");
   EXPECT_FALSE(item.deleteRequested);
@@ -1145,26 +1145,63 @@ TEST_P(OutboxSnapshotBackendTest, AbandonedDeletionKeepsItem)
   EXPECT_EQ(item.updatedAt, NOW + 2000);
   EXPECT_TRUE(outbox.ListDeletionRequests(10).empty());
 
-  outbox.CompleteDeletion(id);
+  EXPECT_FALSE(outbox.CompleteDeletion(requested, NOW + 3000));
   EXPECT_TRUE(HasItem(outbox, "orthanc-1"));
 }
 
 
-TEST_P(OutboxSnapshotBackendTest, StoredAgainClearsDeletion)
+TEST_P(OutboxSnapshotBackendTest, StoredAgainWaitsForDeletion)
 {
   Outbox outbox(path_);
   Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
   ASSERT_TRUE(outbox.RequestDeletion("orthanc-1", NOW + 1000));
-  const int64_t id = GetItem(outbox, "orthanc-1").id;
+  const OutboxItem requested = outbox.ListDeletionRequests(10).at(0);
 
-  outbox.QueueFromChanges({MakeInstance(1, 1000, MD5_FIRST)}, 3, NOW + 2000);
+  NewInstance storedAgain = MakeInstance(1, 2000, MD5_SECOND);
+  storedAgain.fileUuid = "attachment-2";
+  outbox.QueueFromChanges({storedAgain}, 3, NOW + 2000);
+
+  // The DELETE of the old copy must come first, so the dispatcher claims nothing yet.
+  const OutboxItem waiting = GetItem(outbox, "orthanc-1");
+  EXPECT_TRUE(waiting.deleteRequested);
+  EXPECT_EQ(waiting.instance.fileUuid, "attachment-2");
+  EXPECT_EQ(outbox.CountDeletionRequests(), 1u);
+  EXPECT_TRUE(outbox.ClaimBatch(10, NO_BYTE_LIMIT, NOW + 2500, NOW + 2500 + LEASE_MS).empty());
+
+  EXPECT_FALSE(outbox.CompleteDeletion(requested, NOW + 3000));
 
   const OutboxItem item = GetItem(outbox, "orthanc-1");
   EXPECT_FALSE(item.deleteRequested);
-  EXPECT_EQ(outbox.CountDeletionRequests(), 0u);
+  EXPECT_EQ(item.state, ItemState::Pending);
+  EXPECT_EQ(item.createdSequence, 0);
+  EXPECT_EQ(item.contentMd5, "");
+  EXPECT_EQ(item.instance.size, 2000u);
+  EXPECT_EQ(outbox.ClaimBatch(10, NO_BYTE_LIMIT, NOW + 3500, NOW + 3500 + LEASE_MS).size(), 1u);
+}
 
-  outbox.CompleteDeletion(id);
-  EXPECT_TRUE(HasItem(outbox, "orthanc-1"));
+
+TEST_P(OutboxSnapshotBackendTest, RequeueAfterDeletionSendsNewFile)
+{
+  Outbox outbox(path_);
+  Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
+
+  // The follower queued the new file before Orthanc reported the deletion of the old one.
+  outbox.QueueFromChanges({MakeInstance(1, 2000, MD5_SECOND)}, 3, NOW + 1000);
+  ASSERT_TRUE(outbox.RequestDeletion("orthanc-1", NOW + 1500));
+  EXPECT_TRUE(outbox.ClaimBatch(10, NO_BYTE_LIMIT, NOW + 1600, NOW + 1600 + LEASE_MS).empty());
+  const OutboxItem requested = outbox.ListDeletionRequests(10).at(0);
+
+  NewInstance current = MakeInstance(1, 2000);
+  current.fileUuid = "attachment-2";
+  outbox.RequeueAfterDeletion(requested, current, NOW + 2000);
+
+  const OutboxItem item = GetItem(outbox, "orthanc-1");
+  EXPECT_FALSE(item.deleteRequested);
+  EXPECT_EQ(item.state, ItemState::Pending);
+  EXPECT_EQ(item.createdSequence, 0);
+  EXPECT_FALSE(item.contentChanged);
+  EXPECT_EQ(item.instance.fileUuid, "attachment-2");
+  EXPECT_EQ(outbox.CountDeletionRequests(), 0u);
 }
 
 

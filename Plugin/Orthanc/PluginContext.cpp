@@ -102,8 +102,9 @@ PluginContext::PluginContext(OrthancPluginContext* orthanc, const Json::Value& f
     dispatcher_->Pause();
   }
 
-  deletions_ = std::make_unique<DeletionWorker>(*outbox_, logger_, configuration_.retry,
-                                                MakeSenderFactory(configuration_, credentials_));
+  deletions_ =
+      std::make_unique<DeletionWorker>(*outbox_, logger_, configuration_.retry,
+                                       MakeSenderFactory(configuration_, credentials_), &gateway_);
 
   dispatcher_->SetStoredFileCache(&storedFiles_);
   Dispatcher* dispatcher = dispatcher_.get();

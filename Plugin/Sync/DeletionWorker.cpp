@@ -17,9 +17,13 @@ const double BACKOFF_JITTER = 0.5;
 
 
 DeletionWorker::DeletionWorker(Outbox& outbox, ILogger& logger, const RetrySettings& retry,
-                               Dispatcher::SenderFactory senderFactory)
+                               Dispatcher::SenderFactory senderFactory, IOrthancGateway* orthanc)
     : outbox_(outbox), logger_(logger), policy_(retry), senderFactory_(std::move(senderFactory))
 {
+  if (orthanc != nullptr)
+  {
+    resolver_ = std::make_unique<InstanceResolver>(*orthanc);
+  }
 }
 
 
@@ -146,10 +150,10 @@ bool DeletionWorker::DeleteOne(IStowSender& sender, const OutboxItem& item)
     case DeletionStatus::Deleted:
     case DeletionStatus::NotFound:
     {
-      outbox_.CompleteDeletion(item.id);
       logger_.Info(
           "deleted instance " + item.instance.sopInstanceUid +
           " at the service after it was deleted in Orthanc (MirrorDeletes): " + result.message);
+      CompleteDeletion(item);
       std::lock_guard<std::mutex> lock(mutex_);
       status_.done++;
       failures_ = 0;
@@ -179,6 +183,28 @@ bool DeletionWorker::DeleteOne(IStowSender& sender, const OutboxItem& item)
       status_.lastError = result.message;
       return false;
     }
+  }
+}
+
+
+void DeletionWorker::CompleteDeletion(const OutboxItem& item)
+{
+  // Orthanc 1.10 deletes and re-creates an overwritten instance in one transaction, and calls
+  // the change callbacks after the commit. So an instance that Orthanc has now was stored again
+  // after the deleted file, and the follower may have queued it before the deletion came.
+  NewInstance instance;
+  if (resolver_ && resolver_->Resolve(instance, item.instance.orthancId))
+  {
+    outbox_.RequeueAfterDeletion(item, instance, NowMs());
+    logger_.Info("instance " + item.instance.sopInstanceUid +
+                 " was stored again in Orthanc: sending its new file to the service");
+    return;
+  }
+
+  if (!outbox_.CompleteDeletion(item, NowMs()))
+  {
+    logger_.Info("instance " + item.instance.sopInstanceUid +
+                 " was stored again in Orthanc during its deletion: sending it again");
   }
 }
 }  // namespace AzureDicom

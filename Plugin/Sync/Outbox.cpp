@@ -254,20 +254,24 @@ struct Outbox::Statements
                          "updated_at, next_attempt_at, file_uuid, file_md5) "
                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Pending', ?7, ?7, ?7, ?8, ?9) "
                          "ON CONFLICT (orthanc_id) DO NOTHING");
+    // An item whose deletion is requested waits for the deletion worker (keepDeletedItem).
     requeueItem = Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
                                         ", size = ?2, file_uuid = ?4, file_md5 = ?5 "
-                                        "WHERE orthanc_id = ?3 AND state IN " + RETRYABLE_STATES);
+                                        "WHERE orthanc_id = ?3 AND state IN " +
+                                        RETRYABLE_STATES + " AND delete_requested = 0");
     requeueChangedItem =
         Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
                               ", size = ?2, file_uuid = ?5, file_md5 = ?6, content_changed = 1, "
                               "content_conflict = 0 "
                               "WHERE orthanc_id = ?3 AND state IN ('Mirrored', 'AlreadyPresent') "
-                              "AND content_md5 != '' AND content_md5 != ?4");
-    // The deletion worker may be deleting the service's copy right now, so the item is sent
-    // again: the service then creates it, or reports that it already stores it.
-    keepDeletedItem = Prepare(database, "UPDATE items SET " + RESET_TO_PENDING +
-                                            ", size = ?3, file_uuid = ?4, file_md5 = ?5 "
-                                            "WHERE orthanc_id = ?2 AND delete_requested = 1");
+                              "AND content_md5 != '' AND content_md5 != ?4 "
+                              "AND delete_requested = 0");
+    // For an instance stored again while the deletion of the service's copy waits or runs, the
+    // row records the new file, and the deletion worker returns the item to Pending after the
+    // DELETE. A POST sent before then could reach the service before the DELETE removes it.
+    keepDeletedItem = Prepare(database,
+                              "UPDATE items SET size = ?3, file_uuid = ?4, file_md5 = ?5, "
+                              "updated_at = ?1 WHERE orthanc_id = ?2 AND delete_requested = 1");
     // An instance stored again while its item waits: the item reads the new attachment.
     refreshPendingFile = Prepare(database,
                                  "UPDATE items SET size = ?1, file_uuid = ?2, file_md5 = ?4 "
@@ -289,7 +293,8 @@ struct Outbox::Statements
                     std::string(database.IsPostgreSql() ? " AND claimed_by = ?2" : ""));
     selectDue = Prepare(database, selectItems +
                                       "WHERE state = 'Pending' AND next_attempt_at <= ?1 AND "
-                                      "rollback_id = 0 ORDER BY next_attempt_at, id LIMIT ?2" +
+                                      "rollback_id = 0 AND delete_requested = 0 "
+                                      "ORDER BY next_attempt_at, id LIMIT ?2" +
                                       skipLocked);
     markSending = Prepare(database,
                           "UPDATE items SET state = 'Sending', lease_until = ?1, updated_at = ?2, "
@@ -578,7 +583,6 @@ QueueResult Outbox::QueueInTransaction(const std::vector<NewInstance>& instances
               .Bind(instance.fileMd5)
               .Run();
 
-      // Stored again in Orthanc: a delete waiting for the service no longer applies.
       requeued +=
           Query(database, statements_->keepDeletedItem, "keep the instance " + instance.orthancId)
               .Bind(now)

@@ -305,8 +305,14 @@ public:
   std::vector<OutboxItem> ListDeletionRequests(size_t limit);
   uint64_t CountDeletionRequests();
 
-  // Removes the item after the service deleted its copy, unless it was stored again meanwhile.
-  void CompleteDeletion(int64_t itemId);
+  // Removes the item, as ListDeletionRequests() returned it, after the service deleted its copy.
+  // An item that changed since then (Orthanc stored the instance again) is returned to Pending as
+  // a new instance instead. Returns true when the item was removed.
+  bool CompleteDeletion(const OutboxItem& item, int64_t now);
+
+  // Returns the item to Pending as a new instance with the file that Orthanc stores now, after
+  // the service deleted the copy of an older file (an overwrite or a new store of the instance).
+  void RequeueAfterDeletion(const OutboxItem& item, const NewInstance& instance, int64_t now);
 
   // Keeps the item but gives up its deletion, with the reason in its message.
   void AbandonDeletion(int64_t itemId, const std::string& message, int64_t now);

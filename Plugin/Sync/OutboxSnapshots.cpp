@@ -24,6 +24,14 @@ const char* const CREATED_AFTER =
     "created_sequence > ?1 AND state != 'RolledBack' AND rollback_id = 0 "
     "AND delete_requested = 0";
 
+// Sets an item whose copy the service deleted back to Pending as a new instance queued at ?1.
+// Because it has no copy at the service, no rollback or conflict check applies to it.
+const std::string RESET_AFTER_DELETION =
+    "state = 'Pending', attempts = 0, status_code = 0, failure_reason = 0, warning_reason = 0, "
+    "message = '', queued_at = ?1, updated_at = ?1, next_attempt_at = ?1, lease_until = 0, "
+    "sent_at = 0, delete_requested = 0, rollback_id = 0, claimed_by = '', claim_id = 0, "
+    "created_sequence = 0, content_md5 = '', content_changed = 0, content_conflict = 0";
+
 // Items queued after a snapshot that wait to be sent. Sending items are not among them, because
 // the service may confirm them.
 const char* const QUEUED_AFTER = "id > ?1 AND state = 'Pending'";
@@ -750,13 +758,42 @@ uint64_t Outbox::CountDeletionRequests()
 }
 
 
-void Outbox::CompleteDeletion(int64_t itemId)
+bool Outbox::CompleteDeletion(const OutboxItem& item, int64_t now)
 {
   std::lock_guard<std::mutex> lock(mutex_);
   Database& database = *db_;
-  const std::string action = "remove the deleted item " + std::to_string(itemId);
+  const std::string action = "remove the deleted item " + std::to_string(item.id);
   Transaction transaction(database, TransactionMode::Write, action);
-  RunUpdate(database, "DELETE FROM items WHERE id = ?1 AND delete_requested = 1", {itemId}, {},
+
+  // The follower records each new file of the instance in the row (keepDeletedItem), so a row
+  // that changed since it was listed belongs to an instance that Orthanc stored again.
+  const uint64_t removed = RunUpdate(database,
+                                     "DELETE FROM items WHERE id = ?1 AND delete_requested = 1 "
+                                     "AND updated_at = ?2 AND file_uuid = ?3",
+                                     {item.id, item.updatedAt}, {item.instance.fileUuid}, action);
+  if (removed == 0)
+  {
+    RunUpdate(
+        database,
+        "UPDATE items SET " + RESET_AFTER_DELETION + " WHERE id = ?2 AND delete_requested = 1",
+        {now, item.id}, {}, action);
+  }
+
+  transaction.Commit();
+  return removed > 0;
+}
+
+
+void Outbox::RequeueAfterDeletion(const OutboxItem& item, const NewInstance& instance, int64_t now)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  Database& database = *db_;
+  const std::string action = "queue the stored instance " + instance.orthancId + " again";
+  Transaction transaction(database, TransactionMode::Write, action);
+  RunUpdate(database,
+            "UPDATE items SET " + RESET_AFTER_DELETION +
+                ", size = ?3, file_uuid = ?4, file_md5 = ?5 WHERE id = ?2 AND delete_requested = 1",
+            {now, item.id, ToSqliteInteger(instance.size)}, {instance.fileUuid, instance.fileMd5},
             action);
   transaction.Commit();
 }

@@ -4,8 +4,14 @@ With "MirrorDeletes": true, deleting an instance, a series, a study or a patient
 Orthanc's REST API must send one DICOMweb DELETE per instance that the plugin created. Each
 goes to the partition the instance was sent to. An instance that the service already had
 (AlreadyPresent) gets none. With the default false, nothing is deleted at the service.
+
+With Orthanc's "OverwriteInstances": true, storing other content for a mirrored SOP Instance UID
+keeps the Orthanc ID, and Orthanc reports the old instance as deleted. The plugin must then
+delete the old copy and send the new file, so that the service ends with the new content
+whatever the timing of the overwrite against the requests in flight.
 """
 
+import hashlib
 import os
 import sys
 import time
@@ -272,6 +278,166 @@ class MirrorDeletesTest(harness.OrthancTestCase):
                          "MirrorDeletes is off, but the plugin sent a DELETE")
         self.assertEqual(self.fake.stored_uids(PARTITION), set(answers))
 
+
+
+class OverwriteTest(harness.OrthancTestCase):
+    def setUp(self):
+        super().setUp()
+        self.fake = fake_azure.FakeAzure(require_auth=False).start()
+        self.addCleanup(self.fake.stop)
+
+    def start_source(self, **settings):
+        section = harness.azure_section(self.fake.url, "v2", Partition=PARTITION,
+                                        MirrorDeletes=True, **settings)
+        self.source = self.add_orthanc(harness.source_orthanc(
+            self.path("source"), section, extra={"OverwriteInstances": True}))
+        return self.source.start()
+
+    def store(self, data):
+        """Upload a file to Orthanc and return its Orthanc ID and the MD5 of the stored file."""
+        answer = harness.upload(self.source, data)
+        self.assertIsNotNone(answer, "Orthanc rejected the instance")
+        stored = self.source.get(f"/instances/{answer['ID']}/file")
+        self.assertEqual(stored.status_code, 200)
+        return answer["ID"], hashlib.md5(stored.content).hexdigest()
+
+    def item(self, orthanc_id):
+        response = self.source.get(f"/azure-dicom/instances/{orthanc_id}")
+        return response.json() if response.status_code == 200 else None
+
+    def mirror_first_version(self):
+        """Store and mirror a new instance, and return (file, Orthanc ID, SOP Instance UID)."""
+        original = harness.make_study(1, 1)[0]
+        orthanc_id, md5 = self.store(original)
+        uid = harness.sop_uid_of(original)
+        harness.wait_for(lambda: self.fake.stored_md5(PARTITION, uid) == md5,
+                         MIRROR_TIMEOUT_SECONDS, "the first version at the service",
+                         describe_state=self.source.status)
+        self.source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=1)
+        return original, orthanc_id, uid
+
+    def versions(self, original, count):
+        return [harness.change_instance(original, SeriesDescription=f"version {number}")
+                for number in range(2, 2 + count)]
+
+    def wait_final(self, orthanc_id, uid, md5):
+        """Wait until the service has the file with md5 and the item is Mirrored, then settle.
+
+        Returns the item, read again after SETTLE_SECONDS, so that a late DELETE or POST that
+        undoes the outcome fails the checks that follow.
+        """
+        def done():
+            item = self.item(orthanc_id)
+            return (self.fake.stored_md5(PARTITION, uid) == md5 and item is not None
+                    and item["State"] == "Mirrored"
+                    and self.source.status()["Deletes"]["Pending"] == 0)
+
+        harness.wait_for(done, MIRROR_TIMEOUT_SECONDS, f"{uid} mirrored with MD5 {md5}",
+                         describe_state=lambda: {"Item": self.item(orthanc_id),
+                                                 "Status": self.source.status(),
+                                                 "Fake": self.fake.state()})
+        time.sleep(SETTLE_SECONDS)
+        return self.item(orthanc_id)
+
+    def assert_new_content(self, orthanc_id, uid, md5):
+        item = self.wait_final(orthanc_id, uid, md5)
+        self.assertIsNotNone(item, "the outbox item of the stored instance was removed")
+        self.assertEqual(item["State"], "Mirrored", item)
+        self.assertEqual(item["ContentMD5"], md5, item)
+        self.assertIs(item["ContentConflict"], False, item)
+        self.assertEqual(self.fake.stored_md5(PARTITION, uid), md5,
+                         "the service does not store the last file that Orthanc stored")
+        self.assertEqual(self.source.status()["Deletes"]["Pending"], 0)
+        self.assertEqual(self.source.counts()["Pending"], 0)
+
+    def assert_delete_before_last_post(self, uid, marker):
+        """Check that the requests after marker deleted the old copy before the last POST."""
+        requests = [request for request in self.fake.state()["Requests"][marker:]
+                    if request["Kind"] in ("stow", "delete")]
+        kinds = [request["Kind"] for request in requests]
+        self.assertIn("delete", kinds, f"no DELETE of the old copy: {requests}")
+        posts = [index for index, request in enumerate(requests)
+                 if uid in request.get("Instances", {})]
+        self.assertTrue(posts, f"the new file was never sent: {requests}")
+        self.assertLess(kinds.index("delete"), posts[-1],
+                        f"the last POST came before the DELETE: {requests}")
+        self.assertEqual(requests[posts[-1]]["Status"], 200, requests)
+
+    def test_overwrite_after_mirrored(self):
+        self.start_source()
+        original, orthanc_id, uid = self.mirror_first_version()
+        changed = self.versions(original, 1)[0]
+        marker = len(self.fake.state()["Requests"])
+
+        same_id, md5 = self.store(changed)
+        self.assertEqual(same_id, orthanc_id, "Orthanc gave the stored file a new ID")
+        self.assert_new_content(orthanc_id, uid, md5)
+        self.assert_delete_before_last_post(uid, marker)
+
+    def test_overwrite_while_stow_in_flight(self):
+        self.start_source()
+        original = harness.make_study(1, 1)[0]
+        uid = harness.sop_uid_of(original)
+        self.fake.set_delay(SLOW_STOW_SECONDS)
+        orthanc_id, _ = self.store(original)
+        harness.wait_for(lambda: self.source.counts()["Sending"] == 1, DELETE_TIMEOUT_SECONDS,
+                         "the first version in flight", describe_state=self.source.status,
+                         interval=0.05)
+
+        _, md5 = self.store(self.versions(original, 1)[0])
+        self.fake.set_delay(0)
+        self.assert_new_content(orthanc_id, uid, md5)
+
+    def test_overwrite_while_delete_in_flight(self):
+        self.start_source()
+        original, orthanc_id, uid = self.mirror_first_version()
+        first, second = self.versions(original, 2)
+        marker = len(self.fake.state()["Requests"])
+
+        self.fake.delay_next(SLOW_STOW_SECONDS, target="delete")
+        self.store(first)
+        harness.wait_for(lambda: self.fake.delete_requests(), DELETE_TIMEOUT_SECONDS,
+                         "the DELETE of the first version", describe_state=self.source.status,
+                         interval=0.05)
+        _, md5 = self.store(second)
+        self.assert_new_content(orthanc_id, uid, md5)
+        self.assert_delete_before_last_post(uid, marker)
+
+    def test_overwrite_with_delete_held(self):
+        self.start_source()
+        original, orthanc_id, uid = self.mirror_first_version()
+        marker = len(self.fake.state()["Requests"])
+
+        # The DELETE of the old copy stays in flight while the follower queues the new file.
+        self.fake.delay_next(SLOW_STOW_SECONDS, target="delete")
+        _, md5 = self.store(self.versions(original, 1)[0])
+        self.assert_new_content(orthanc_id, uid, md5)
+        self.assert_delete_before_last_post(uid, marker)
+
+    def test_several_overwrites(self):
+        self.start_source()
+        original, orthanc_id, uid = self.mirror_first_version()
+        marker = len(self.fake.state()["Requests"])
+
+        md5 = None
+        for changed in self.versions(original, 5):
+            _, md5 = self.store(changed)
+        self.assert_new_content(orthanc_id, uid, md5)
+        self.assert_delete_before_last_post(uid, marker)
+
+    def test_overwrites_while_paused(self):
+        self.start_source()
+        original, orthanc_id, uid = self.mirror_first_version()
+        marker = len(self.fake.state()["Requests"])
+        self.source.post("/azure-dicom/pause")
+
+        md5 = None
+        for changed in self.versions(original, 2):
+            _, md5 = self.store(changed)
+        time.sleep(SETTLE_SECONDS)
+        self.source.post("/azure-dicom/resume")
+        self.assert_new_content(orthanc_id, uid, md5)
+        self.assert_delete_before_last_post(uid, marker)
 
 if __name__ == "__main__":
     harness.main()
