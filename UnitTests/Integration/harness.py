@@ -6,6 +6,7 @@ on every interface, so the generated configurations keep RemoteAccessAllowed fal
 """
 
 import copy
+import hashlib
 import http.client
 import io
 import json
@@ -542,6 +543,18 @@ def upload(orthanc, data):
     if response.status_code != 200:
         return None
     return response.json()
+
+
+def upload_with_stored_md5(orthanc, data):
+    """Upload one instance; return its Orthanc ID and the MD5 of the file that Orthanc stored."""
+    answer = upload(orthanc, data)
+    if answer is None:
+        raise AssertionError(f"{orthanc.name} rejected the instance")
+    stored = orthanc.get(f"/instances/{answer['ID']}/file")
+    if stored.status_code != 200:
+        raise AssertionError(f"{orthanc.name} returned HTTP {stored.status_code} for the file "
+                             f"of instance {answer['ID']}")
+    return answer["ID"], hashlib.md5(stored.content).hexdigest()
 
 
 def upload_all(orthanc, instances):

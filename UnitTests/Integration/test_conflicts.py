@@ -8,7 +8,6 @@ copy and posts the new one. Same content stored again sends nothing. Every test 
 requests that reached the fake one by one.
 """
 
-import hashlib
 import os
 import sys
 import time
@@ -45,11 +44,7 @@ class ConflictTest(harness.OrthancTestCase):
 
     def store(self, data):
         """Upload a file to Orthanc and return its Orthanc ID and the MD5 of the stored file."""
-        answer = harness.upload(self.source, data)
-        self.assertIsNotNone(answer, "Orthanc rejected the instance")
-        stored = self.source.get(f"/instances/{answer['ID']}/file")
-        self.assertEqual(stored.status_code, 200)
-        return answer["ID"], hashlib.md5(stored.content).hexdigest()
+        return harness.upload_with_stored_md5(self.source, data)
 
     def item(self, orthanc_id):
         return self.source.get_json(f"/azure-dicom/instances/{orthanc_id}")

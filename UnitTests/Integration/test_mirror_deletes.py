@@ -11,7 +11,6 @@ delete the old copy and send the new file, so that the service ends with the new
 whatever the timing of the overwrite against the requests in flight.
 """
 
-import hashlib
 import os
 import sys
 import time
@@ -295,11 +294,7 @@ class OverwriteTest(harness.OrthancTestCase):
 
     def store(self, data):
         """Upload a file to Orthanc and return its Orthanc ID and the MD5 of the stored file."""
-        answer = harness.upload(self.source, data)
-        self.assertIsNotNone(answer, "Orthanc rejected the instance")
-        stored = self.source.get(f"/instances/{answer['ID']}/file")
-        self.assertEqual(stored.status_code, 200)
-        return answer["ID"], hashlib.md5(stored.content).hexdigest()
+        return harness.upload_with_stored_md5(self.source, data)
 
     def item(self, orthanc_id):
         response = self.source.get(f"/azure-dicom/instances/{orthanc_id}")
