@@ -132,6 +132,25 @@ TEST(RedactionTest, StowErrorBodyTokenRedacted)
 }
 
 
+TEST(RedactionTest, StowErrorBodyTokenPartsRedacted)
+{
+  // The page quotes the token broken over two lines, then its start alone.
+  const std::string token = TOKEN;
+  LoopbackHttpServer server;
+  CannedResponse gateway;
+  gateway.status = 400;
+  gateway.body = "authorization: Bearer " + token.substr(0, 30) + "\r\n  " + token.substr(30) +
+                 "\r\nfirst bytes: " + token.substr(0, 16) + "...";
+  server.Enqueue(gateway);
+
+  const HttpResponse response = PostThroughStowClient(server);
+
+  EXPECT_EQ(std::string::npos, response.body.find(token.substr(0, 16))) << response.body;
+  EXPECT_EQ(std::string::npos, response.body.find(token.substr(30, 16))) << response.body;
+  EXPECT_NE(std::string::npos, response.body.find("first bytes: [REDACTED]...")) << response.body;
+}
+
+
 TEST(RedactionTest, StowHeaderTokenRedacted)
 {
   LoopbackHttpServer server;

@@ -103,11 +103,16 @@ void RedactToken(HttpResponse& response, const std::string& token)
     return;
   }
 
+  // An error page may also quote the token cut short or broken over lines. Its parts are looked
+  // for in error bodies only: a successful STOW-RS response can be large, and it is the
+  // service's own JSON.
   const std::vector<std::string> forms = ListSecretForms({token});
-  response.body = RedactSecrets(std::move(response.body), forms);
+  const bool success = response.status >= 200 && response.status < 300;
+  response.body = success ? RedactSecrets(std::move(response.body), forms)
+                          : RedactSecretsAndFragments(std::move(response.body), forms);
   for (auto& header : response.headers)
   {
-    header.second = RedactSecrets(std::move(header.second), forms);
+    header.second = RedactSecretsAndFragments(std::move(header.second), forms);
   }
 }
 

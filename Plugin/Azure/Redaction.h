@@ -24,9 +24,10 @@ std::vector<std::string> ListSecretForms(const std::vector<std::string>& secrets
 // Replaces each of the forms (from ListSecretForms) with REDACTED_TEXT.
 std::string RedactSecrets(std::string text, const std::vector<std::string>& secretForms);
 
-// Replaces the bearer token in the response's body and header values. A gateway's or a
-// proxy's error page may quote the request's headers, and the plugin keeps excerpts of error
-// bodies in messages, the log and the outbox.
+// Replaces the bearer token in the response's body and header values, and its parts of
+// MIN_FRAGMENT_CHARS or more characters in the header values and in the body of an error. A
+// gateway's or a proxy's error page may quote the request's headers, and the plugin keeps
+// excerpts of error bodies in messages, the log and the outbox.
 void RedactToken(HttpResponse& response, const std::string& token);
 
 // The shortest part of a secret form that RedactSecretsAndFragments replaces.
