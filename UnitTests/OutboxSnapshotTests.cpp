@@ -1129,6 +1129,20 @@ TEST_P(OutboxSnapshotBackendTest, CompletedDeletionRemovesItem)
 }
 
 
+TEST_P(OutboxSnapshotBackendTest, RepeatedRequestStillRemovesItem)
+{
+  // Orthanc reports a deletion again (an overwrite, then a delete) while the DELETE runs.
+  Outbox outbox(path_);
+  Confirm(outbox, {MakeInstance(1)}, ItemState::Mirrored, DESTINATION_A);
+  ASSERT_TRUE(outbox.RequestDeletion("orthanc-1", NOW + 1000));
+  const OutboxItem requested = outbox.ListDeletionRequests(10).at(0);
+  ASSERT_TRUE(outbox.RequestDeletion("orthanc-1", NOW + 2000));
+
+  EXPECT_TRUE(outbox.CompleteDeletion(requested, NOW + 3000));
+  EXPECT_FALSE(HasItem(outbox, "orthanc-1"));
+}
+
+
 TEST_P(OutboxSnapshotBackendTest, AbandonedDeletionKeepsItem)
 {
   Outbox outbox(path_);
@@ -1202,6 +1216,32 @@ TEST_P(OutboxSnapshotBackendTest, RequeueAfterDeletionSendsNewFile)
   EXPECT_FALSE(item.contentChanged);
   EXPECT_EQ(item.instance.fileUuid, "attachment-2");
   EXPECT_EQ(outbox.CountDeletionRequests(), 0u);
+}
+
+
+TEST_P(OutboxSnapshotBackendTest, DroppedDeletionSendsNewFile)
+{
+  Outbox outbox(path_);
+  Confirm(outbox, {MakeInstance(1), MakeInstance(2)}, ItemState::Mirrored, DESTINATION_A);
+  ASSERT_TRUE(outbox.RequestDeletion("orthanc-1", NOW + 1000));
+  ASSERT_TRUE(outbox.RequestDeletion("orthanc-2", NOW + 1000));
+  // Orthanc stored instance 1 again with other content; instance 2 is gone.
+  outbox.QueueFromChanges({MakeInstance(1, 2000, MD5_SECOND)}, 3, NOW + 2000);
+
+  EXPECT_EQ(outbox.DropDeletionRequests(NOW + 3000), 2u);
+
+  EXPECT_EQ(outbox.CountDeletionRequests(), 0u);
+  const OutboxItem changed = GetItem(outbox, "orthanc-1");
+  EXPECT_FALSE(changed.deleteRequested);
+  EXPECT_EQ(changed.state, ItemState::Pending);
+  EXPECT_TRUE(changed.contentChanged);
+  EXPECT_EQ(changed.contentMd5, MD5_FIRST);
+  const OutboxItem gone = GetItem(outbox, "orthanc-2");
+  EXPECT_FALSE(gone.deleteRequested);
+  EXPECT_EQ(gone.state, ItemState::Mirrored);
+  const auto claimed = outbox.ClaimBatch(10, NO_BYTE_LIMIT, NOW + 3500, NOW + 3500 + LEASE_MS);
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].instance.orthancId, "orthanc-1");
 }
 
 

@@ -211,6 +211,19 @@ void PluginContext::Start()
                     " instances were being sent when Orthanc stopped: they are queued again");
   }
 
+  if (!GetConfiguration().mirrorDeletes)
+  {
+    // Requests of a run with MirrorDeletes true would otherwise keep their items from being sent.
+    const uint64_t dropped = outbox_->DropDeletionRequests(NowMs());
+    if (dropped > 0)
+    {
+      logger_.Warning(std::to_string(dropped) +
+                      " deletions at the service that a run with MirrorDeletes true requested "
+                      "are given up, because MirrorDeletes is false: those copies stay at the "
+                      "service");
+    }
+  }
+
   election_->Start();
   dispatcher_->Start();
   if (GetConfiguration().mirrorDeletes)

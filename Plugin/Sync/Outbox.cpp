@@ -142,14 +142,6 @@ ALTER TABLE items ADD COLUMN file_md5 TEXT NOT NULL DEFAULT '';
 )sql";
 
 
-// Sets an item back to Pending as if it were queued at ?1: due at once, with attempts, status code,
-// reasons and message cleared. The destination, the creation mark and the digest stay, for a
-// later rollback or conflict check.
-const std::string RESET_TO_PENDING =
-    "state = 'Pending', attempts = 0, status_code = 0, failure_reason = 0, warning_reason = 0, "
-    "message = '', queued_at = ?1, updated_at = ?1, next_attempt_at = ?1, lease_until = 0, "
-    "sent_at = 0, delete_requested = 0, rollback_id = 0, claimed_by = '', claim_id = 0";
-
 const std::string RETRYABLE_STATES = "('Failed', 'Skipped', 'RolledBack')";
 
 
@@ -160,6 +152,11 @@ bool IsRetryable(ItemState state)
 }
 }  // namespace
 
+
+const std::string RESET_TO_PENDING =
+    "state = 'Pending', attempts = 0, status_code = 0, failure_reason = 0, warning_reason = 0, "
+    "message = '', queued_at = ?1, updated_at = ?1, next_attempt_at = ?1, lease_until = 0, "
+    "sent_at = 0, delete_requested = 0, rollback_id = 0, claimed_by = '', claim_id = 0";
 
 // The columns that ReadItem() expects, in its order.
 const std::string ITEM_COLUMNS =
@@ -269,9 +266,13 @@ struct Outbox::Statements
     // For an instance stored again while the deletion of the service's copy waits or runs, the
     // row records the new file, and the deletion worker returns the item to Pending after the
     // DELETE. A POST sent before then could reach the service before the DELETE removes it.
-    keepDeletedItem = Prepare(database,
-                              "UPDATE items SET size = ?3, file_uuid = ?4, file_md5 = ?5, "
-                              "updated_at = ?1 WHERE orthanc_id = ?2 AND delete_requested = 1");
+    // content_changed marks a new file with other content, for DropDeletionRequests().
+    keepDeletedItem =
+        Prepare(database,
+                "UPDATE items SET size = ?3, file_uuid = ?4, file_md5 = ?5, updated_at = ?1, "
+                "content_changed = CASE WHEN ?6 != '' AND content_md5 != '' AND "
+                "content_md5 != ?6 THEN 1 ELSE content_changed END "
+                "WHERE orthanc_id = ?2 AND delete_requested = 1");
     // An instance stored again while its item waits: the item reads the new attachment.
     refreshPendingFile = Prepare(database,
                                  "UPDATE items SET size = ?1, file_uuid = ?2, file_md5 = ?4 "
@@ -590,6 +591,7 @@ QueueResult Outbox::QueueInTransaction(const std::vector<NewInstance>& instances
               .Bind(ToSqliteInteger(instance.size))
               .Bind(instance.fileUuid)
               .Bind(instance.fileMd5)
+              .Bind(instance.contentMd5)
               .Run();
     }
 

@@ -314,6 +314,11 @@ public:
   // the service deleted the copy of an older file (an overwrite or a new store of the instance).
   void RequeueAfterDeletion(const OutboxItem& item, const NewInstance& instance, int64_t now);
 
+  // Gives up every deletion request, for a start with MirrorDeletes false: the copies stay at the
+  // service, and an instance stored again meanwhile with other content is queued as changed.
+  // Returns the number of requests given up.
+  uint64_t DropDeletionRequests(int64_t now);
+
   // Keeps the item but gives up its deletion, with the reason in its message.
   void AbandonDeletion(int64_t itemId, const std::string& message, int64_t now);
 

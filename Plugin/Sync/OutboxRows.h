@@ -20,6 +20,11 @@ const int64_t ROLLBACK_LOCK_KEY = LOCK_KEY_BASE + 4;
 // The columns of the items table that ReadItem() expects, in its order.
 extern const std::string ITEM_COLUMNS;
 
+// Sets an item back to Pending as if it were queued at ?1: due at once, with attempts, status
+// code, reasons and message cleared. The destination, the creation mark and the digest stay, for
+// a later rollback or conflict check.
+extern const std::string RESET_TO_PENDING;
+
 // Reads a row selected with ITEM_COLUMNS.
 OutboxItem ReadItem(const Query& query);
 }  // namespace AzureDicom

@@ -719,8 +719,11 @@ bool Outbox::RequestDeletion(const std::string& orthancId, int64_t now)
   const std::string action = "request the deletion of " + orthancId;
   Transaction transaction(database, TransactionMode::Write, action);
 
+  // A request for an item whose deletion is already requested leaves updated_at alone, because
+  // CompleteDeletion() takes a changed row for a new store of the instance.
   StatementPtr statement = Prepare(database,
-                                   "UPDATE items SET delete_requested = 1, updated_at = ?1 "
+                                   "UPDATE items SET delete_requested = 1, updated_at = "
+                                   "CASE WHEN delete_requested = 1 THEN updated_at ELSE ?1 END "
                                    "WHERE orthanc_id = ?2 AND (created_sequence > 0 OR "
                                    "state = 'Sending') AND state != 'RolledBack' AND "
                                    "rollback_id = 0");
@@ -809,6 +812,29 @@ void Outbox::AbandonDeletion(int64_t itemId, const std::string& message, int64_t
             "UPDATE items SET delete_requested = 0, updated_at = ?2, message = ?3 WHERE id = ?1",
             {itemId, now}, {message}, action);
   transaction.Commit();
+}
+
+
+uint64_t Outbox::DropDeletionRequests(int64_t now)
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  Database& database = *db_;
+  const std::string action = "drop the deletion requests";
+  Transaction transaction(database, TransactionMode::Write, action);
+
+  // An instance that Orthanc stored again with other content while its deletion waited: the new
+  // file goes out as a changed instance, which OnConflict decides on.
+  const uint64_t requeued =
+      RunUpdate(database,
+                "UPDATE items SET " + RESET_TO_PENDING +
+                    ", content_conflict = 0 WHERE delete_requested = 1 AND content_changed = 1 "
+                    "AND state IN ('Mirrored', 'AlreadyPresent')",
+                {now}, {}, action);
+  const uint64_t cleared = RunUpdate(
+      database, "UPDATE items SET delete_requested = 0, updated_at = ?1 WHERE delete_requested = 1",
+      {now}, {}, action);
+  transaction.Commit();
+  return requeued + cleared;
 }
 
 

@@ -409,6 +409,32 @@ class OverwriteTest(harness.OrthancTestCase):
         self.assert_new_content(orthanc_id, uid, md5)
         self.assert_delete_before_last_post(uid, marker)
 
+    def test_restart_without_mirror_deletes(self):
+        # The DELETE of the old copy still fails when Orthanc restarts with MirrorDeletes false:
+        # the plugin gives the deletion up and sends the new file as a changed instance, which
+        # OnConflict "Replace" sends with PUT.
+        self.start_source(OnConflict="Replace")
+        original, orthanc_id, uid = self.mirror_first_version()
+        self.fake.fail_next(503, count=1000, target="delete")
+        _, md5 = self.store(self.versions(original, 1)[0])
+        harness.wait_for(lambda: self.fake.delete_requests(), DELETE_TIMEOUT_SECONDS,
+                         "the DELETE of the old copy", describe_state=self.source.status)
+        self.source.stop()
+        self.fake.clear_faults()
+        self.source.azure["MirrorDeletes"] = False
+        self.source.start()
+
+        harness.wait_for(lambda: self.fake.stored_md5(PARTITION, uid) == md5,
+                         MIRROR_TIMEOUT_SECONDS, "the new file at the service",
+                         describe_state=lambda: {"Item": self.item(orthanc_id),
+                                                 "Status": self.source.status()})
+        self.source.wait_mirror_idle(MIRROR_TIMEOUT_SECONDS, expected_total=1)
+        item = self.item(orthanc_id)
+        self.assertEqual(item["State"], "Mirrored", item)
+        self.assertIs(item["DeleteRequested"], False, item)
+        self.assertEqual(self.source.status()["Deletes"]["Pending"], 0)
+        self.assertIn("because MirrorDeletes is false", self.source.read_log())
+
     def test_several_overwrites(self):
         self.start_source()
         original, orthanc_id, uid = self.mirror_first_version()
