@@ -1236,9 +1236,9 @@ TEST_P(OutboxSnapshotBackendTest, DroppedDeletionSendsNewFile)
   EXPECT_EQ(changed.state, ItemState::Pending);
   EXPECT_TRUE(changed.contentChanged);
   EXPECT_EQ(changed.contentMd5, MD5_FIRST);
-  const OutboxItem gone = GetItem(outbox, "orthanc-2");
-  EXPECT_FALSE(gone.deleteRequested);
-  EXPECT_EQ(gone.state, ItemState::Mirrored);
+  const OutboxItem deleted = GetItem(outbox, "orthanc-2");
+  EXPECT_FALSE(deleted.deleteRequested);
+  EXPECT_EQ(deleted.state, ItemState::Mirrored);
   const auto claimed = outbox.ClaimBatch(10, NO_BYTE_LIMIT, NOW + 3500, NOW + 3500 + LEASE_MS);
   ASSERT_EQ(claimed.size(), 1u);
   EXPECT_EQ(claimed[0].instance.orthancId, "orthanc-1");

@@ -471,9 +471,11 @@ void MatchFailureWithoutUid(ListedInstances& listed, const std::vector<std::stri
 }
 
 
-// Reads the dataset of a STOW-RS response. Throws Exception(ProtocolError), with a message that
-// names the problem, when the response is not DICOM JSON or lists neither sequence.
-ListedInstances ReadListedInstances(const std::string& contentType, const std::string& body)
+// Reads the dataset of a STOW-RS response to a request that sent sentUids, and matches a failed
+// item without a UID (MatchFailureWithoutUid). Throws Exception(ProtocolError), with a message
+// that names the problem, when the response is not DICOM JSON or lists neither sequence.
+ListedInstances ReadListedInstances(const std::string& contentType, const std::string& body,
+                                    const std::vector<std::string>& sentUids)
 {
   const std::string mediaType = GetMediaType(contentType);
   if (mediaType != "application/dicom+json" && mediaType != "application/json")
@@ -501,6 +503,7 @@ ListedInstances ReadListedInstances(const std::string& contentType, const std::s
   ListedInstances listed;
   ReadSequence(listed, root, REFERENCED_SOP_SEQUENCE, false);
   ReadSequence(listed, root, FAILED_SOP_SEQUENCE, true);
+  MatchFailureWithoutUid(listed, sentUids);
   return listed;
 }
 
@@ -602,7 +605,7 @@ void InterpretStoreResponse(StowResponse& response, const std::string& contentTy
   ListedInstances listed;
   try
   {
-    listed = ReadListedInstances(contentType, body);
+    listed = ReadListedInstances(contentType, body, sentUids);
   }
   catch (const std::exception& e)  // also std::bad_alloc from a huge response
   {
@@ -616,7 +619,6 @@ void InterpretStoreResponse(StowResponse& response, const std::string& contentTy
     return;
   }
 
-  MatchFailureWithoutUid(listed, sentUids);
   for (const std::string& uid : sentUids)
   {
     auto found = listed.byUid.find(uid);
@@ -655,14 +657,13 @@ void InterpretRejectedRequest(StowResponse& response, long httpStatus,
   ListedInstances listed;
   try
   {
-    listed = ReadListedInstances(contentType, body);
+    listed = ReadListedInstances(contentType, body, sentUids);
   }
   catch (const std::exception&)
   {
     // A plain-text error is the usual body of a 400, so the service's text is the message.
   }
 
-  MatchFailureWithoutUid(listed, sentUids);
   for (const std::string& uid : sentUids)
   {
     InstanceResult result = MakeResult(InstanceDisposition::Failed, response.message);
